@@ -1,0 +1,104 @@
+"""The ``embedforge`` command line: validate, run, status, and the command groups in ``engine.commands``."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from engine.commands import COMMAND_MODULES
+from engine.progress import console, setup_logging
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="embedforge: domain corpus → domain-tuned embedding model and its embeddings.")
+
+Overrides = Annotated[list[str] | None, typer.Argument(help="key.sub=value overrides, e.g. stages.chunk.max_tokens=256")]
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print a clear error and exit (no traceback)."""
+    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _load(job: Path, overrides: list[str] | None):  # noqa: ANN202
+    from engine.spec import SpecError, load_spec
+
+    try:
+        return load_spec(job, overrides)
+    except SpecError as exc:
+        fail(str(exc))
+
+
+@app.command()
+def validate(job: Path, overrides: Overrides = None,
+             explain: Annotated[bool, typer.Option(help="List every field of each stage with its description")] = False) -> None:
+    """Validate a job spec (and overrides); print the stages, their hashes and output directories."""
+    from engine.runner import plan
+    from engine.spec import describe
+
+    spec = _load(job, overrides)
+    table = Table("stage", "hash", "output")
+    for name, out in plan(spec).items():
+        table.add_row(name, out.hash, str(out.dir))
+    console.print(f"[green]{job}: valid[/] — job '{spec.name}', {len(spec.stages)} stages")
+    console.print(table)
+    if explain:
+        for name in spec.stage_names():
+            console.print(f"[bold]{name}[/]")
+            for line in describe(type(spec.config(name)), "  "):
+                console.print(line, highlight=False, markup=False)
+
+
+@app.command()
+def run(job: Path, overrides: Overrides = None,
+        stages: Annotated[str | None, typer.Option(help="Comma-separated stages to run (default: all)")] = None,
+        force: Annotated[bool, typer.Option(help="Re-run the selected stages from scratch")] = False,
+        log_level: Annotated[str, typer.Option(help="Log level")] = "INFO") -> None:
+    """Run a job: each stage is skipped when finished, resumed when partial, re-run when its config changed."""
+    from engine.runner import StageFailed, run_job
+
+    setup_logging(log_level)
+    spec = _load(job, overrides)
+    try:
+        results = run_job(spec, stages.split(",") if stages else None, force=force)
+    except (StageFailed, FileNotFoundError, ValueError) as exc:
+        fail(str(exc), 1)
+    table = Table("stage", "rows out", "quarantined", "seconds")
+    for name, manifest in results.items():
+        table.add_row(name, str(manifest.get("rows_out")), str(manifest.get("quarantined")),
+                      str(manifest.get("timings", {}).get("seconds")))
+    console.print(table)
+
+
+@app.command()
+def status(job: Path, overrides: Overrides = None,
+           as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False) -> None:
+    """Per stage: done / partial / stale / missing, rows, quarantined and time."""
+    from engine.runner import status as job_status
+
+    rows = job_status(_load(job, overrides))
+    if as_json:
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        return
+    table = Table("stage", "state", "hash", "rows out", "quarantined", "seconds")
+    for r in rows:
+        table.add_row(r["stage"], r["state"], r["hash"], str(r["rows_out"]), str(r["quarantined"]), str(r["seconds"]))
+    console.print(table)
+
+
+for _module in COMMAND_MODULES:
+    importlib.import_module(f"engine.commands.{_module}").register(app)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,7 @@
+"""CLI command groups beyond the core (validate/run/status). Each module has ``register(app)``.
+
+Modules must import heavy libraries inside the command functions, so ``embedforge --help`` stays fast.
+"""
+
+COMMAND_MODULES: list[str] = []
+"""Modules under ``engine.commands`` whose ``register(app)`` adds commands to the CLI."""

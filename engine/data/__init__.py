@@ -1,0 +1,1 @@
+"""Data on disk: sharded Parquet, schemas, ingest readers, cleaning, chunking, BEIR loading."""

@@ -1,0 +1,91 @@
+"""BEIR directories: corpus.jsonl, queries.jsonl, qrels/<split>.tsv — loaded with errors that name file and line."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.data.ingest import resolve_path
+from engine.data.schemas import passage_text
+
+
+class BeirFormatError(ValueError):
+    """A malformed BEIR file; the message names the file and line."""
+
+
+@dataclass
+class BeirDataset:
+    """A BEIR collection restricted to the judged queries of one split."""
+
+    name: str
+    corpus_ids: list[str]
+    corpus_texts: list[str]
+    """``title + " " + text`` per document (BEIR's convention)."""
+    query_ids: list[str]
+    query_texts: list[str]
+    qrels: dict[str, dict[str, int]]
+    """query id → {doc id → graded relevance}; only judged queries."""
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    rows = []
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            if not raw.strip():
+                continue
+            try:
+                obj = json.loads(raw.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise BeirFormatError(f"{path}:{lineno}: not a valid JSON line ({exc})") from None
+            if not isinstance(obj, dict) or "_id" not in obj or not isinstance(obj.get("text"), str):
+                raise BeirFormatError(f"{path}:{lineno}: expected an object with '_id' and a string 'text'")
+            rows.append(obj)
+    return rows
+
+
+def load_qrels(path: Path) -> dict[str, dict[str, int]]:
+    """``query-id  corpus-id  score`` TSV with a header line; graded scores kept; score ≤ 0 dropped."""
+    qrels: dict[str, dict[str, int]] = {}
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            parts = line.rstrip("\n").split("\t")
+            if lineno == 1 and not parts[-1].lstrip("-").isdigit():
+                continue  # header
+            if not line.strip():
+                continue
+            if len(parts) != 3:
+                raise BeirFormatError(f"{path}:{lineno}: expected 3 tab-separated fields (query-id, corpus-id, score), got {len(parts)}")
+            try:
+                score = int(float(parts[2]))
+            except ValueError:
+                raise BeirFormatError(f"{path}:{lineno}: score '{parts[2]}' is not a number") from None
+            if score > 0:
+                qrels.setdefault(parts[0], {})[parts[1]] = score
+    if not qrels:
+        raise BeirFormatError(f"{path}: no positive judgements")
+    return qrels
+
+
+def load_beir(directory: str | Path, split: str = "test") -> BeirDataset:
+    """Load a BEIR directory; only queries present in ``qrels/<split>.tsv`` are kept."""
+    root = resolve_path(str(directory))
+    for need in ("corpus.jsonl", "queries.jsonl", f"qrels/{split}.tsv"):
+        if not (root / need).is_file():
+            raise BeirFormatError(f"{root}: missing {need} (BEIR layout: corpus.jsonl, queries.jsonl, qrels/{split}.tsv)")
+    corpus = _read_jsonl(root / "corpus.jsonl")
+    queries = {str(q["_id"]): q["text"] for q in _read_jsonl(root / "queries.jsonl")}
+    qrels = load_qrels(root / "qrels" / f"{split}.tsv")
+    missing = [q for q in qrels if q not in queries]
+    if missing:
+        raise BeirFormatError(f"{root / 'qrels' / (split + '.tsv')}: {len(missing)} judged queries are not in "
+                              f"queries.jsonl (first: {missing[0]})")
+    qids = [q for q in queries if q in qrels]
+    return BeirDataset(
+        name=root.name,
+        corpus_ids=[str(d["_id"]) for d in corpus],
+        corpus_texts=[passage_text(d.get("title") or "", d["text"]) for d in corpus],
+        query_ids=qids,
+        query_texts=[queries[q] for q in qids],
+        qrels={q: qrels[q] for q in qids},
+    )

