@@ -135,9 +135,13 @@ def chunk_text(text: str, counter: TokenCounter, max_tokens: int, overlap_tokens
     if current:
         groups.append(current)
     if len(groups) >= 2 and _tokens(groups[-1]) < min_tokens:
-        merged = groups[-2] + [s for s in groups[-1] if s not in groups[-2]]
-        if counter.count([text[merged[0].start: merged[-1].end]])[0] <= budget:
+        prev, last = groups[-2], groups[-1]
+        merged = prev + [s for s in last if s not in prev]
+        if _tokens(merged) <= budget:  # possible when the tail starts with overlap
             groups[-2:] = [merged]
+        elif last[0] not in prev:  # no overlap: move sentences from the previous chunk to the tiny tail
+            while _tokens(last) < min_tokens and len(prev) > 1 and _tokens(last) + prev[-1].tokens <= budget:
+                last.insert(0, prev.pop())
     chunks = []
     exact = counter.count([text[g[0].start: g[-1].end] for g in groups])
     for i, (group, n) in enumerate(zip(groups, exact, strict=True)):

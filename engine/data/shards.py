@@ -113,8 +113,9 @@ class ShardWriter:
         self.out_dir = Path(out_dir)
         self.shards_dir = self.out_dir / SHARDS
         self.shards_dir.mkdir(parents=True, exist_ok=True)
-        for stale in self.shards_dir.glob(".*.tmp"):  # torn temp files of a killed run
-            stale.unlink(missing_ok=True)
+        for sub in (SHARDS, "stats", "quarantine"):  # torn temp files of a killed run
+            for stale in (self.out_dir / sub).glob(".*.tmp"):
+                stale.unlink(missing_ok=True)
 
     def done(self, name: str) -> bool:
         """True when shard ``name`` was completely written by this or an earlier run."""
