@@ -1,59 +1,231 @@
-"""The one search API: exact top-k inner-product search over normalized vectors, FAISS or torch.
+"""The one search API: top-k inner-product search over normalized vectors, FAISS or torch, exact order.
 
-Every stage that searches (mine, evaluate, search, the round-trip filter) calls :func:`search`. Backends give
-identical results on identical input (ties broken by lower corpus index):
+Every stage that searches (mine, evaluate, search, the round-trip filter) calls :func:`search`, or builds a
+:class:`SearchIndex` once with :func:`build_index` and searches it block after block. Backends give identical
+results on identical input:
 
-- ``faiss``: faiss-cpu flat inner-product index (faiss-gpu when CUDA is present);
-- ``torch``: exact matmul + top-k in query blocks (never materializes more than ``block × corpus`` scores);
+- ``faiss``: a flat inner-product index; on CUDA machines faiss-gpu (``StandardGpuResources`` per GPU, fp16
+  vectors, sharded over every visible GPU with ``index_cpu_to_gpu_multiple_py(shard=True)``), else faiss-cpu;
+- ``torch``: exact matmul + top-k, in query blocks × corpus blocks (never more than ``block × corpus_block``
+  scores at once), on the job's device;
 - ``auto``: faiss when importable, else torch.
+
+``kind="ivf"`` builds an inverted-file index (faiss only) for corpora too large for flat search: approximate
+candidates, exact scores.
+
+Identical results: every backend fetches a few extra candidates, rescores them exactly (float64 dot products of
+the original float32 vectors, :func:`pair_scores`) and orders them by (score desc, corpus row asc). So faiss's
+fp16 GPU scores, BLAS summation order and ``topk`` tie order never change which rows come back or their order.
+
+The corpus may be a memory-mapped array (``np.load(path, mmap_mode="r")``): the torch path reads it block by
+block; faiss copies it into its index once.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
 from engine import device as dev
 
+log = logging.getLogger("embedforge.index")
+
 Backend = Literal["auto", "faiss", "torch"]
+IndexKind = Literal["flat", "ivf"]
+
+GPU_MAX_K = 2048
+"""faiss-gpu returns at most this many neighbours per query; larger k use the torch path on the GPU."""
+EXACT_PAD = 8
+"""Extra candidates fetched before exact rescoring, so near-ties at the k-th place resolve the same everywhere."""
+_RESCORE_BYTES = 1 << 25
+"""Float64 working set of one rescoring sub-block."""
+
+
+def pair_scores(queries: np.ndarray, corpus: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Exact ``queries[i] · corpus[ids[i, j]]`` as float32 ``(q, m)``; ``-inf`` where ``ids < 0``.
+
+    Computed in float64 with a fixed summation order, so the same pair gets the same score whatever the
+    backend, block size or candidate order.
+    """
+    ids = np.asarray(ids, dtype=np.int64)
+    q, m = ids.shape
+    out = np.full((q, m), -np.inf, dtype=np.float32)
+    if q == 0 or m == 0:
+        return out
+    step = max(1, _RESCORE_BYTES // (8 * m * max(queries.shape[1], 1)))
+    for start in range(0, q, step):
+        sub = ids[start:start + step]
+        valid = sub >= 0
+        rows = np.asarray(corpus[np.where(valid, sub, 0).ravel()], dtype=np.float64).reshape(*sub.shape, -1)
+        qv = np.asarray(queries[start:start + step], dtype=np.float64)
+        scores = np.einsum("qmd,qd->qm", rows, qv, optimize=False).astype(np.float32)
+        out[start:start + step] = np.where(valid, scores, -np.inf)
+    return out
+
+
+def exact_order(queries: np.ndarray, corpus: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rescore candidate ``ids`` exactly and keep the best ``k`` per row, ordered by (score desc, id asc)."""
+    scores = pair_scores(queries, corpus, ids)
+    ids = np.where(np.isfinite(scores), ids, np.iinfo(np.int64).max)  # missing candidates sort last
+    order = np.lexsort((ids, -scores.astype(np.float64)), axis=1)[:, :k]
+    ids = np.take_along_axis(ids, order, axis=1)
+    scores = np.take_along_axis(scores, order, axis=1)
+    ids[ids == np.iinfo(np.int64).max] = -1
+    return scores, ids
+
+
+@dataclass
+class SearchIndex:
+    """A corpus ready to search; build it once with :func:`build_index`, search many query blocks."""
+
+    corpus: np.ndarray
+    backend: str
+    """``faiss-gpu``, ``faiss`` or ``torch``."""
+    kind: IndexKind = "flat"
+    block: int = 1024
+    """Queries per block in the torch path."""
+    corpus_block: int = 65536
+    """Corpus rows per block in the torch path."""
+    faiss_index: Any = None
+    _gpu_resources: list[Any] = field(default_factory=list, repr=False)
+
+    @property
+    def size(self) -> int:
+        return int(self.corpus.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.corpus.shape[1])
+
+    def search(self, queries: np.ndarray, k: int, exact: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` rows per query: ``(scores float32 (q, k'), ids int64 (q, k'))``, k' = min(k, corpus rows).
+
+        Rows the index could not fill (IVF with few probed lists) have id ``-1`` and score ``-inf``.
+        """
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        if queries.ndim != 2:
+            raise ValueError(f"expected 2-d query vectors, got shape {queries.shape}")
+        if queries.shape[1] != self.dim:
+            raise ValueError(f"dimension mismatch: queries have {queries.shape[1]}, the corpus has {self.dim}")
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        k = min(k, self.size)
+        fetch = min(k + EXACT_PAD, self.size) if exact else k
+        if queries.shape[0] == 0:
+            return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
+        if self.faiss_index is not None and not (self.backend == "faiss-gpu" and fetch > GPU_MAX_K):
+            scores, ids = self.faiss_index.search(queries, fetch)
+            ids = ids.astype(np.int64)
+        else:
+            scores, ids = _torch_exact(queries, self.corpus, fetch, self.block, self.corpus_block)
+        if not exact:
+            return scores.astype(np.float32), ids
+        return exact_order(queries, self.corpus, ids, k)
+
+
+def build_index(corpus: np.ndarray, backend: Backend = "auto", kind: IndexKind = "flat", *, nlist: int | None = None,
+                nprobe: int = 32, seed: int = 0, block: int = 1024, corpus_block: int = 65536,
+                add_block: int = 262144) -> SearchIndex:
+    """Prepare ``corpus`` (float32 ``(n, d)``, in RAM or memory-mapped) for :meth:`SearchIndex.search`.
+
+    >>> index = build_index(np.load("vectors.npy", mmap_mode="r"), kind="flat")
+    >>> scores, ids = index.search(query_vectors, k=50)
+    """
+    if corpus.ndim != 2:
+        raise ValueError(f"expected a 2-d corpus, got shape {corpus.shape}")
+    if corpus.shape[0] == 0:
+        raise ValueError("cannot search an empty corpus")
+    if corpus.dtype != np.float32:
+        corpus = np.ascontiguousarray(corpus, dtype=np.float32)
+    if backend == "auto":
+        backend = "faiss" if dev.has_module("faiss") else "torch"
+    if kind == "ivf" and backend != "faiss":
+        raise ValueError("kind='ivf' needs the faiss backend (pip install faiss-cpu or faiss-gpu-cu12)")
+    if backend == "torch":
+        return SearchIndex(corpus, "torch", "flat", block=block, corpus_block=corpus_block)
+    if backend != "faiss":
+        raise ValueError(f"unknown search backend '{backend}' (auto, faiss or torch)")
+    faiss = dev.optional_import("faiss", "FAISS search")
+    index = _faiss_cpu_index(faiss, corpus, kind, nlist, seed, add_block)
+    resources: list[Any] = []
+    name = "faiss"
+    if dev.cuda_available() and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0:
+        index, resources = _to_all_gpus(faiss, index)
+        name = "faiss-gpu"
+    if kind == "ivf":
+        space = faiss.GpuParameterSpace() if resources else faiss.ParameterSpace()
+        space.set_index_parameter(index, "nprobe", nprobe)
+    return SearchIndex(corpus, name, kind, block=block, corpus_block=corpus_block, faiss_index=index,
+                       _gpu_resources=resources)
 
 
 def search(queries: np.ndarray, corpus: np.ndarray, k: int, backend: Backend = "auto",
-           block: int = 1024) -> tuple[np.ndarray, np.ndarray]:
-    """Top-``k`` corpus rows per query by inner product: ``(scores float32 (q, k'), ids int64 (q, k'))``, k' = min(k, n)."""
-    queries = np.ascontiguousarray(queries, dtype=np.float32)
-    corpus = np.ascontiguousarray(corpus, dtype=np.float32)
+           block: int = 1024, kind: IndexKind = "flat") -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` corpus rows per query by inner product: ``(scores float32 (q, k'), ids int64 (q, k'))``, k' = min(k, n).
+
+    >>> scores, ids = search(query_vectors, passage_vectors, k=10)
+    """
+    queries = np.asarray(queries)
     if queries.ndim != 2 or corpus.ndim != 2:
         raise ValueError(f"expected 2-d arrays, got queries {queries.shape} and corpus {corpus.shape}")
     if queries.shape[1] != corpus.shape[1]:
         raise ValueError(f"dimension mismatch: queries have {queries.shape[1]}, corpus has {corpus.shape[1]}")
-    if corpus.shape[0] == 0:
-        raise ValueError("cannot search an empty corpus")
-    k = min(k, corpus.shape[0])
-    if backend == "auto":
-        backend = "faiss" if dev.has_module("faiss") else "torch"
-    if backend == "faiss":
-        return _faiss_flat(queries, corpus, k)
-    return _torch_exact(queries, corpus, k, block)
+    return build_index(corpus, backend, kind, block=block).search(queries, k)
 
 
-def _faiss_flat(queries: np.ndarray, corpus: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    faiss = dev.optional_import("faiss", "FAISS search")
-    index = faiss.IndexFlatIP(corpus.shape[1])
-    index.add(corpus)
-    scores, ids = index.search(queries, k)
-    return scores.astype(np.float32), ids.astype(np.int64)
+def default_nlist(n: int) -> int:
+    """IVF lists for ``n`` vectors: ~4·sqrt(n), with at least 39 training points per list (faiss's minimum)."""
+    return int(max(1, min(4 * np.sqrt(n), n // 39)))
 
 
-def _torch_exact(queries: np.ndarray, corpus: np.ndarray, k: int, block: int) -> tuple[np.ndarray, np.ndarray]:
-    c = torch.from_numpy(corpus)
+def _faiss_cpu_index(faiss: Any, corpus: np.ndarray, kind: IndexKind, nlist: int | None, seed: int,
+                     add_block: int) -> Any:
+    d = corpus.shape[1]
+    if kind == "flat":
+        index = faiss.IndexFlatIP(d)
+    else:
+        nlist = nlist or default_nlist(corpus.shape[0])
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
+        rng = np.random.default_rng(seed)
+        sample_n = min(corpus.shape[0], nlist * 64)
+        sample = np.sort(rng.choice(corpus.shape[0], size=sample_n, replace=False))
+        index.cp.seed = seed
+        index.train(np.ascontiguousarray(corpus[sample], dtype=np.float32))
+    for start in range(0, corpus.shape[0], add_block):  # memory-mapped corpora are read a block at a time
+        index.add(np.ascontiguousarray(corpus[start:start + add_block], dtype=np.float32))
+    return index
+
+
+def _to_all_gpus(faiss: Any, index: Any) -> tuple[Any, list[Any]]:
+    """Clone ``index`` to every visible GPU, fp16 vectors, sharded (each GPU holds a slice of the corpus)."""
+    n = max(1, dev.gpu_count())
+    resources = [faiss.StandardGpuResources() for _ in range(n)]
+    options = faiss.GpuMultipleClonerOptions()
+    options.shard = True
+    options.useFloat16 = True
+    log.info("faiss-gpu: %s index sharded over %d GPU(s), fp16", type(index).__name__, n)
+    return faiss.index_cpu_to_gpu_multiple_py(resources, index, options), resources
+
+
+def _torch_exact(queries: np.ndarray, corpus: np.ndarray, k: int, block: int,
+                 corpus_block: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k by matmul, query block × corpus block, merging the running top-k (scores on the job's device)."""
+    device = dev.device()
     all_scores, all_ids = [], []
-    for start in range(0, queries.shape[0], block):
-        q = torch.from_numpy(queries[start:start + block])
-        scores = q @ c.T
-        top_s, top_i = torch.topk(scores, k, dim=1, largest=True, sorted=True)
-        all_scores.append(top_s.numpy())
-        all_ids.append(top_i.numpy().astype(np.int64))
-    return np.concatenate(all_scores), np.concatenate(all_ids)
+    for qs in range(0, queries.shape[0], block):
+        q = torch.from_numpy(queries[qs:qs + block]).to(device)
+        best_s = torch.empty((q.shape[0], 0), device=device)
+        best_i = torch.empty((q.shape[0], 0), dtype=torch.int64, device=device)
+        for cs in range(0, corpus.shape[0], corpus_block):
+            rows = corpus[cs:cs + corpus_block]
+            c = torch.from_numpy(rows if rows.flags.writeable else np.array(rows)).to(device)  # mmap: copy block
+            s, i = torch.topk(q @ c.T, min(k, c.shape[0]), dim=1)
+            best_s, pos = torch.topk(torch.cat([best_s, s], 1), min(k, best_s.shape[1] + s.shape[1]), dim=1)
+            best_i = torch.gather(torch.cat([best_i, i + cs], 1), 1, pos)
+        all_scores.append(best_s.cpu().numpy())
+        all_ids.append(best_i.cpu().numpy())
+    return np.concatenate(all_scores), np.concatenate(all_ids).astype(np.int64)

@@ -1,0 +1,132 @@
+"""The search API as mining uses it: identical faiss/torch results, IVF, memory-mapped corpora, bounded memory."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engine.retrieval.index import build_index, pair_scores, search
+from engine.retrieval.negatives import CorpusKeys, NegativeRules, mine_block
+
+
+def _unit(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    corpus = _unit(rng, 3000, 48)
+    corpus[10] = corpus[20] = corpus[30]  # exact ties, listed in a scrambled order
+    queries = _unit(rng, 300, 48)
+    queries[0] = corpus[30]
+    return queries, corpus
+
+
+def test_faiss_and_torch_return_identical_results(data) -> None:
+    queries, corpus = data
+    fs, fi = search(queries, corpus, 40, backend="faiss")
+    ts, ti = search(queries, corpus, 40, backend="torch", block=64)
+    assert np.array_equal(fi, ti) and np.array_equal(fs, ts)
+    assert fi[0, :3].tolist() == [10, 20, 30]  # ties broken by the lower corpus row
+    assert np.all(np.diff(fs, axis=1) <= 0)
+    # scores are the exact inner products of the returned rows
+    assert np.allclose(fs, np.einsum("qd,qkd->qk", queries.astype(np.float64), corpus[fi].astype(np.float64)),
+                       atol=1e-6)
+
+
+def test_corpus_blocks_and_memory_mapped_corpus(data, tmp_path) -> None:
+    queries, corpus = data
+    np.save(tmp_path / "c.npy", corpus)
+    mapped = np.load(tmp_path / "c.npy", mmap_mode="r")
+    ref = search(queries, corpus, 25, backend="faiss")
+    for backend in ("faiss", "torch"):
+        index = build_index(mapped, backend, corpus_block=700, add_block=1000)
+        got = index.search(queries, 25)
+        assert np.array_equal(got[1], ref[1]) and np.array_equal(got[0], ref[0]), backend
+    assert isinstance(mapped, np.memmap)
+
+
+def test_k_larger_than_corpus_and_empty_queries(data) -> None:
+    queries, corpus = data
+    s, i = search(queries[:3], corpus[:5], 50)
+    assert s.shape == i.shape == (3, 5) and sorted(i[0].tolist()) == [0, 1, 2, 3, 4]
+    s, i = build_index(corpus).search(queries[:0], 5)
+    assert s.shape == (0, 5)
+
+
+def test_ivf_probing_every_list_equals_flat_search(data) -> None:
+    queries, corpus = data
+    flat = search(queries, corpus, 20, backend="faiss")
+    index = build_index(corpus, "faiss", "ivf", nlist=16, nprobe=16)
+    assert index.kind == "ivf"
+    got = index.search(queries, 20)
+    assert np.array_equal(got[1], flat[1]) and np.array_equal(got[0], flat[0])
+    few = build_index(corpus, "faiss", "ivf", nlist=16, nprobe=2).search(queries, 20)
+    valid = few[1] >= 0
+    assert np.allclose(few[0][valid], pair_scores(queries, corpus, few[1])[valid])  # approximate set, exact scores
+
+
+def test_clear_errors(data) -> None:
+    queries, corpus = data
+    with pytest.raises(ValueError, match="dimension mismatch"):
+        search(queries[:, :10], corpus, 5)
+    with pytest.raises(ValueError, match="dimension mismatch"):
+        build_index(corpus, "torch").search(queries[:, :10], 5)
+    with pytest.raises(ValueError, match="empty corpus"):
+        search(queries, corpus[:0], 5)
+    with pytest.raises(ValueError, match="2-d"):
+        search(queries[0], corpus, 5)
+    with pytest.raises(ValueError, match="ivf"):
+        build_index(corpus, "torch", "ivf")
+
+
+def _hwm_mib() -> float:
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM in /proc/self/status")
+
+
+def _reset_hwm() -> None:
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")
+
+
+@pytest.mark.parametrize("backend", ["torch", "faiss"])
+def test_peak_memory_does_not_grow_with_the_number_of_queries(tmp_path, backend: str) -> None:
+    """A memory-mapped corpus larger than one block; 3 vs 18 query blocks must peak at the same RSS."""
+    rng = np.random.default_rng(1)
+    n, d, block = 12_000, 64, 256
+    path = tmp_path / "corpus.npy"
+    np.save(path, _unit(rng, n, d))
+    corpus = np.load(path, mmap_mode="r")
+    index = build_index(corpus, backend, corpus_block=2048)
+    keys = CorpusKeys(np.arange(n, dtype=np.int64) // 3, np.arange(n, dtype=np.int64))
+    rules = NegativeRules(num_negatives=5, range_max=30, relative_margin=None)
+
+    def run(blocks: int) -> float:
+        _reset_hwm()
+        start = _hwm_mib()
+        kept = 0
+        for b in range(blocks):
+            q = _unit(np.random.default_rng(100 + b), block, d)
+            pos = np.random.default_rng(b).integers(0, n, size=(block, 1))
+            kept += int(mine_block(index, q, pos, np.arange(block) + b * block, keys, rules).n_kept.sum())
+        assert kept > 0
+        return _hwm_mib() - start
+
+    run(2)  # warm up allocator pools
+    few, many = run(3), run(18)
+    assert many <= few + 16, f"peak RSS grew with the number of queries: {few:.1f} MiB for 3 blocks, {many:.1f} for 18"
+
+
+@pytest.mark.gpu
+def test_faiss_gpu_matches_cpu(data) -> None:
+    queries, corpus = data
+    index = build_index(corpus, "faiss")
+    assert index.backend == "faiss-gpu"
+    got = index.search(queries, 40)
+    ref = search(queries, corpus, 40, backend="torch")
+    assert np.array_equal(got[1], ref[1]) and np.array_equal(got[0], ref[0])
