@@ -95,6 +95,9 @@ def stage_hash(job: JobSpec, name: str, input_hashes: dict[str, str]) -> str:
                                "inputs": dict(sorted(input_hashes.items())), "seed": job.seed}
     if info.uses_base_model:
         factors["base_model"] = job.base_model
+    fingerprint = job.config(name).input_fingerprint()
+    if fingerprint is not None:
+        factors["input_fingerprint"] = fingerprint
     return stable_hash(factors, 12)
 
 

@@ -50,6 +50,13 @@ class IngestConfig(StageConfig):
     progress_every: int = no_hash(1000)
     """Rows between progress updates."""
 
+    def input_fingerprint(self) -> list[str]:
+        """Size and edge bytes of every source file, so a changed corpus re-runs ingest (paths not included,
+        so the same data on a cluster node and locally hash alike)."""
+        from engine.data.ingest import source_fingerprint
+
+        return [source_fingerprint(src) for src in self.sources]
+
     @model_validator(mode="after")
     def _needs_source(self) -> IngestConfig:
         if not self.sources:

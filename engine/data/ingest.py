@@ -69,19 +69,54 @@ def detect_format(path: Path, declared: str) -> str:
 
 
 def iter_source(src: SourceConfig) -> Iterator[Record | BadRow]:
-    """All records of one source, in a stable order."""
+    """All records of one source, in a stable order. ``source`` of a built-in corpus reads ``builtin:NAME/...``."""
     path = resolve_path(src.path)
     if not path.exists():
         raise FileNotFoundError(f"ingest source not found: {src.path}")
     fmt = detect_format(path, src.format)
     if fmt == "beir":
-        yield from _iter_mapping_rows(_jsonl_rows(path / "corpus.jsonl"), src, id_default="_id")
+        items = _iter_mapping_rows(_jsonl_rows(path / "corpus.jsonl"), src, id_default="_id")
     elif fmt == "jsonl":
-        yield from _iter_mapping_rows(_jsonl_rows(path), src)
+        items = _iter_mapping_rows(_jsonl_rows(path), src)
     elif fmt == "parquet":
-        yield from _iter_mapping_rows(_parquet_rows(path), src)
+        items = _iter_mapping_rows(_parquet_rows(path), src)
     else:
-        yield from _iter_folder(path, src)
+        items = _iter_folder(path, src)
+    if not src.path.startswith("builtin:"):
+        yield from items
+        return
+    prefix = str(path)
+    for item in items:
+        item.source = src.path + item.source[len(prefix):] if item.source.startswith(prefix) else item.source
+        yield item
+
+
+def _source_files(path: Path, src: SourceConfig) -> list[Path]:
+    fmt = detect_format(path, src.format)
+    if fmt == "beir":
+        return [path / "corpus.jsonl"]
+    if fmt == "folder":
+        return sorted(p for p in path.glob(src.glob) if p.is_file())
+    return [path]
+
+
+def source_fingerprint(src: SourceConfig, edge: int = 1 << 20) -> str:
+    """Quick content fingerprint of a source: relative names, sizes, first and last MiB of each file."""
+    import hashlib
+
+    path = resolve_path(src.path)
+    if not path.exists():
+        return f"missing:{src.path}"
+    digest = hashlib.sha256()
+    for file in _source_files(path, src):
+        size = file.stat().st_size
+        digest.update(f"{file.relative_to(path) if path.is_dir() else file.name}:{size}".encode())
+        with open(file, "rb") as fh:
+            digest.update(fh.read(edge))
+            if size > 2 * edge:
+                fh.seek(size - edge)
+                digest.update(fh.read(edge))
+    return digest.hexdigest()[:16]
 
 
 def _jsonl_rows(path: Path) -> Iterator[tuple[str, dict[str, Any] | BadRow]]:

@@ -90,3 +90,13 @@ def test_hash_follows_result_fields_only_and_flows_downstream(tmp_path: Path) ->
     upstream = plan(validate_dict({**base, "stages": {**base["stages"], "ingest": {"sources": [{"path": "y.jsonl"}]}}}))
     assert upstream["ingest"].hash != p0["ingest"].hash and upstream["chunk"].hash != p0["chunk"].hash
     assert p0["chunk"].dir == tmp_path / "t" / f"chunk-{p0['chunk'].hash}"
+
+
+def test_changed_source_file_changes_the_ingest_hash(tmp_path: Path) -> None:
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text('{"_id": "1", "text": "a"}\n')
+    spec = {"name": "t", "run_dir": str(tmp_path), "stages": {"ingest": {"sources": [{"path": str(corpus)}]}, "chunk": {}}}
+    before = plan(validate_dict(spec))
+    corpus.write_text('{"_id": "1", "text": "b"}\n')
+    after = plan(validate_dict(spec))
+    assert after["ingest"].hash != before["ingest"].hash and after["chunk"].hash != before["chunk"].hash
