@@ -112,18 +112,21 @@ def require_cuda(feature: str) -> None:
         raise RuntimeError(f"{feature} needs a CUDA GPU; this machine has none (set it off in the job spec)")
 
 
-def kernel_backend() -> KernelBackend:
-    """Which implementation the kernels in ``kernels/`` use.
+def kernel_backend(tensor_device: torch.device | str | None = None) -> KernelBackend:
+    """Which implementation the kernels in ``kernels/`` use (the one place kernel dispatch is decided).
 
-    ``triton`` on CUDA with Triton installed; ``interpret`` when ``TRITON_INTERPRET=1`` or
-    ``EMBEDFORGE_KERNELS=interpret`` (Triton's interpreter on CPU tensors, for tests); ``torch`` otherwise.
+    ``EMBEDFORGE_KERNELS=torch|triton|interpret`` forces a path; else ``interpret`` when ``TRITON_INTERPRET=1``
+    (Triton's interpreter on CPU tensors, for tests); else ``triton`` on CUDA with Triton installed; else
+    ``torch`` (the pure-torch references in ``kernels/reference.py``). Given ``tensor_device``, data that lives
+    on the CPU uses ``torch`` unless a path is forced, so a CPU encoder on a GPU node still works.
     """
     forced = os.environ.get("EMBEDFORGE_KERNELS", "").lower()
     if forced in ("torch", "triton", "interpret"):
         return forced  # type: ignore[return-value]
     if os.environ.get("TRITON_INTERPRET") == "1" and has_module("triton"):
         return "interpret"
-    if cuda_available() and has_module("triton"):
+    on_cuda = tensor_device is None or torch.device(tensor_device).type == "cuda"
+    if on_cuda and cuda_available() and has_module("triton"):
         return "triton"
     return "torch"
 

@@ -1,0 +1,131 @@
+"""Fused similarity + streaming top-k: query tiles × corpus tiles, never the full (q × n) score matrix.
+
+Each program owns ``BLOCK_Q`` queries and one split of the corpus; it walks that split ``BLOCK_N`` corpus rows
+at a time, computes the score tile with ``tl.dot`` (fp32 accumulation) and merges it into a running top-``K``
+kept in registers (``kernels.selection``). The per-split winners (``splits × q × K`` int64 keys, K = next power
+of two ≥ k) are merged by one ``torch.topk`` over keys. Ties go to the lower corpus id, like FAISS and
+``kernels.reference.similarity_topk``. k has no upper limit (FAISS-GPU stops at 2048), but past k ≈ 256 the
+running top-k no longer fits in registers and the kernel slows down (see docs/kernels.md).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from kernels import reference
+from kernels.launch import launcher
+from kernels.selection import merge_running_topk, score_keys, store_keys
+
+
+@triton.jit
+def _similarity_topk_kernel(q_ptr, c_ptr, q_scale_ptr, c_scale_ptr, out_ptr, n_q, n_c, dim, stride_q, stride_c,
+                            stride_split, stride_out_q, tiles_per_split,
+                            BLOCK_Q: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+                            K: tl.constexpr, PRECISION: tl.constexpr, INT8: tl.constexpr,
+                            UPCAST: tl.constexpr):
+    pid_q = tl.program_id(0)
+    split = tl.program_id(1)
+    rows = pid_q * BLOCK_Q + tl.arange(0, BLOCK_Q)
+    row_ok = rows < n_q
+    running = tl.zeros([BLOCK_Q, K], dtype=tl.uint64)
+    if INT8:
+        q_scale = tl.load(q_scale_ptr + rows, mask=row_ok, other=0.0)
+    n_tiles = tl.cdiv(n_c, BLOCK_N)
+    first = split * tiles_per_split
+    last = tl.minimum(first + tiles_per_split, n_tiles)
+    for tile in range(first, last):
+        cols = tile * BLOCK_N + tl.arange(0, BLOCK_N)
+        col_ok = cols < n_c
+        acc = tl.zeros([BLOCK_Q, BLOCK_N], dtype=tl.int32 if INT8 else tl.float32)
+        for d0 in range(0, dim, BLOCK_D):
+            offs_d = d0 + tl.arange(0, BLOCK_D)
+            d_ok = offs_d < dim
+            q = tl.load(q_ptr + rows[:, None].to(tl.int64) * stride_q + offs_d[None, :],
+                        mask=row_ok[:, None] & d_ok[None, :], other=0)
+            c = tl.load(c_ptr + cols[:, None].to(tl.int64) * stride_c + offs_d[None, :],
+                        mask=col_ok[:, None] & d_ok[None, :], other=0)
+            if UPCAST:  # Triton's interpreter multiplies bf16 as raw bits: give it fp32
+                q = q.to(tl.float32)
+                c = c.to(tl.float32)
+            if INT8:
+                acc = tl.dot(q, tl.trans(c), acc, out_dtype=tl.int32)
+            else:
+                acc = tl.dot(q, tl.trans(c), acc, input_precision=PRECISION)
+        if INT8:  # same operation order as kernels.reference.int8_scores
+            c_scale = tl.load(c_scale_ptr + cols, mask=col_ok, other=0.0)
+            scores = acc.to(tl.float32) * q_scale[:, None] * c_scale[None, :]
+        else:
+            scores = acc
+        keys = score_keys(scores, cols[None, :], row_ok[:, None] & col_ok[None, :])
+        running = merge_running_topk(running, keys, K)
+    store_keys(out_ptr + split * stride_split, running, rows, n_q, stride_out_q, K)
+
+
+def launch_similarity_topk(queries: torch.Tensor, corpus: torch.Tensor, out: torch.Tensor, backend: str,
+                           q_scales: torch.Tensor | None = None, c_scales: torch.Tensor | None = None) -> None:
+    """Fill ``out`` (int64 ``(splits, q, K)``) with each split's top-K keys; K and splits come from ``out.shape``.
+
+    With int8 ``queries``/``corpus`` the fp32 per-row ``q_scales``/``c_scales`` are required (int8 scoring).
+    """
+    splits, n_q, k_pad = out.shape
+    n_c, dim = corpus.shape
+    block_q = 16 if k_pad >= 512 else 32
+    block_n = max(k_pad, 64)
+    block_d = min(64, max(16, triton.next_power_of_2(dim)))
+    n_tiles = triton.cdiv(n_c, block_n)
+    tiles_per_split = triton.cdiv(n_tiles, splits)
+    upcast = backend == "interpret" and queries.dtype == torch.bfloat16
+    precision = "ieee" if queries.dtype == torch.float32 or upcast else "tf32"
+    int8 = queries.dtype == torch.int8
+    if int8 and (q_scales is None or c_scales is None):
+        raise ValueError("int8 scoring needs q_scales and c_scales")
+    grid = (triton.cdiv(n_q, block_q), splits)
+    launcher(_similarity_topk_kernel, backend)[grid](
+        queries, corpus, q_scales if int8 else queries, c_scales if int8 else corpus, out, n_q, n_c, dim,
+        queries.stride(0), corpus.stride(0), out.stride(0), out.stride(1), tiles_per_split,
+        BLOCK_Q=block_q, BLOCK_N=block_n, BLOCK_D=block_d, K=k_pad, PRECISION=precision, INT8=int8, UPCAST=upcast,
+        num_warps=8 if k_pad >= 256 else 4)
+
+
+def default_splits(n_q: int, n_c: int, k_pad: int, device: torch.device) -> int:
+    """Corpus splits: enough programs to fill the GPU (≈ 4 per SM), each split at least 4 corpus tiles long."""
+    n_tiles = triton.cdiv(n_c, max(k_pad, 64))
+    if device.type != "cuda":
+        return min(n_tiles, 2)  # the interpreter: still exercises the cross-split merge
+    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    q_tiles = triton.cdiv(n_q, 16 if k_pad >= 512 else 32)
+    return max(1, min(triton.cdiv(4 * sms, q_tiles), n_tiles // 4 or 1))
+
+
+def similarity_topk(queries: torch.Tensor, corpus: torch.Tensor, k: int, *, backend: str = "triton",
+                    splits: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-``k`` corpus rows per query by inner product: ``(scores fp32 (q, k'), ids int64 (q, k'))``, k' = min(k, n).
+
+    ``queries`` (q, d) and ``corpus`` (n, d) share a dtype (fp32, fp16 or bf16); rows must be contiguous in d.
+    """
+    _check_pair(queries, corpus)
+    k_eff = min(k, corpus.shape[0])
+    k_pad = max(16, triton.next_power_of_2(k_eff))
+    splits = splits or default_splits(queries.shape[0], corpus.shape[0], k_pad, queries.device)
+    out = torch.empty((splits, queries.shape[0], k_pad), dtype=torch.int64, device=queries.device)
+    launch_similarity_topk(queries.contiguous(), corpus.contiguous(), out, backend)
+    return merge_split_keys(out, k_eff)
+
+
+def merge_split_keys(out: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Merge per-split keys ``(splits, q, K)`` into the final sorted ``(scores, ids)`` of width ``k``."""
+    keys = out.permute(1, 0, 2).reshape(out.shape[1], -1)
+    best = torch.topk(keys, k, dim=1, largest=True, sorted=True).values
+    return reference.decode_keys(best)
+
+
+def _check_pair(queries: torch.Tensor, corpus: torch.Tensor) -> None:
+    if queries.ndim != 2 or corpus.ndim != 2 or queries.shape[1] != corpus.shape[1]:
+        raise ValueError(f"expected (q, d) queries and (n, d) corpus, got {tuple(queries.shape)} and "
+                         f"{tuple(corpus.shape)}")
+    if corpus.shape[0] == 0:
+        raise ValueError("cannot search an empty corpus")
+    if queries.dtype != corpus.dtype:
+        raise ValueError(f"queries are {queries.dtype} but the corpus is {corpus.dtype}; cast one of them")
