@@ -1,0 +1,147 @@
+"""The FastAPI app: OpenAI-compatible ``POST /v1/embeddings``, ``GET /v1/models``, ``/health``, ``/metrics``.
+
+>>> config = ServeConfig(model="all-MiniLM-L6-v2")
+>>> app = create_app(config)          # loads the model once; uvicorn.run(app, host=..., port=...)
+
+A request is checked (auth, body size, fields, inputs, dimensions), its tokens counted on the model thread,
+then it joins a dynamic batch (:mod:`engine.serving.batcher`). Vectors are L2-normalized; with ``dimensions``
+they are truncated to the first N components and re-normalized (Matryoshka).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi import FastAPI, Response
+
+from engine import device as dev
+from engine.models import resolve_model
+from engine.retrieval.encoder import Encoder, truncate_normalize
+from engine.serving.auth import BearerAuth
+from engine.serving.batcher import DynamicBatcher
+from engine.serving.config import ServeConfig
+from engine.serving.errors import APIError, install_error_handlers
+from engine.serving.limits import BodySizeLimit, apply_token_limit, count_tokens
+from engine.serving.metrics import MetricsMiddleware, ServeMetrics
+from engine.serving.model_dir import check_model_dir
+from engine.serving.protocol import EmbeddingRequest, check_dimensions, embedding_items, parse_inputs
+
+log = logging.getLogger("embedforge.serve")
+
+
+def served_name(config: ServeConfig) -> str:
+    """``--served-model-name``, else the model argument's last path part (``train-xyz/model`` for ``.../model``)."""
+    if config.served_model_name:
+        return config.served_model_name
+    parts = Path(config.model.rstrip("/")).parts
+    if len(parts) >= 2 and parts[-1] == "model":
+        return f"{parts[-2]}/{parts[-1]}"
+    return parts[-1] if parts else config.model
+
+
+def load_encoder(config: ServeConfig) -> Encoder:
+    """Check the model directory, then load it (safetensors, no remote code) with the project's encoder."""
+    path = resolve_model(config.model)
+    info = check_model_dir(path)
+    limit = config.max_tokens_per_input
+    if limit and info.max_seq_length and limit > info.max_seq_length:
+        raise ValueError(f"--max-tokens-per-input {limit} is larger than the model's max_seq_length "
+                         f"{info.max_seq_length} ({path}/sentence_bert_config.json)")
+    dev.set_threads(config.threads)
+    return Encoder(path, device=config.device, dtype=config.dtype, max_seq_length=limit)
+
+
+@dataclass
+class ServedModel:
+    """The loaded model and the facts the endpoints report."""
+
+    encoder: Encoder
+    name: str
+    created: int
+    token_limit: int
+
+    def names(self) -> set[str]:
+        return {self.name, self.encoder.model_id}
+
+
+def create_app(config: ServeConfig, encoder: Encoder | None = None) -> FastAPI:
+    """The server for ``config``; pass an already loaded ``encoder`` to share one (tests)."""
+    config.validate()
+    encoder = encoder or load_encoder(config)
+    limit = min(config.max_tokens_per_input or encoder.max_seq_length, encoder.max_seq_length)
+    model = ServedModel(encoder, served_name(config), int(Path(encoder.path).stat().st_mtime), limit)
+    metrics = ServeMetrics(model.name, encoder.model_id, encoder.dim)
+    batcher = DynamicBatcher(lambda texts: encoder.encode(texts), max_batch_tokens=config.max_batch_tokens,
+                             max_wait_s=config.max_wait_ms / 1000, max_queue=config.max_queue, metrics=metrics)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await batcher.start()
+        log.info("serving %s (model_id %s, %d d, max %d tokens/input) on %s", model.name, encoder.model_id,
+                 encoder.dim, limit, encoder.device)
+        yield
+        await batcher.stop()
+
+    app = FastAPI(title="embedforge", version="0.1.0", lifespan=lifespan,
+                  summary="OpenAI-compatible embeddings for a domain-tuned model")
+    app.state.batcher = batcher
+    app.state.model = model
+    app.state.metrics = metrics
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=config.max_body_bytes)
+    app.add_middleware(BearerAuth, api_key=config.api_key)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: counts refused requests too
+
+    @app.post("/v1/embeddings")
+    async def embeddings(request: EmbeddingRequest) -> Response:
+        if request.model is not None and request.model not in model.names():
+            raise APIError(404, f"The model '{request.model}' does not exist on this server; it serves "
+                           f"'{model.name}' (GET /v1/models)", param="model", code="model_not_found")
+        texts = parse_inputs(request.input, config.max_inputs)
+        dim = check_dimensions(request.dimensions, encoder.dim)
+        counted = await batcher.on_model_thread(count_tokens, encoder.tokenizer, texts, limit)
+        lengths = apply_token_limit(counted, limit, config.on_too_long)
+        vectors = await batcher.submit(texts, tokens=sum(lengths))
+        if dim is not None:
+            vectors = truncate_normalize(vectors, dim)
+        metrics.inputs.inc(len(texts))
+        metrics.tokens.inc(sum(lengths))
+        body = {"object": "list", "data": embedding_items(vectors, request.encoding_format), "model": model.name,
+                "usage": {"prompt_tokens": sum(lengths), "total_tokens": sum(lengths)}}
+        return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
+
+    def model_card() -> dict[str, object]:
+        return {"id": model.name, "object": "model", "created": model.created, "owned_by": "embedforge",
+                "model_id": encoder.model_id, "dimensions": encoder.dim, "max_input_tokens": limit}
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, object]:
+        return {"object": "list", "data": [model_card()]}
+
+    @app.get("/v1/models/{name:path}")
+    async def model_info(name: str) -> dict[str, object]:
+        if name not in model.names():
+            raise APIError(404, f"The model '{name}' does not exist on this server; it serves '{model.name}'",
+                           param="model", code="model_not_found")
+        return model_card()
+
+    @app.get("/health")
+    async def health() -> Response:
+        ok = batcher.alive
+        body = {"status": "ok" if ok else "model worker stopped", "model": model.name, "model_id": encoder.model_id,
+                "dimensions": encoder.dim, "max_input_tokens": limit, "device": str(encoder.device),
+                "batches": batcher.batches_run, "time": time.time()}
+        return Response(json.dumps(body), status_code=200 if ok else 503, media_type="application/json")
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        text, content_type = metrics.render()
+        return Response(text, media_type=content_type)
+
+    return app

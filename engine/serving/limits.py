@@ -1,0 +1,76 @@
+"""Request limits: body size (413, checked before the body is parsed) and tokens per input (413 or truncate)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from engine.serving.errors import APIError
+
+
+class BodySizeLimit:
+    """ASGI middleware: refuse bodies over ``max_bytes`` with 413, by Content-Length or while streaming."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    def _too_large(self, size: int | None) -> APIError:
+        got = f" ({size} bytes)" if size is not None else ""
+        return APIError(413, f"request body too large{got}; the limit is {self.max_bytes} bytes — send fewer or "
+                        "shorter inputs per request", code="request_too_large")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            await self._too_large(int(length)).response()(scope, receive, send)
+            return
+        # Read the body here (bounded), then replay it: a chunked body has no Content-Length to trust.
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await self._too_large(None).response()(scope, receive, send)
+                return
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+def count_tokens(tokenizer: object, texts: Sequence[str], limit: int) -> list[int]:
+    """Token counts with special tokens, counted up to ``limit + 1`` (enough to tell "too long" apart).
+
+    Runs on the model thread: a Hugging Face fast tokenizer must not be called from two threads at once.
+    """
+    ids = tokenizer(list(texts), add_special_tokens=True, truncation=True, max_length=limit + 1)["input_ids"]  # type: ignore[operator]
+    return [len(x) for x in ids]
+
+
+def apply_token_limit(lengths: list[int], limit: int, policy: str) -> list[int]:
+    """Counts the model will process; with ``policy='error'`` any text over ``limit`` is a 413."""
+    too_long = [i for i, n in enumerate(lengths) if n > limit]
+    if too_long and policy == "error":
+        shown = ", ".join(f"input[{i}]" for i in too_long[:5]) + (" ..." if len(too_long) > 5 else "")
+        raise APIError(413, f"{shown}: more than {limit} tokens (this server's limit per input); shorten the text, "
+                       "or start the server with --on-too-long truncate", param="input", code="input_too_long")
+    return [min(n, limit) for n in lengths]
