@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from engine.configs.base import StageConfig
 from engine.configs.chunk import ChunkConfig
 from engine.configs.ingest import IngestConfig
+from engine.configs.vocab import AnalyzeVocabConfig, ExtendVocabConfig, TrainTokenizerConfig
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,12 @@ class StageInfo:
 
 STAGES: list[StageInfo] = [
     StageInfo("ingest", IngestConfig, "engine.stages.ingest"),
+    StageInfo("analyze_vocab", AnalyzeVocabConfig, "engine.stages.analyze_vocab", inputs=("ingest",),
+              uses_base_model=True),
+    StageInfo("train_tokenizer", TrainTokenizerConfig, "engine.stages.train_tokenizer", inputs=("ingest",),
+              uses_base_model=True),
+    StageInfo("extend_vocab", ExtendVocabConfig, "engine.stages.extend_vocab", inputs=("ingest", "analyze_vocab"),
+              uses_base_model=True),
     StageInfo("chunk", ChunkConfig, "engine.stages.chunk", inputs=("ingest",), uses_base_model=True),
 ]
 

@@ -1,0 +1,1 @@
+"""Vocabulary analysis (token-to-word ratio, fragmented terms) and domain tokenizer training."""
