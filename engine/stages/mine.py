@@ -1,0 +1,200 @@
+"""Stage ``mine``: QUERIES + CHUNKS → TRIPLES (query, positive, hard negatives with scores), one shard per query shard.
+
+1. The chunk corpus is embedded once with the base model into ``corpus_vectors.npy`` (memory-mapped, resumable)
+   and indexed (faiss-gpu / faiss-cpu / torch, exact order; IVF optionally).
+2. Every (query text, chunk) and (query id, chunk) pair is indexed as a known positive.
+3. Query shards stream through in blocks: embed, search, apply the rules of :mod:`engine.retrieval.negatives`,
+   write the shard with its statistics. Only the configured splits (``train``) are mined; other rows are left out
+   and counted (the train stage validates on the ``val`` queries of ``generate`` directly).
+4. The manifest gets score distributions and the share each rule removed; ``mine_scores.png`` plots them.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from engine import device as dev
+from engine.configs.mine import MineConfig
+from engine.data.schemas import TRIPLES
+from engine.data.shards import iter_shards, list_shards
+from engine.progress import track
+from engine.retrieval.encoder import Encoder, get_encoder
+from engine.retrieval.index import SearchIndex, build_index
+from engine.retrieval.mining_corpus import (
+    KnownPositives,
+    MiningCorpus,
+    corpus_vectors,
+    load_mining_corpus,
+    normalize_text,
+    stable_keys,
+)
+from engine.retrieval.mining_report import MiningStats, plot_stats
+from engine.retrieval.negatives import NegativeRules, Rescorer, mine_block
+from engine.runner import StageContext, StageFailed
+
+QUERY_COLUMNS = ["query_id", "chunk_id", "query", "split"]
+
+
+def run(ctx: StageContext) -> None:
+    cfg: MineConfig = ctx.config
+    queries_dir = _queries_dir(ctx, cfg)
+    try:
+        corpus = load_mining_corpus(ctx.input_dir("chunk"))
+    except ValueError as exc:
+        raise StageFailed(f"mine: {exc}") from exc
+    known, n_queries = _known_positives(queries_dir, corpus)
+
+    t0 = time.perf_counter()
+    encoder = get_encoder(ctx.resolve_model(cfg.model), device=ctx.job.device, dtype=cfg.dtype)
+    vectors = corpus_vectors(ctx.out_dir / "corpus_vectors.npy", corpus, encoder.encode, encoder.model_id,
+                             encoder.dim, cfg.encode_block)
+    ctx.throughput["corpus_seconds"] = round(time.perf_counter() - t0, 3)
+    kind = "ivf" if cfg.index == "ivf" or (cfg.index == "auto" and len(corpus) >= cfg.ivf_min_corpus) else "flat"
+    index = build_index(vectors, cfg.backend, kind, nlist=cfg.ivf_nlist, nprobe=cfg.ivf_nprobe, seed=ctx.job.seed)
+    ctx.extra["search"] = {"backend": index.backend, "index": kind, "corpus_chunks": len(corpus), "dim": index.dim,
+                           "model_id": encoder.model_id}
+    rules = NegativeRules(num_negatives=cfg.num_negatives, range_min=cfg.range_min, range_max=cfg.range_max,
+                          sampling=cfg.sampling, relative_margin=cfg.relative_margin,
+                          absolute_margin=cfg.absolute_margin, max_score=cfg.max_score, min_score=cfg.min_score,
+                          exclude_same_doc=cfg.exclude_same_doc, exclude_equal_text=cfg.exclude_equal_text,
+                          seed=ctx.job.seed)
+    cross_encoder = _load_cross_encoder(cfg, ctx.job.device) if cfg.cross_encoder else None
+
+    writer = ctx.writer()
+    totals = MiningStats()
+    t1 = time.perf_counter()
+    mined = 0
+    with track("mine", total=n_queries, unit="queries") as progress:
+        for name, table in iter_shards(queries_dir, columns=QUERY_COLUMNS):
+            stats_path = ctx.out_dir / "mine_stats" / f"{name.removesuffix('.parquet')}.json"
+            if writer.done(name) and stats_path.is_file():
+                totals.merge(MiningStats.load(stats_path))
+                progress.advance(table.num_rows)
+                continue
+            triples, quarantine, stats, counters = _mine_shard(table, name, cfg, rules, corpus, known, encoder,
+                                                               index, cross_encoder)
+            stats.save(stats_path)
+            writer.write(name, triples, stats=counters, quarantine=quarantine)
+            totals.merge(stats)
+            mined += counters["rows_mined"]
+            progress.advance(table.num_rows)
+    seconds = time.perf_counter() - t1
+    ctx.throughput["queries_per_s"] = round(mined / max(seconds, 1e-9), 1)
+    ctx.extra["mining"] = {"rules": {k: v for k, v in rules.__dict__.items()}, **totals.report()}
+    if cfg.plot:
+        plot_stats(totals, ctx.out_dir / "mine_scores.png", f"mine: {ctx.job.name}")
+
+
+def _queries_dir(ctx: StageContext, cfg: MineConfig) -> Path:
+    if cfg.queries_path:
+        path = Path(cfg.queries_path)
+        if not path.exists():
+            raise StageFailed(f"mine: queries_path '{path}' does not exist")
+    elif ctx.has_input("generate"):
+        path = ctx.input_dir("generate")
+    else:
+        raise StageFailed("mine needs queries: add a 'generate' stage to the job or set stages.mine.queries_path")
+    if not list_shards(path):
+        raise StageFailed(f"mine: no query shards in {path}")
+    return path
+
+
+def _known_positives(queries_dir: Path, corpus: MiningCorpus) -> tuple[KnownPositives, int]:
+    """Every (query text key, chunk row) and (query id key, chunk row) pair over all splits."""
+    keys, rows, n = [], [], 0
+    for _, table in iter_shards(queries_dir, columns=["query_id", "chunk_id", "query"]):
+        missing = {"query_id", "chunk_id", "query"} - set(table.column_names)
+        if missing:
+            raise StageFailed(f"mine: query shards in {queries_dir} lack columns {sorted(missing)}")
+        texts = [normalize_text(q) for q in table.column("query").to_pylist()]
+        chunk_rows = corpus.rows(table.column("chunk_id").to_pylist())
+        chunk_rows[np.array([not t for t in texts], dtype=bool)] = -1  # empty queries are quarantined later
+        keys += [stable_keys(texts, "t:"), stable_keys(table.column("query_id").to_pylist(), "i:")]
+        rows += [chunk_rows, chunk_rows]
+        n += table.num_rows
+    if n == 0:
+        raise StageFailed(f"mine: the query shards in {queries_dir} have no rows")
+    return KnownPositives.from_pairs(np.concatenate(keys), np.concatenate(rows)), n
+
+
+def _mine_shard(table: pa.Table, name: str, cfg: MineConfig, rules: NegativeRules, corpus: MiningCorpus,
+                known: KnownPositives, encoder: Encoder, index: SearchIndex, cross_encoder: object | None
+                ) -> tuple[pa.Table, list[dict], MiningStats, dict[str, int]]:
+    rows = table.to_pylist()
+    stats = MiningStats()
+    quarantine: list[dict] = []
+    counters = {"rows_in": len(rows), "rows_other_split": 0, "rows_mined": 0, "queries_short": 0,
+                "queries_without_negatives": 0}
+    todo = []
+    for i, r in enumerate(rows):
+        if r.get("split") not in cfg.splits:
+            counters["rows_other_split"] += 1
+        elif not normalize_text(r["query"] or ""):
+            quarantine.append({"source": f"{name}:{i}", "query_id": r["query_id"], "reason": "empty query"})
+        elif r["chunk_id"] not in corpus.row_of:
+            quarantine.append({"source": f"{name}:{i}", "query_id": r["query_id"], "chunk_id": r["chunk_id"],
+                               "reason": "chunk_id not in the chunk corpus"})
+        else:
+            todo.append(r)
+    out: list[dict] = []
+    for start in range(0, len(todo), cfg.query_block):
+        block = todo[start:start + cfg.query_block]
+        queries = [r["query"] for r in block]
+        texts = [normalize_text(q) for q in queries]
+        qids = [r["query_id"] for r in block]
+        pos_ids = known.lookup(stable_keys(texts, "t:"), stable_keys(qids, "i:"))
+        rescorer = _cross_encoder_rescorer(cross_encoder, queries, corpus, cfg) if cross_encoder else None
+        unique, inverse = np.unique(np.array(queries, dtype=object), return_inverse=True)
+        vectors = encoder.encode(unique.tolist())[inverse]  # a query text with several positives is encoded once
+        sel = mine_block(index, vectors, pos_ids, stable_keys(qids, "s:"), corpus.keys, rules, rescorer)
+        stats.add_counts(sel.counts)
+        own = corpus.rows([r["chunk_id"] for r in block])
+        own_score = sel.pos_scores[np.arange(len(block)), (pos_ids == own[:, None]).argmax(axis=1)]
+        for i, r in enumerate(block):
+            keep = sel.ids[i] >= 0
+            neg_rows = sel.ids[i][keep]
+            if len(neg_rows) < rules.num_negatives:
+                counters["queries_short"] += 1
+                counters["queries_without_negatives"] += int(len(neg_rows) == 0)
+                if cfg.too_few_negatives == "quarantine":
+                    quarantine.append({"source": f"{name}", "query_id": r["query_id"], "n_negatives": len(neg_rows),
+                                       "reason": f"fewer than {rules.num_negatives} negatives passed the rules"})
+                    continue
+            stats.positives.add(own_score[i:i + 1])
+            stats.negatives.add(sel.scores[i][keep])
+            out.append({"query_id": r["query_id"], "query": r["query"], "pos_chunk_id": r["chunk_id"],
+                        "positive": corpus.take_texts(own[i:i + 1])[0], "neg_chunk_ids": corpus.take_ids(neg_rows),
+                        "negatives": corpus.take_texts(neg_rows), "pos_score": float(own_score[i]),
+                        "neg_scores": [float(s) for s in sel.scores[i][keep]]})
+    counters["rows_mined"] = len(out)
+    return pa.Table.from_pylist(out, schema=TRIPLES), quarantine, stats, counters
+
+
+def _load_cross_encoder(cfg: MineConfig, device: str) -> object:
+    path = Path(cfg.cross_encoder or "")
+    if not (path.is_dir() and (path / "config.json").is_file()):
+        raise StageFailed(f"mine: cross_encoder '{cfg.cross_encoder}' is not a local model directory with a "
+                          "config.json (model hubs are not used; download the CrossEncoder on a connected machine)")
+    from sentence_transformers import CrossEncoder
+
+    return CrossEncoder(str(path), device=str(dev.device(device)), local_files_only=True)
+
+
+def _cross_encoder_rescorer(model: object, queries: list[str], corpus: MiningCorpus, cfg: MineConfig) -> Rescorer:
+    """Cross-encoder scores for every used (query, candidate) and (query, positive) pair of a block."""
+
+    def score(ids: np.ndarray) -> np.ndarray:
+        out = np.full(ids.shape, np.nan, dtype=np.float32)
+        where = np.nonzero(ids >= 0)
+        if len(where[0]):
+            texts = corpus.take_texts(ids[where])
+            pairs = [(queries[qi], t) for qi, t in zip(where[0].tolist(), texts, strict=True)]
+            out[where] = np.asarray(model.predict(pairs, batch_size=cfg.cross_encoder_batch_size,
+                                                  show_progress_bar=False), dtype=np.float32).reshape(-1)
+        return out
+
+    return lambda cand_ids, pos_ids: (score(cand_ids), score(pos_ids))
