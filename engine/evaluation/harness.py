@@ -1,0 +1,251 @@
+"""The evaluation harness: datasets × models × Matryoshka dimensions × quantizations → result rows.
+
+Per dense model and dataset, the corpus and the queries are encoded once at the model's full dimension (through
+the shared encoder); each dimension is a truncation + re-normalization of those vectors
+(:func:`engine.retrieval.encoder.truncate_normalize`), as a Matryoshka model is deployed. Per dimension and
+quantization a row holds the quality metrics (pytrec_eval), the search latency and the index size; the float
+row also holds HNSW latency, recall of HNSW's top 10 against exact search, and the HNSW index size. Query
+encode latency and corpus throughput do not depend on the truncation, so they are measured once per model and
+repeated on its rows. ``bm25`` is a model too (one row per dataset, ``dim`` null).
+
+Finished (dataset, model) results are cached as JSON under ``cache_dir`` so a killed run resumes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine.data.beir import BeirDataset
+from engine.data.shards import atomic_write_json
+from engine.evaluation.latency import percentiles, query_encode_latency, search_latency, time_calls
+from engine.evaluation.retrieval_evaluator import RetrievalEvaluator
+from engine.evaluation.vector_indexes import QUANTIZATIONS, QuantizedSearcher, faiss_threads, hnsw_index
+from engine.evaluation.vector_indexes import index_bytes as faiss_index_bytes
+from engine.retrieval.metrics import paired_test
+
+log = logging.getLogger("embedforge.evaluate")
+
+BM25 = "bm25"
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A model to evaluate: a display ``label`` and a ``ref`` (packaged name, local directory, or ``bm25``)."""
+
+    label: str
+    ref: str
+
+    @property
+    def is_bm25(self) -> bool:
+        return self.ref.lower() == BM25
+
+
+def parse_model_ref(text: str) -> ModelRef:
+    """``tuned=runs/x/model`` → label ``tuned``; ``runs/x/model`` → label ``model``; ``bm25`` → bm25."""
+    label, sep, ref = text.partition("=")
+    if sep and label and "/" not in label:
+        return ModelRef(label, ref)
+    ref = text.rstrip("/")
+    return ModelRef(Path(ref).name if ("/" in ref or Path(ref).exists()) else ref, ref)
+
+
+@dataclass
+class EvalOptions:
+    """What to measure (mirrors the ``evaluate`` stage config and the bench suite)."""
+
+    dims: list[int] = field(default_factory=list)
+    """Matryoshka dimensions; empty = the model's full dimension."""
+    quantizations: list[str] = field(default_factory=lambda: ["none", "int8", "binary"])
+    top_k: int = 100
+    hit_ks: list[int] = field(default_factory=lambda: [1, 3, 10])
+    latency: bool = True
+    latency_queries: int = 64
+    search_latency_queries: int = 100
+    hnsw_m: int = 32
+    hnsw_ef_search: int = 128
+    rescore_multiplier: int = 4
+    reference: str | None = None
+    """Label of the model others are tested against (default: the first dense model)."""
+    n_resamples: int = 10000
+    seed: int = 0
+    device: str = "auto"
+    dtype: str = "fp32"
+    bm25_k1: float = 0.9
+    bm25_b: float = 0.4
+
+
+@dataclass
+class EvalResult:
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    per_query: list[dict[str, Any]] = field(default_factory=list)
+    significance: list[dict[str, Any]] = field(default_factory=list)
+
+    def extend(self, other: EvalResult) -> None:
+        self.rows += other.rows
+        self.per_query += other.per_query
+
+
+def _per_query_rows(base: dict[str, Any], per_query: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
+    return [{**base, "query_id": q, **m} for q, m in per_query.items()]
+
+
+def _bm25(dataset: BeirDataset, model: ModelRef, opts: EvalOptions) -> EvalResult:
+    from engine.retrieval.bm25 import BM25Retriever
+
+    t0 = time.perf_counter()
+    bm = BM25Retriever(dataset.corpus_texts, k1=opts.bm25_k1, b=opts.bm25_b)
+    build_s = time.perf_counter() - t0
+    scores, ids = bm.search(dataset.query_texts, opts.top_k)
+    evaluator = RetrievalEvaluator(dataset, opts.hit_ks)
+    metrics = evaluator(ids, scores, min_score=0.0)
+    base = {"dataset": dataset.name, "model": model.label, "dim": None, "quantization": "none"}
+    row = {**base, **metrics, "encode_ms_p50": None, "n_queries": len(dataset.query_ids),
+           "n_docs": len(dataset.corpus_ids), "index_bytes": bm.index_bytes, "index_build_s": build_s,
+           "model_ref": model.ref, "k1": opts.bm25_k1, "b": opts.bm25_b}
+    if opts.latency:
+        lat = [dataset.query_texts[i] for i in range(min(len(dataset.query_texts), opts.search_latency_queries))]
+        stats = percentiles(time_calls(lambda t: bm.search([t], 10), lat))
+        row.update(search_ms_p50=stats["p50"], search_ms_p99=stats["p99"])
+    else:
+        row.update(search_ms_p50=None, search_ms_p99=None)
+    return EvalResult([row], _per_query_rows(base, evaluator.per_query))
+
+
+def _dense(dataset: BeirDataset, model: ModelRef, opts: EvalOptions) -> EvalResult:
+    from engine.retrieval.encoder import get_encoder, truncate_normalize
+
+    encoder = get_encoder(model.ref, device=opts.device, dtype=opts.dtype)
+    dims = opts.dims or [encoder.dim]
+    too_big = [d for d in dims if d > encoder.dim]
+    if too_big:
+        raise ValueError(f"dims {too_big} exceed the {encoder.dim} dimensions of model '{model.label}' ({model.ref})")
+    t0 = time.perf_counter()
+    corpus_full = encoder.encode(dataset.corpus_texts, normalize=False)
+    corpus_s = time.perf_counter() - t0
+    queries_full = encoder.encode(dataset.query_texts, normalize=False)
+    shared: dict[str, Any] = {"model_ref": model.ref, "model_id": encoder.model_id, "model_dim": encoder.dim,
+                              "n_queries": len(dataset.query_ids), "n_docs": len(dataset.corpus_ids),
+                              "corpus_encode_s": corpus_s, "corpus_docs_per_s": len(dataset.corpus_ids) / max(corpus_s, 1e-9)}
+    if opts.latency:
+        shared.update(query_encode_latency(lambda texts: encoder.encode(texts), dataset.query_texts,
+                                           sample=opts.latency_queries, seed=opts.seed))
+    log.info("%s / %s: encoded %d docs in %.1fs (%.0f docs/s)", dataset.name, model.label,
+             len(dataset.corpus_ids), corpus_s, shared["corpus_docs_per_s"])
+    out = EvalResult()
+    evaluator = RetrievalEvaluator(dataset, opts.hit_ks)
+    for dim in dims:
+        corpus = truncate_normalize(corpus_full, dim)
+        queries = truncate_normalize(queries_full, dim)
+        for quant in opts.quantizations:
+            searcher = QuantizedSearcher(corpus, quant, opts.rescore_multiplier)
+            scores, ids = searcher.search(queries, opts.top_k)
+            metrics = evaluator(ids)
+            base = {"dataset": dataset.name, "model": model.label, "dim": dim, "quantization": quant}
+            row = {**base, **metrics, **shared, "index_bytes": searcher.bytes}
+            if opts.latency:
+                with faiss_threads(1):
+                    lat = search_latency(lambda q, s=searcher: s.search(q, 10, prebuilt=True), queries,
+                                         opts.search_latency_queries, opts.seed)
+                row.update(search_ms_p50=lat["p50"], search_ms_p99=lat["p99"])
+                if quant == "none":
+                    row.update(_hnsw(corpus, queries, ids, opts))
+            else:
+                row.update(search_ms_p50=None, search_ms_p99=None)
+            row.setdefault("encode_ms_p50", None)
+            out.rows.append(row)
+            out.per_query += _per_query_rows(base, evaluator.per_query)
+            log.info("%s / %s / %d / %s: nDCG@10 %.4f", dataset.name, model.label, dim, quant, metrics["ndcg_at_10"])
+    return out
+
+
+def _hnsw(corpus: np.ndarray, queries: np.ndarray, exact_ids: np.ndarray, opts: EvalOptions) -> dict[str, float]:
+    t0 = time.perf_counter()
+    index = hnsw_index(corpus, m=opts.hnsw_m, ef_search=opts.hnsw_ef_search)
+    build_s = time.perf_counter() - t0
+    k = min(10, corpus.shape[0])
+    _, approx = index.search(queries, k)
+    overlap = [len(set(a) & set(e[:k])) / k for a, e in zip(approx, exact_ids, strict=True)]
+    with faiss_threads(1):
+        lat = search_latency(lambda q: index.search(q, k), queries, opts.search_latency_queries, opts.seed)
+    return {"hnsw_search_ms_p50": lat["p50"], "hnsw_search_ms_p99": lat["p99"], "hnsw_index_bytes": faiss_index_bytes(index),
+            "hnsw_recall_at_10": float(np.mean(overlap)), "hnsw_build_s": build_s}
+
+
+def _cache_path(cache_dir: Path, dataset: BeirDataset, model: ModelRef, opts: EvalOptions) -> Path:
+    """One file per (dataset, model, options): a changed option or dataset size never reuses a stale result."""
+    key = json.dumps([dataset.name, len(dataset.corpus_ids), len(dataset.query_ids), model.label, model.ref,
+                      asdict(opts)], sort_keys=True, default=str)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{dataset.name}__{model.label}")
+    return cache_dir / f"{safe}-{digest}.json"
+
+
+def evaluate_models(datasets: Sequence[BeirDataset | Callable[[], BeirDataset]], models: Sequence[ModelRef],
+                    opts: EvalOptions, cache_dir: Path | None = None) -> EvalResult:
+    """Evaluate every model on every dataset (datasets may be loaders, called one at a time)."""
+    for q in opts.quantizations:
+        if q not in QUANTIZATIONS:
+            raise ValueError(f"unknown quantization '{q}' (known: {', '.join(QUANTIZATIONS)})")
+    labels = [m.label for m in models]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"model labels must be unique, got {labels} (name them: label=path)")
+    result = EvalResult()
+    for item in datasets:
+        dataset = item() if callable(item) else item
+        for model in models:
+            cached = _cache_path(cache_dir, dataset, model, opts) if cache_dir else None
+            if cached and cached.is_file():
+                part = EvalResult(**json.loads(cached.read_text()))
+                log.info("%s / %s: cached result reused (%s)", dataset.name, model.label, cached)
+            else:
+                part = _bm25(dataset, model, opts) if model.is_bm25 else _dense(dataset, model, opts)
+                if cached:
+                    atomic_write_json(cached, {"rows": part.rows, "per_query": part.per_query})
+            result.extend(part)
+    result.significance = significance(result, models, opts)
+    return result
+
+
+def significance(result: EvalResult, models: Sequence[ModelRef], opts: EvalOptions,
+                 metric: str = "ndcg_at_10") -> list[dict[str, Any]]:
+    """Paired tests of each dense model against the reference model, per dataset × dim × quantization.
+
+    The compared rows get ``ref_model``, ``delta_<metric>``, ``p_value_ttest`` and ``p_value_randomization``.
+    """
+    dense = [m.label for m in models if not m.is_bm25]
+    ref = opts.reference or (dense[0] if dense else None)
+    if ref is None or len(dense) + (1 if any(m.is_bm25 for m in models) else 0) < 2:
+        return []
+    scores: dict[tuple, dict[str, float]] = {}
+    for pq in result.per_query:
+        scores.setdefault((pq["dataset"], pq["model"], pq["dim"], pq["quantization"]), {})[pq["query_id"]] = pq[metric]
+    tests = []
+    for row in result.rows:
+        if row["model"] == ref:
+            continue
+        key = (row["dataset"], ref, row["dim"] if row["dim"] is not None else None, row["quantization"])
+        if row["dim"] is None:  # bm25 vs the reference at its full dimension, float
+            full = [r["dim"] for r in result.rows if r["model"] == ref and r["dataset"] == row["dataset"]]
+            if not full:
+                continue
+            key = (row["dataset"], ref, max(full), "none")
+        reference = scores.get(key)
+        candidate = scores.get((row["dataset"], row["model"], row["dim"], row["quantization"]))
+        if reference is None or candidate is None:
+            continue
+        test = paired_test(reference, candidate, n_resamples=opts.n_resamples, seed=opts.seed)
+        row.update({"ref_model": ref, f"delta_{metric}": test["delta"], "p_value_ttest": test["p_value_ttest"],
+                    "p_value_randomization": test["p_value_randomization"]})
+        tests.append({"dataset": row["dataset"], "model": row["model"], "reference": ref, "dim": row["dim"],
+                      "reference_dim": key[2], "quantization": row["quantization"], "metric": metric, **test})
+    return tests

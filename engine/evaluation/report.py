@@ -1,0 +1,103 @@
+"""Writes an evaluation's outputs: ``results.json``, ``per_query.jsonl``, ``significance.json``, ``report.md``
+and the PNG plots."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from engine.data.shards import atomic_write_json, atomic_write_text
+from engine.evaluation import plots
+from engine.evaluation.harness import EvalResult
+
+RESULT_KEYS: tuple[str, ...] = (
+    "dataset", "model", "dim", "quantization", "ndcg_at_10", "mrr_at_10", "recall_at_10", "recall_at_100",
+    "p_at_1", "p_at_3", "map_at_100", "encode_ms_p50", "search_ms_p50", "search_ms_p99", "index_bytes")
+"""Keys every row of ``results.json`` has (rows carry more: hit rates, HNSW, throughput, significance)."""
+
+PLOTS = ("ndcg_vs_dim.png", "latency_vs_dim.png", "quality_vs_bytes.png")
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}" if abs(value) < 1000 else f"{value:,.0f}"
+    return str(value)
+
+
+def _bytes(n: Any) -> str:
+    if not n:
+        return "–"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _table(header: Sequence[str], lines: Sequence[Sequence[str]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(line) + " |" for line in lines]
+    return out
+
+
+def render_markdown(result: EvalResult, title: str, notes: Sequence[str] = ()) -> str:
+    """The report: a quality table and a latency table per dataset, significance, plots."""
+    rows = result.rows
+    md = [f"# {title}", ""]
+    md += [f"- {n}" for n in notes]
+    md.append("")
+    for ds in dict.fromkeys(r["dataset"] for r in rows):
+        sub = [r for r in rows if r["dataset"] == ds]
+        md += [f"## {ds} ({sub[0].get('n_docs')} docs, {sub[0].get('n_queries')} judged queries)", "", "### Quality", ""]
+        md += _table(["model", "dim", "quant", "nDCG@10", "MRR@10", "R@10", "R@100", "P@1", "P@3", "MAP@100",
+                      "Δ nDCG@10 vs ref", "p (t-test)", "p (randomization)"],
+                     [[r["model"], _fmt(r["dim"]), r["quantization"], *(_fmt(r[k]) for k in RESULT_KEYS[4:11]),
+                       _fmt(r.get("delta_ndcg_at_10")), _fmt(r.get("p_value_ttest")),
+                       _fmt(r.get("p_value_randomization"))] for r in sub])
+        md += ["", "### Latency and size (single query; ms)", ""]
+        md += _table(["model", "dim", "quant", "encode p50", "encode p95", "encode b64 p50", "corpus docs/s",
+                      "flat p50", "flat p99", "index", "HNSW p50", "HNSW p99", "HNSW R@10 vs exact", "HNSW index"],
+                     [[r["model"], _fmt(r["dim"]), r["quantization"], _fmt(r.get("encode_ms_p50"), 2),
+                       _fmt(r.get("encode_ms_p95"), 2), _fmt(r.get("encode_b64_ms_p50"), 1),
+                       _fmt(r.get("corpus_docs_per_s"), 1), _fmt(r.get("search_ms_p50"), 3),
+                       _fmt(r.get("search_ms_p99"), 3), _bytes(r.get("index_bytes")),
+                       _fmt(r.get("hnsw_search_ms_p50"), 3), _fmt(r.get("hnsw_search_ms_p99"), 3),
+                       _fmt(r.get("hnsw_recall_at_10"), 3), _bytes(r.get("hnsw_index_bytes"))] for r in sub])
+        md.append("")
+    if result.significance:
+        md += ["## Significance (paired, per query nDCG@10)", ""]
+        md += _table(["dataset", "model", "dim", "quant", "reference", "ref dim", "mean ref", "mean model", "Δ",
+                      "p t-test", "p randomization", "queries"],
+                     [[s["dataset"], s["model"], _fmt(s["dim"]), s["quantization"], s["reference"],
+                       _fmt(s["reference_dim"]), _fmt(s["mean_reference"]), _fmt(s["mean_candidate"]),
+                       _fmt(s["delta"]), _fmt(s["p_value_ttest"]), _fmt(s["p_value_randomization"]),
+                       str(int(s["n_queries"]))] for s in result.significance])
+        md.append("")
+    md += ["## Plots", ""] + [f"![{p}]({p})" for p in PLOTS] + [""]
+    return "\n".join(md)
+
+
+def write_report(result: EvalResult, out_dir: str | Path, title: str = "Evaluation",
+                 notes: Sequence[str] = (), extra: dict[str, Any] | None = None) -> dict[str, Path]:
+    """Write every output file into ``out_dir``; returns their paths by name."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for row in result.rows:
+        missing = [k for k in RESULT_KEYS if k not in row]
+        if missing:
+            raise ValueError(f"result row {row.get('dataset')}/{row.get('model')} lacks keys {missing}")
+    paths = {"results": out / "results.json", "per_query": out / "per_query.jsonl",
+             "significance": out / "significance.json", "report": out / "report.md"}
+    atomic_write_json(paths["results"], result.rows)
+    atomic_write_text(paths["per_query"], "".join(json.dumps(r) + "\n" for r in result.per_query))
+    atomic_write_json(paths["significance"], {"tests": result.significance, **(extra or {})})
+    plots.quality_vs_dim(result.rows, out / PLOTS[0])
+    plots.latency_vs_dim(result.rows, out / PLOTS[1])
+    plots.quality_vs_bytes(result.rows, out / PLOTS[2])
+    paths.update({p.removesuffix(".png"): out / p for p in PLOTS})
+    atomic_write_text(paths["report"], render_markdown(result, title, notes))
+    return paths

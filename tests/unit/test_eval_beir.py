@@ -1,0 +1,67 @@
+"""BEIR loading for evaluation: judged queries only, graded qrels (Cranfield), errors naming file and line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from engine.data.beir import BeirFormatError, load_beir
+
+
+def _write_beir(root: Path, queries: str, qrels: str) -> Path:
+    (root / "qrels").mkdir(parents=True)
+    (root / "corpus.jsonl").write_text("".join(json.dumps({"_id": f"d{i}", "title": "t", "text": f"doc {i}"}) + "\n"
+                                               for i in range(3)))
+    (root / "queries.jsonl").write_text(queries)
+    (root / "qrels" / "test.tsv").write_text(qrels)
+    return root
+
+
+def test_cranfield_graded_qrels_and_judged_queries(datasets_dir: Path) -> None:
+    ds = load_beir(datasets_dir / "cranfield")
+    assert len(ds.corpus_ids) == 1400
+    assert len(ds.query_ids) == 225
+    grades = {g for docs in ds.qrels.values() for g in docs.values()}
+    assert grades == {1, 2, 3, 4}
+    assert sum(len(d) for d in ds.qrels.values()) == 1612
+    assert set(ds.query_ids) == set(ds.qrels)
+
+
+def test_scifact_keeps_only_test_judged_queries(datasets_dir: Path) -> None:
+    ds = load_beir(datasets_dir / "scifact")
+    assert len(ds.query_ids) == 300 and len(ds.corpus_ids) == 5183
+    assert len(ds.query_texts) == 300
+
+
+def test_malformed_qrels_line_is_named(tmp_path: Path) -> None:
+    root = _write_beir(tmp_path / "bad", '{"_id": "q1", "text": "x"}\n',
+                       "query-id\tcorpus-id\tscore\nq1\td0\t1\nq1\td1\n")
+    with pytest.raises(BeirFormatError, match=r"qrels/test\.tsv:3: expected 3 tab-separated fields"):
+        load_beir(root)
+
+
+def test_non_numeric_qrels_score_is_named(tmp_path: Path) -> None:
+    root = _write_beir(tmp_path / "bad", '{"_id": "q1", "text": "x"}\n', "query-id\tcorpus-id\tscore\nq1\td0\thigh\n")
+    with pytest.raises(BeirFormatError, match=r"test\.tsv:2: score 'high' is not a number"):
+        load_beir(root)
+
+
+def test_malformed_query_line_is_named(tmp_path: Path) -> None:
+    root = _write_beir(tmp_path / "bad", '{"_id": "q1", "text": "x"}\n{"_id": "q2", "text": \n',
+                       "query-id\tcorpus-id\tscore\nq1\td0\t1\n")
+    with pytest.raises(BeirFormatError, match=r"queries\.jsonl:2: not a valid JSON line"):
+        load_beir(root)
+
+
+def test_query_without_text_is_named(tmp_path: Path) -> None:
+    root = _write_beir(tmp_path / "bad", '{"_id": "q1"}\n', "query-id\tcorpus-id\tscore\nq1\td0\t1\n")
+    with pytest.raises(BeirFormatError, match=r"queries\.jsonl:1: expected an object"):
+        load_beir(root)
+
+
+def test_judged_query_missing_from_queries_is_an_error(tmp_path: Path) -> None:
+    root = _write_beir(tmp_path / "bad", '{"_id": "q1", "text": "x"}\n', "query-id\tcorpus-id\tscore\nq7\td0\t1\n")
+    with pytest.raises(BeirFormatError, match="not in queries.jsonl"):
+        load_beir(root)
