@@ -81,14 +81,20 @@ def serve_run(model: str, texts: list[str], args: argparse.Namespace, extra: lis
     with ServerProcess(model, flags, log_path=log) as server:
         asyncio.run(run_load(server.url, texts, requests=min(32, args.requests), concurrency=args.concurrency,
                              inputs_per_request=args.inputs_per_request))  # warm-up
+        before = server_metrics(server.url)
         result = asyncio.run(run_load(server.url, texts, requests=args.requests, concurrency=args.concurrency,
                                       inputs_per_request=args.inputs_per_request))
-        metrics = server_metrics(server.url)
-    return {"mode": mode, **result, **metrics}
+        after = server_metrics(server.url)
+    batches = after["batches"] - before["batches"]
+    return {"mode": mode, **result, "model_batches": int(batches),
+            "requests_per_batch": round((after["batched_requests"] - before["batched_requests"]) / max(batches, 1), 2),
+            "mean_queue_wait_ms": round(1000 * (after["queue_wait_s"] - before["queue_wait_s"])
+                                        / max(after["batched_requests"] - before["batched_requests"], 1), 2),
+            "model_busy_fraction": round((after["model_s"] - before["model_s"]) / result["seconds"], 3)}
 
 
 def server_metrics(url: str) -> dict[str, float]:
-    """Mean requests per model batch and mean queue wait, from the server's /metrics (cumulative)."""
+    """Cumulative batching counters from the server's /metrics."""
     import re
 
     import httpx
@@ -97,13 +103,12 @@ def server_metrics(url: str) -> dict[str, float]:
 
     def value(name: str) -> float:
         match = re.search(rf"^{name} (\S+)$", text, re.M)
-        return float(match.group(1)) if match else float("nan")
+        return float(match.group(1)) if match else 0.0
 
-    batches = value("embedforge_batch_requests_count")
-    return {"model_batches": int(batches),
-            "requests_per_batch": round(value("embedforge_batch_requests_sum") / max(batches, 1), 2),
-            "mean_queue_wait_ms": round(1000 * value("embedforge_queue_wait_seconds_sum")
-                                        / max(value("embedforge_queue_wait_seconds_count"), 1), 2)}
+    return {"batches": value("embedforge_batch_requests_count"),
+            "batched_requests": value("embedforge_batch_requests_sum"),
+            "queue_wait_s": value("embedforge_queue_wait_seconds_sum"),
+            "model_s": value("embedforge_model_seconds_sum")}
 
 
 def main() -> None:
@@ -126,13 +131,14 @@ def main() -> None:
     rows += reference(args.model, texts, args.requests, args.inputs_per_request, args.threads)
     ceiling = rows[-1]["inputs_per_s"]
     print(f"{'mode':<16} {'req':>5} {'err':>4} {'p50 ms':>9} {'p99 ms':>9} {'inputs/s':>9} {'vs st b32':>9} "
-          f"{'req/batch':>9}")
+          f"{'req/batch':>9} {'model busy':>10}")
     for row in rows:
         row["ratio_vs_st_batch32"] = round(row["inputs_per_s"] / ceiling, 3)
         p50 = "-" if row.get("p50_ms") is None else f"{row['p50_ms']:.1f}"
         p99 = "-" if row.get("p99_ms") is None else f"{row['p99_ms']:.1f}"
         print(f"{row['mode']:<16} {row['requests']:>5} {row['errors']:>4} {p50:>9} {p99:>9} "
-              f"{row['inputs_per_s']:>9.1f} {row['ratio_vs_st_batch32']:>9.2f} {row.get('requests_per_batch', '-'):>9}")
+              f"{row['inputs_per_s']:>9.1f} {row['ratio_vs_st_batch32']:>9.2f} {row.get('requests_per_batch', '-'):>9} "
+              f"{row.get('model_busy_fraction', '-'):>10}")
     report = {"benchmark": "serve", "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
               "git": _git_sha(), "device": "cpu", "versions": library_versions(),
               "machine": {**env_note, "loadavg_at_end": os.getloadavg(), "shared": True},

@@ -136,7 +136,8 @@ def create_app(config: ServeConfig, encoder: Encoder | None = None) -> FastAPI:
         ok = batcher.alive
         body = {"status": "ok" if ok else "model worker stopped", "model": model.name, "model_id": encoder.model_id,
                 "dimensions": encoder.dim, "max_input_tokens": limit, "device": str(encoder.device),
-                "batches": batcher.batches_run, "time": time.time()}
+                "batches": batcher.batches_run, "in_flight": batcher.in_flight, "model_busy": batcher.model_busy,
+                "time": time.time()}
         return Response(json.dumps(body), status_code=200 if ok else 503, media_type="application/json")
 
     @app.get("/metrics")

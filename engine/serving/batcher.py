@@ -48,6 +48,10 @@ class DynamicBatcher:
         self.metrics = metrics
         self.batches_run = 0
         """Model calls made so far (tests and /health read it)."""
+        self.model_busy = False
+        """True while a batch is being encoded on the model thread."""
+        self.in_flight = 0
+        """Requests submitted and not answered yet."""
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedforge-model")
         self._queue: asyncio.Queue[_Pending] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -87,7 +91,11 @@ class DynamicBatcher:
         future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Pending(list(texts), max(tokens, 1), future))
         self._gauge()
-        return await future
+        self.in_flight += 1
+        try:
+            return await future
+        finally:
+            self.in_flight -= 1
 
     def _gauge(self) -> None:
         if self.metrics is not None and self._queue is not None:
@@ -131,6 +139,7 @@ class DynamicBatcher:
                 continue
             texts = [t for p in batch for t in p.texts]
             started = time.perf_counter()
+            self.model_busy = True
             try:
                 vectors = await loop.run_in_executor(self._executor, self.encode, texts)
             except Exception as exc:  # the model failed: every request of the batch gets the error
@@ -140,6 +149,8 @@ class DynamicBatcher:
                         p.future.set_exception(APIError(500, f"the model failed on this batch ({exc})",
                                                         code="model_error"))
                 continue
+            finally:
+                self.model_busy = False
             self.batches_run += 1
             self._observe(batch, len(texts), started)
             offset = 0
