@@ -97,3 +97,19 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 900, env: dict
 def cli():
     """``cli("run", "jobs/quickstart.yaml", ...)`` runs the real CLI."""
     return run_cli
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """The packaged SmolLM2-135M-Instruct as a plain HF directory (converted from its GGUF once, cached)."""
+    from engine.models import resolve_model
+
+    return resolve_model("smollm2-135m-instruct")
+
+
+@pytest.fixture(scope="session")
+def smollm2_hf(smollm2_dir: Path):
+    """The hf generate backend over the packaged SmolLM2 (loaded once per session)."""
+    from engine.generation.hf_backend import HFBackend
+
+    return HFBackend(str(smollm2_dir), device="cpu", batch_size=4)

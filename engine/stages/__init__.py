@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from engine.configs.base import StageConfig
 from engine.configs.chunk import ChunkConfig
+from engine.configs.generate import GenerateConfig
 from engine.configs.ingest import IngestConfig
 from engine.configs.mine import MineConfig
 from engine.configs.vocab import AnalyzeVocabConfig, ExtendVocabConfig, TrainTokenizerConfig
@@ -40,6 +41,7 @@ STAGES: list[StageInfo] = [
     StageInfo("extend_vocab", ExtendVocabConfig, "engine.stages.extend_vocab", inputs=("ingest", "analyze_vocab"),
               uses_base_model=True),
     StageInfo("chunk", ChunkConfig, "engine.stages.chunk", inputs=("ingest",), uses_base_model=True),
+    StageInfo("generate", GenerateConfig, "engine.stages.generate", inputs=("chunk",), uses_base_model=True),
     StageInfo("mine", MineConfig, "engine.stages.mine", inputs=("chunk", "generate"), uses_base_model=True),
 ]
 
