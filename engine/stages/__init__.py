@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from engine.configs.base import StageConfig
 from engine.configs.chunk import ChunkConfig
+from engine.configs.evaluate import EvaluateConfig
 from engine.configs.generate import GenerateConfig
 from engine.configs.ingest import IngestConfig
 from engine.configs.mine import MineConfig
@@ -43,6 +44,8 @@ STAGES: list[StageInfo] = [
     StageInfo("chunk", ChunkConfig, "engine.stages.chunk", inputs=("ingest",), uses_base_model=True),
     StageInfo("generate", GenerateConfig, "engine.stages.generate", inputs=("chunk",), uses_base_model=True),
     StageInfo("mine", MineConfig, "engine.stages.mine", inputs=("chunk", "generate"), uses_base_model=True),
+    StageInfo("evaluate", EvaluateConfig, "engine.stages.evaluate", inputs=("chunk", "generate", "train"),
+              uses_base_model=True),
 ]
 
 

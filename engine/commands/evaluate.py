@@ -1,0 +1,159 @@
+"""Commands ``evaluate`` (models × BEIR datasets × dimensions), ``bench`` (a suite YAML) and ``drift``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def _fail(message: str, code: int = 2) -> None:
+    from engine.cli import fail
+
+    fail(message, code)
+
+
+def _summary(rows: list[dict]) -> None:
+    from rich.table import Table
+
+    from engine.progress import console
+
+    table = Table("dataset", "model", "dim", "quant", "nDCG@10", "R@100", "search p50 ms", "index bytes")
+    for r in rows:
+        table.add_row(r["dataset"], r["model"], str(r["dim"] or "–"), r["quantization"], f"{r['ndcg_at_10']:.4f}",
+                      f"{r['recall_at_100']:.4f}",
+                      f"{r['search_ms_p50']:.3f}" if r.get("search_ms_p50") is not None else "–",
+                      f"{r['index_bytes']:,}" if r.get("index_bytes") else "–")
+    console.print(table)
+
+
+def _parse_dims(dims: str | None) -> list[int]:
+    if not dims:
+        return []
+    try:
+        values = [int(d) for d in dims.split(",") if d.strip()]
+    except ValueError:
+        _fail(f"--dims: expected comma-separated integers like 384,192,96,48, got '{dims}'")
+    if any(d <= 0 for d in values):
+        _fail(f"--dims: dimensions must be positive, got '{dims}'")
+    return sorted(set(values), reverse=True)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def evaluate(
+        model: Annotated[list[str], typer.Option("--model", help="Model: packaged name, directory, label=dir, or bm25 (repeat)")],
+        dataset: Annotated[list[str], typer.Option("--dataset", help="BEIR directory or builtin:<name> (repeat)")],
+        out: Annotated[Path, typer.Option("--out", help="Output directory")],
+        dims: Annotated[str | None, typer.Option(help="Matryoshka dimensions, e.g. 384,192,96,48 (default: full)")] = None,
+        quant: Annotated[str, typer.Option(help="Quantizations: none,int8,binary,binary_rescore")] = "none,int8,binary",
+        split: Annotated[str, typer.Option(help="qrels split")] = "test",
+        latency: Annotated[bool, typer.Option(help="Measure encode/search latency")] = True,
+        latency_queries: Annotated[int, typer.Option(help="Queries timed for encode latency")] = 64,
+        search_latency_queries: Annotated[int, typer.Option(help="Queries timed for search latency")] = 100,
+        reference: Annotated[str | None, typer.Option(help="Label of the reference model (default: first)")] = None,
+        device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+        dtype: Annotated[str, typer.Option(help="fp32, bf16 or fp16")] = "fp32",
+        log_level: Annotated[str, typer.Option(help="Log level")] = "INFO",
+    ) -> None:
+        """Evaluate models (and bm25) on BEIR datasets per dimension and quantization: results.json, report.md, plots."""
+        from engine.data.beir import BeirFormatError, load_beir
+        from engine.data.ingest import resolve_path
+        from engine.evaluation.harness import EvalOptions, evaluate_models, parse_model_ref
+        from engine.evaluation.report import write_report
+        from engine.progress import console, setup_logging
+
+        setup_logging(log_level)
+        for d in dataset:
+            if not resolve_path(d).is_dir():
+                _fail(f"--dataset {d}: not a directory (BEIR layout: corpus.jsonl, queries.jsonl, qrels/{split}.tsv)")
+        models = [parse_model_ref(m) for m in model]
+        opts = EvalOptions(dims=_parse_dims(dims), quantizations=[q.strip() for q in quant.split(",") if q.strip()],
+                           latency=latency, latency_queries=latency_queries,
+                           search_latency_queries=search_latency_queries, reference=reference, device=device,
+                           dtype=dtype)
+        try:
+            result = evaluate_models([lambda d=d: load_beir(d, split) for d in dataset], models, opts)
+        except (BeirFormatError, FileNotFoundError, ValueError) as exc:
+            _fail(str(exc), 1)
+        paths = write_report(result, out, title="Evaluation", notes=[f"models: {', '.join(f'{m.label} = {m.ref}' for m in models)}",
+                                                                     "latency measured on a shared CPU"])
+        _summary(result.rows)
+        console.print(f"wrote {paths['results']}, {paths['report']} and plots")
+
+    @app.command()
+    def bench(
+        suite: Annotated[Path, typer.Argument(help="Suite YAML (datasets × models × dims)")],
+        out: Annotated[Path, typer.Option("--out", help="Output directory")],
+        device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+        dtype: Annotated[str, typer.Option(help="fp32, bf16 or fp16")] = "fp32",
+        log_level: Annotated[str, typer.Option(help="Log level")] = "INFO",
+    ) -> None:
+        """Run a benchmark suite; exit 1 when a reference figure in the suite's `expect` list is missed."""
+        from engine.data.beir import BeirFormatError, load_beir
+        from engine.data.shards import atomic_write_json
+        from engine.evaluation.harness import evaluate_models, parse_model_ref
+        from engine.evaluation.report import write_report
+        from engine.evaluation.suite import SuiteError, check_expectations, load_suite
+        from engine.progress import console, setup_logging
+
+        setup_logging(log_level)
+        try:
+            spec = load_suite(suite)
+        except SuiteError as exc:
+            _fail(str(exc))
+        models = [parse_model_ref(m) for m in spec.models]
+        try:
+            result = evaluate_models([lambda d=d: load_beir(d.path, d.split) for d in spec.datasets], models,
+                                     spec.options(device, dtype), cache_dir=out / "partial")
+        except (BeirFormatError, FileNotFoundError, ValueError) as exc:
+            _fail(str(exc), 1)
+        checks = check_expectations(result.rows, spec.expect)
+        notes = [f"suite {suite}", "latency measured on a shared CPU"]
+        notes += [f"expected {c['dataset']}/{c['model']}/{c['dim']} {c['metric']} = {c['value']} ± {c['tolerance']}: "
+                  f"measured {c['measured'] if c['measured'] is None else round(c['measured'], 4)} → "
+                  f"{'ok' if c['ok'] else 'MISSED'}" for c in checks]
+        write_report(result, out, title=f"Benchmark suite {spec.name}", notes=notes, extra={"expectations": checks})
+        atomic_write_json(out / "expectations.json", checks)
+        _summary(result.rows)
+        missed = [c for c in checks if not c["ok"]]
+        for line in notes[2:]:
+            console.print(line, highlight=False)
+        if missed:
+            _fail(f"{len(missed)} reference figure(s) missed (see {out / 'expectations.json'})", 1)
+
+    @app.command()
+    def drift(
+        reference: Annotated[Path, typer.Option("--reference", help="Embedding shards dir or .npy")],
+        current: Annotated[Path, typer.Option("--current", help="Embedding shards dir or .npy")],
+        min_centroid_cosine: Annotated[float, typer.Option(help="Drift when the centroid cosine is below")] = 0.95,
+        max_mmd: Annotated[float, typer.Option(help="Drift when the RBF MMD² is above")] = 0.05,
+        label_column: Annotated[str | None, typer.Option(help="Column with document labels: add clustering coherence")] = None,
+        sample: Annotated[int, typer.Option(help="Vectors sampled per set for MMD/KS")] = 1000,
+        out: Annotated[Path | None, typer.Option(help="Write the metrics as JSON here")] = None,
+    ) -> None:
+        """Compare two embedding sets; exit 1 when drift passes a threshold, 0 otherwise."""
+        from engine.data.shards import atomic_write_json
+        from engine.evaluation.clustering import coherence
+        from engine.evaluation.drift import drift_metrics, drift_verdict, load_embeddings
+
+        try:
+            ref_vecs, ref_labels = load_embeddings(reference, label_column)
+            cur_vecs, cur_labels = load_embeddings(current, label_column)
+            metrics: dict = drift_metrics(ref_vecs, cur_vecs, sample=sample)
+            if label_column:
+                metrics["coherence_reference"] = coherence(ref_vecs, ref_labels or [])
+                metrics["coherence_current"] = coherence(cur_vecs, cur_labels or [])
+        except (FileNotFoundError, ValueError) as exc:
+            _fail(str(exc))
+        reasons = drift_verdict(metrics, min_centroid_cosine, max_mmd)
+        report = {"reference": str(reference), "current": str(current), **metrics, "drift": bool(reasons),
+                  "reasons": reasons, "thresholds": {"min_centroid_cosine": min_centroid_cosine, "max_mmd": max_mmd}}
+        if out:
+            atomic_write_json(out, report)
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+        if reasons:
+            raise typer.Exit(1)

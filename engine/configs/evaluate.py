@@ -1,0 +1,66 @@
+"""Config of the ``evaluate`` stage: which models, on which datasets, at which dimensions and quantizations."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from engine.configs.base import StageConfig, no_hash
+
+QuantizationName = Literal["none", "int8", "binary", "binary_rescore"]
+
+
+class EvaluateConfig(StageConfig):
+    """Evaluate the base model, this job's trained model and BM25 on BEIR datasets and the held-out split."""
+
+    models: list[str] = Field(default_factory=lambda: ["base", "train"])
+    """Models to compare: ``base``, ``train`` (this job's trained model; skipped when the job has no train stage),
+    ``bm25``, a packaged name or a local directory; ``label=path`` names a row. The first is the reference of the
+    significance tests."""
+    bm25: bool = True
+    """Add a BM25 baseline row per dataset (bm25s, k1 0.9, b 0.4)."""
+    datasets: list[str] = Field(default_factory=list)
+    """BEIR directories (corpus.jsonl, queries.jsonl, qrels/<split>.tsv) or ``builtin:<name>``."""
+    split: str = "test"
+    """qrels split of the BEIR datasets (only queries judged in ``qrels/<split>.tsv`` are evaluated)."""
+    heldout: bool = True
+    """Also evaluate the generate stage's ``val`` queries against the chunk corpus (when the job has both)."""
+    dims: list[int] = Field(default_factory=list)
+    """Matryoshka dimensions (truncate, then re-normalize); empty means the model's full dimension."""
+    quantizations: list[QuantizationName] = Field(default_factory=lambda: ["none", "int8", "binary"])
+    """Index variants per dimension: float, int8 scalar-quantized, binary (Hamming), binary_rescore."""
+    top_k: int = Field(100, ge=10)
+    """Results retrieved per query (Recall@100 and MAP@100 need 100)."""
+    hit_ks: list[int] = Field(default_factory=lambda: [1, 3, 10])
+    """Cut-offs of the hit-rate metric (share of queries with a relevant result in the top k)."""
+    rescore_multiplier: int = Field(4, ge=1)
+    """binary_rescore: candidates fetched by Hamming distance per result kept."""
+    n_resamples: int = Field(10000, ge=100)
+    """Resamples of the paired randomization test."""
+    latency: bool = no_hash(True)
+    """Measure encode and search latency (a bounded sample of queries)."""
+    latency_queries: int = no_hash(64)
+    """Queries timed one at a time for encode latency."""
+    search_latency_queries: int = no_hash(100)
+    """Queries timed one at a time for search latency."""
+    hnsw_m: int = no_hash(32)
+    """HNSW graph degree of the latency measurement."""
+    hnsw_ef_search: int = no_hash(128)
+    """HNSW search breadth of the latency measurement."""
+    dtype: str = "fp32"
+    """Encoder precision: fp32, bf16 or fp16."""
+
+    @field_validator("dims")
+    @classmethod
+    def _dims(cls, value: list[int]) -> list[int]:
+        if any(d <= 0 for d in value):
+            raise ValueError(f"dimensions must be positive, got {value}")
+        return sorted(set(value), reverse=True)
+
+    @field_validator("models")
+    @classmethod
+    def _models(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("give at least one model (base, train, bm25, a name or a path)")
+        return value

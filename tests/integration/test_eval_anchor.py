@@ -1,0 +1,35 @@
+"""Correctness anchor (slow, opt-in: ``pytest -m slow``): the packaged all-MiniLM-L6-v2 on the full SciFact
+corpus and its 300 test queries gives MTEB's published nDCG@10 0.645 ± 0.003 (and the Matryoshka-truncated
+references 0.614 / 0.553 / 0.441); Cranfield 0.368."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from engine.data.beir import load_beir
+from engine.evaluation.harness import EvalOptions, ModelRef, evaluate_models
+
+pytestmark = pytest.mark.slow
+
+
+def test_minilm_scifact_anchor(datasets_dir: Path, encoder) -> None:
+    ds = load_beir(datasets_dir / "scifact")
+    assert len(ds.corpus_ids) == 5183 and len(ds.query_ids) == 300
+    opts = EvalOptions(dims=[384, 192, 96, 48], quantizations=["none"], latency=False, device="cpu")
+    result = evaluate_models([ds], [ModelRef("minilm", "all-MiniLM-L6-v2")], opts)
+    ndcg = {r["dim"]: r["ndcg_at_10"] for r in result.rows}
+    assert ndcg[384] == pytest.approx(0.645, abs=0.003)
+    assert ndcg[192] == pytest.approx(0.614, abs=0.003)
+    assert ndcg[96] == pytest.approx(0.553, abs=0.003)
+    assert ndcg[48] == pytest.approx(0.441, abs=0.003)
+
+
+def test_minilm_and_bm25_cranfield(datasets_dir: Path, encoder) -> None:
+    opts = EvalOptions(quantizations=["none"], latency=False, device="cpu")
+    result = evaluate_models([load_beir(datasets_dir / "cranfield")],
+                             [ModelRef("minilm", "all-MiniLM-L6-v2"), ModelRef("bm25", "bm25")], opts)
+    ndcg = {r["model"]: r["ndcg_at_10"] for r in result.rows}
+    assert ndcg["minilm"] == pytest.approx(0.368, abs=0.003)
+    assert ndcg["bm25"] == pytest.approx(0.333, abs=0.003)
