@@ -3,5 +3,5 @@
 Modules must import heavy libraries inside the command functions, so ``embedforge --help`` stays fast.
 """
 
-COMMAND_MODULES: list[str] = ["serve", "submit", "evaluate", "vocab"]
+COMMAND_MODULES: list[str] = ["serve", "submit", "evaluate", "vocab", "embed"]
 """Modules under ``engine.commands`` whose ``register(app)`` adds commands to the CLI."""

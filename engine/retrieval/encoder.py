@@ -1,15 +1,31 @@
-"""The one encoder: every stage that embeds text (mine, evaluate, embed, the round-trip filter) uses this.
+"""The one encoder: every stage that embeds text (mine, evaluate, embed, serve, the round-trip filter) uses this.
 
-Inputs are sorted by length and batched by a token budget (padded tokens per batch), not a fixed count, so
-short texts go in large batches and long ones in small batches. Vectors can be truncated to a Matryoshka
-dimension and re-normalized.
+How it is fast:
+
+- texts are tokenized once (no padding) in a background thread, a window at a time, while the model runs;
+- each window is sorted by length and cut into batches by a token budget (``batch × longest ≤ max_tokens``),
+  not a fixed count, so short texts go in large batches and padding stays small;
+- the model runs without sentence-transformers' per-batch overhead: the HF transformer directly, then a small
+  pooling function (masked mean / CLS) and the model's own normalization;
+- backends: ``torch`` (fp32, or bf16/fp16 autocast; on CUDA pinned memory, non-blocking copies, one replica per
+  visible GPU), ``onnx`` (ONNX Runtime fp32: the fastest exact CPU path here), ``onnx-int8`` (ORT dynamic int8,
+  lossy) and ``st`` (sentence-transformers' own forward, for module stacks the fast path does not know);
+  ``auto`` picks ``onnx`` for fp32 on CPU when onnxruntime and onnx are installed, else ``torch``;
+- an optional on-disk cache (:mod:`engine.retrieval.cache`): a text already encoded by the same model and
+  variant is read back instead of encoded (``Encoder(..., cache=True)`` or ``encode(..., cache=True)``).
+
+Vectors can be truncated to a Matryoshka dimension and re-normalized (:func:`truncate_normalize`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Sequence
+import queue
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,8 +33,11 @@ import torch
 from engine import device as dev
 from engine.models import model_id as compute_model_id
 from engine.models import resolve_model
+from engine.retrieval.cache import EmbeddingCache, shared_cache
 
 log = logging.getLogger("embedforge.encoder")
+
+BACKENDS = ("auto", "torch", "onnx", "onnx-int8", "st")
 
 
 def truncate_normalize(vectors: np.ndarray, dim: int | None, normalize: bool = True) -> np.ndarray:
@@ -52,8 +71,82 @@ def token_budget_batches(lengths: Sequence[int], max_tokens: int, max_batch: int
     return batches
 
 
+def pool(hidden: torch.Tensor, mask: torch.Tensor, mode: str, normalize: bool) -> torch.Tensor:
+    """Sentence vectors fp32 ``(B, H)`` from token states ``(B, T, H)``: masked mean or CLS, then optional L2.
+
+    The mean path is ``kernels.reference.pool_normalize`` semantics; on CUDA with Triton the fused kernel of
+    ``kernels.pooling`` does it in one pass.
+    """
+    if mode == "cls":
+        vectors = hidden[:, 0].float()
+        return torch.nn.functional.normalize(vectors, dim=-1) if normalize else vectors
+    if hidden.is_cuda and dev.kernel_backend() == "triton":
+        from kernels.pooling import pool_normalize
+
+        return pool_normalize(hidden, mask, None, normalize, backend="triton")
+    weights = mask.to(hidden.dtype).unsqueeze(-1)
+    summed = (hidden * weights).sum(1, dtype=torch.float32)
+    vectors = summed / weights.sum(1, dtype=torch.float32).clamp(min=1e-9)
+    return torch.nn.functional.normalize(vectors, dim=-1) if normalize else vectors
+
+
+def _module_stack(model_dir: Path) -> tuple[str | None, bool]:
+    """``(pooling mode, normalizes)`` when the ST model is Transformer → Pooling(mean|cls) → [Normalize]; else
+    ``(None, ...)`` (the ``st`` backend is used)."""
+    modules_file = model_dir / "modules.json"
+    if not modules_file.is_file():
+        return "mean", False  # a plain HF model: sentence-transformers adds mean pooling too
+    kinds = [m["type"].rsplit(".", 1)[-1] for m in json.loads(modules_file.read_text())]
+    normalizes = kinds[-1:] == ["Normalize"]
+    if kinds[:2] != ["Transformer", "Pooling"] or len(kinds) > 2 + int(normalizes):
+        return None, normalizes
+    pooling = next(m for m in json.loads(modules_file.read_text()) if m["type"].endswith("Pooling"))
+    cfg = json.loads((model_dir / pooling["path"] / "config.json").read_text())
+    if cfg.get("pooling_mode_mean_tokens") and not any(v for k, v in cfg.items() if k.startswith("pooling_mode_")
+                                                       and k != "pooling_mode_mean_tokens"):
+        return "mean", normalizes
+    if cfg.get("pooling_mode_cls_token") and not any(v for k, v in cfg.items() if k.startswith("pooling_mode_")
+                                                     and k != "pooling_mode_cls_token"):
+        return "cls", normalizes
+    return None, normalizes
+
+
+def prefetch(items: Iterator[Any], depth: int = 3) -> Iterator[Any]:
+    """Run ``items`` in a background thread, ``depth`` ahead of the consumer (exceptions re-raised here)."""
+    box: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def work() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        box.put(("item", item), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            box.put(("end", None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            box.put(("error", exc))
+
+    thread = threading.Thread(target=work, name="embedforge-tokenize", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, item = box.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise item
+            yield item
+    finally:
+        stop.set()
+
+
 class Encoder:
-    """A sentence-transformers model behind a token-budget batcher.
+    """A sentence-transformers model directory behind a token-budget batcher and a fast forward path.
 
     >>> enc = Encoder("all-MiniLM-L6-v2")
     >>> enc.encode(["a query", "a passage"], dim=128).shape
@@ -61,9 +154,12 @@ class Encoder:
     """
 
     def __init__(self, model: str | Path, *, device: str = "auto", dtype: str = "fp32",
-                 max_batch_tokens: int = 16384, max_seq_length: int | None = None) -> None:
+                 max_batch_tokens: int = 16384, max_seq_length: int | None = None, backend: str = "auto",
+                 cache: bool | EmbeddingCache = False, window: int = 4096) -> None:
         from sentence_transformers import SentenceTransformer
 
+        if backend not in BACKENDS:
+            raise ValueError(f"encoder backend '{backend}' is not one of {', '.join(BACKENDS)}")
         self.path = resolve_model(str(model))
         self.device = dev.device(device)
         self.dtype = dev.compute_dtype(self.device, dtype) if dtype != "auto" else dev.compute_dtype(self.device)
@@ -75,42 +171,212 @@ class Encoder:
         self.model_id = compute_model_id(self.path)
         self.dim = int(self.model.get_embedding_dimension())
         self.max_batch_tokens = max_batch_tokens
+        self.window = window
         self.tokenizer = self.model.tokenizer
+        self.pooling, self.normalizes = _module_stack(self.path)
+        self.backend = self._pick_backend(backend)
+        self.cache: EmbeddingCache | None = shared_cache() if cache is True else (cache or None)
+        self.stats = {"texts_encoded": 0, "tokens": 0, "cache_hits": 0, "batches": 0}
+        """Counters: texts the model actually ran on, their tokens, texts served from the cache, batches."""
+        self._run = self._make_runner()
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ setup
+
+    def _pick_backend(self, wanted: str) -> str:
+        if self.pooling is None:
+            if wanted not in ("auto", "st"):
+                log.warning("%s: module stack not supported by the fast path; using backend 'st'", self.path)
+            return "st"
+        if wanted == "auto":
+            exact_cpu = self.device.type == "cpu" and self.dtype == torch.float32
+            return "onnx" if exact_cpu and dev.has_module("onnxruntime") and dev.has_module("onnx") else "torch"
+        if wanted.startswith("onnx") and self.device.type != "cpu":
+            raise ValueError(f"encoder backend '{wanted}' runs on CPU only (device is {self.device})")
+        return wanted
+
+    @property
+    def variant(self) -> str:
+        """What produced the vectors, for the cache namespace: backend and precision."""
+        precision = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.dtype]
+        if self.backend == "onnx-int8":
+            return f"onnx-int8-s{self.max_seq_length}"
+        return f"{'onnx' if self.backend == 'onnx' else 'torch'}-{precision}-s{self.max_seq_length}"
+
+    @property
+    def input_names(self) -> list[str]:
+        names = list(getattr(self.tokenizer, "model_input_names", ["input_ids", "attention_mask"]))
+        return [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in names]
+
+    def _make_runner(self) -> Callable[[dict[str, np.ndarray]], torch.Tensor]:
+        """A function features → pooled fp32 vectors (B, dim) on CPU, for the chosen backend."""
+        if self.backend == "st":
+            def run_st(features: dict[str, np.ndarray]) -> torch.Tensor:
+                feats = {k: torch.from_numpy(v).to(self.device) for k, v in features.items()}
+                with dev.autocast(self.device, self.dtype):
+                    return self.model.forward(feats)["sentence_embedding"].float().cpu()
+            return run_st
+        hf = self.model[0].auto_model
+        if self.backend in ("onnx", "onnx-int8"):
+            from engine.retrieval.onnx_runtime import OrtTransformer
+
+            try:
+                ort_model = OrtTransformer(hf, self.model_id, self.input_names, int8=self.backend == "onnx-int8")
+            except Exception as exc:  # noqa: BLE001 - an export failure falls back to the exact torch path
+                if self.backend == "onnx-int8":
+                    raise
+                log.warning("ONNX export/load failed (%s); using the torch backend", exc)
+                self.backend = "torch"
+                return self._make_runner()
+
+            def run_ort(features: dict[str, np.ndarray]) -> torch.Tensor:
+                hidden = ort_model(features)
+                return pool(hidden, torch.from_numpy(features["attention_mask"]), self.pooling, self.normalizes)
+            return run_ort
+        replicas = self._replicas(hf)
+
+        def run_torch(features: dict[str, np.ndarray], replica: int = 0) -> torch.Tensor:
+            device, module = replicas[replica]
+            pin = device.type == "cuda"
+            feats = {k: (torch.from_numpy(v).pin_memory() if pin else torch.from_numpy(v)).to(device, non_blocking=pin)
+                     for k, v in features.items()}
+            with dev.autocast(device, self.dtype):
+                hidden = module(**feats).last_hidden_state
+            return pool(hidden, feats["attention_mask"], self.pooling, self.normalizes).cpu()
+        return run_torch
+
+    def _replicas(self, hf: torch.nn.Module) -> list[tuple[torch.device, torch.nn.Module]]:
+        """One model per visible GPU when the device is plain ``cuda`` and there are several; else the one."""
+        import copy
+
+        replicas = [(self.device, hf)]
+        if self.device.type == "cuda" and self.device.index is None and dev.gpu_count() > 1:
+            for i in range(1, dev.gpu_count()):
+                target = torch.device("cuda", i)
+                replicas.append((target, copy.deepcopy(hf).to(target).eval()))
+        self._n_replicas = len(replicas)
+        return replicas
+
+    # ------------------------------------------------------------------ tokenization and batching
 
     @property
     def max_seq_length(self) -> int:
         return int(self.model.max_seq_length)
 
+    def _tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids per text (special tokens, truncated to the max sequence length), as sentence-transformers
+        does it (whitespace stripped; lower-cased when the model says so)."""
+        lower = bool(getattr(self.model[0], "do_lower_case", False)) if self.backend != "st" else False
+        prepared = [(t.strip().lower() if lower else t.strip()) for t in texts]
+        return self.tokenizer(prepared, add_special_tokens=True, truncation=True, max_length=self.max_seq_length,
+                              return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+
     def token_lengths(self, texts: Sequence[str]) -> list[int]:
         """Token counts (with special tokens, capped at the model's max sequence length)."""
-        enc = self.tokenizer(list(texts), add_special_tokens=True, truncation=True,
-                             max_length=self.max_seq_length)["input_ids"]
-        return [len(ids) for ids in enc]
+        return [len(ids) for ids in self._tokenize(texts)]
 
-    @torch.inference_mode()
-    def encode(self, texts: Sequence[str], *, dim: int | None = None, normalize: bool = True,
-               max_batch_tokens: int | None = None) -> np.ndarray:
-        """Embeddings of ``texts`` as float32 ``(n, dim)``, in input order."""
-        texts = list(texts)
+    def _pad(self, ids: list[list[int]]) -> dict[str, np.ndarray]:
+        longest = max(len(x) for x in ids)
+        pad_id = self.tokenizer.pad_token_id or 0
+        input_ids = np.full((len(ids), longest), pad_id, dtype=np.int64)
+        mask = np.zeros((len(ids), longest), dtype=np.int64)
+        for row, seq in enumerate(ids):
+            input_ids[row, :len(seq)] = seq
+            mask[row, :len(seq)] = 1
+        features = {"input_ids": input_ids, "attention_mask": mask}
+        if "token_type_ids" in self.input_names:
+            features["token_type_ids"] = np.zeros_like(input_ids)
+        return features
+
+    def _batches(self, texts: Sequence[str], max_tokens: int) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray], int]]:
+        """``(row indices, padded features, real tokens)`` per batch: windows tokenized, sorted, budgeted."""
+        for start in range(0, len(texts), self.window):
+            ids = self._tokenize(texts[start:start + self.window])
+            for batch in token_budget_batches([len(x) for x in ids], max_tokens):
+                chunk = [ids[i] for i in batch]
+                yield np.asarray(batch) + start, self._pad(chunk), sum(len(x) for x in chunk)
+
+    # ------------------------------------------------------------------ encoding
+
+    def _encode_model(self, texts: Sequence[str], max_tokens: int) -> np.ndarray:
+        """Full-dimension vectors (normalized when the model normalizes) of ``texts``, running the model."""
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        batches = prefetch(self._batches(texts, max_tokens))
+        with torch.inference_mode():
+            if getattr(self, "_n_replicas", 1) > 1:
+                self._encode_multi_gpu(batches, out)
+            else:
+                for rows, features, n_tokens in batches:
+                    out[rows] = self._run(features).numpy()
+                    self.stats["tokens"] += n_tokens
+                    self.stats["batches"] += 1
+        self.stats["texts_encoded"] += len(texts)
+        return out
+
+    def _encode_multi_gpu(self, batches: Iterator[tuple[np.ndarray, dict[str, np.ndarray], int]],
+                          out: np.ndarray) -> None:
+        """One worker thread per GPU replica pulling batches from the shared tokenizer stream."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        source_lock = threading.Lock()
+
+        def worker(replica: int) -> None:
+            with torch.inference_mode():
+                while True:
+                    with source_lock:
+                        item = next(batches, None)
+                    if item is None:
+                        return
+                    rows, features, n_tokens = item
+                    out[rows] = self._run(features, replica).numpy()  # type: ignore[call-arg]
+                    with source_lock:
+                        self.stats["tokens"] += n_tokens
+                        self.stats["batches"] += 1
+
+        with ThreadPoolExecutor(self._n_replicas) as pool_:
+            for future in [pool_.submit(worker, r) for r in range(self._n_replicas)]:
+                future.result()
+
+    def encode(self, texts: Sequence[str], *, dim: int | None = None, normalize: bool = True,
+               max_batch_tokens: int | None = None, cache: bool | EmbeddingCache | None = None) -> np.ndarray:
+        """Embeddings of ``texts`` as float32 ``(n, dim)``, in input order.
+
+        ``normalize=False`` returns the model's own output (normalized when the model ends in a Normalize
+        module, as sentence-transformers does). ``cache``: ``None`` uses the encoder's setting, ``True`` the
+        shared on-disk cache, ``False`` none, or a given :class:`EmbeddingCache`.
+        """
+        texts = list(texts)
+        store = self.cache if cache is None else (shared_cache() if cache is True else (cache or None))
+        budget = max_batch_tokens or self.max_batch_tokens
         if not texts:
-            return truncate_normalize(out, dim, normalize)
-        lengths = self.token_lengths(texts)
-        for batch in token_budget_batches(lengths, max_batch_tokens or self.max_batch_tokens):
-            features = self.model.preprocess([texts[i] for i in batch])
-            features = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
-            with dev.autocast(self.device, self.dtype):
-                emb = self.model.forward(features)["sentence_embedding"]
-            out[batch] = emb.float().cpu().numpy()
-        return truncate_normalize(out, dim, normalize)
+            return truncate_normalize(np.zeros((0, self.dim), dtype=np.float32), dim, normalize)
+        with self._lock:
+            if store is None:
+                full = self._encode_model(texts, budget)
+            else:
+                full, found = store.get(f"{self.model_id}-{self.variant}", self.dim, texts)
+                missing = np.flatnonzero(~found)
+                self.stats["cache_hits"] += len(texts) - len(missing)
+                if len(missing):
+                    todo = list(dict.fromkeys(texts[i] for i in missing))  # a repeated text is encoded once
+                    fresh = self._encode_model(todo, budget)
+                    where = {t: j for j, t in enumerate(todo)}
+                    full[missing] = fresh[[where[texts[i]] for i in missing]]
+                    store.put(f"{self.model_id}-{self.variant}", self.dim, todo, fresh)
+        return truncate_normalize(full, dim, normalize)
 
 
-_LOADED: dict[tuple[str, str, str], Encoder] = {}
+_LOADED: dict[tuple[str, str, str, str], Encoder] = {}
 
 
-def get_encoder(model: str | Path, *, device: str = "auto", dtype: str = "fp32") -> Encoder:
-    """A process-wide shared :class:`Encoder` per (model, device, dtype): load a model once."""
-    key = (str(resolve_model(str(model))), device, dtype)
+def get_encoder(model: str | Path, *, device: str = "auto", dtype: str = "fp32", backend: str = "auto",
+                cache: bool | EmbeddingCache = False) -> Encoder:
+    """A process-wide shared :class:`Encoder` per (model, device, dtype, backend): load a model once.
+
+    ``cache`` sets the encoder's default cache only when it is first loaded; pass ``encode(..., cache=True)``
+    to opt in per call on a shared encoder.
+    """
+    key = (str(resolve_model(str(model))), device, dtype, backend)
     if key not in _LOADED:
-        _LOADED[key] = Encoder(model, device=device, dtype=dtype)
+        _LOADED[key] = Encoder(model, device=device, dtype=dtype, backend=backend, cache=cache)
     return _LOADED[key]

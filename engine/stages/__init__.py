@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from engine.configs.base import StageConfig
 from engine.configs.chunk import ChunkConfig
+from engine.configs.embed import EmbedConfig
 from engine.configs.evaluate import EvaluateConfig
 from engine.configs.generate import GenerateConfig
 from engine.configs.ingest import IngestConfig
@@ -46,6 +47,7 @@ STAGES: list[StageInfo] = [
     StageInfo("mine", MineConfig, "engine.stages.mine", inputs=("chunk", "generate"), uses_base_model=True),
     StageInfo("evaluate", EvaluateConfig, "engine.stages.evaluate", inputs=("chunk", "generate", "train"),
               uses_base_model=True),
+    StageInfo("embed", EmbedConfig, "engine.stages.embed", inputs=("chunk", "train"), uses_base_model=True),
 ]
 
 

@@ -1,0 +1,143 @@
+"""``embedforge embed`` (bulk embedding of any corpus) and ``embedforge search`` (query an exported index)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from engine.progress import console, setup_logging
+
+
+def _fail(message: str) -> None:
+    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(2)
+
+
+def embed(
+    model: Annotated[str, typer.Option(help="Model directory or packaged name (all-MiniLM-L6-v2)")],
+    input: Annotated[str, typer.Option("--input", help="JSONL file, Parquet shards (e.g. a chunk stage dir) or BEIR dir")],
+    output: Annotated[Path, typer.Option(help="Output directory (resumed when it holds finished shards)")],
+    dims: Annotated[str, typer.Option(help="Comma-separated Matryoshka dims, first is primary (default: full)")] = "",
+    format: Annotated[str, typer.Option(help="auto, chunks, parquet, jsonl or beir")] = "auto",
+    id_field: Annotated[str | None, typer.Option(help="Row id column/key (default: auto)")] = None,
+    index: Annotated[str, typer.Option(help="Indexes to export: comma-separated flat,hnsw,ivfpq or 'none'")] = "flat",
+    vector_dtype: Annotated[str, typer.Option(help="float32 or float16")] = "float32",
+    int8: Annotated[bool, typer.Option(help="Also write int8 + scale columns")] = False,
+    binary: Annotated[bool, typer.Option(help="Also write packed binary columns")] = False,
+    precision: Annotated[str, typer.Option(help="fp32, bf16, fp16 or auto")] = "fp32",
+    backend: Annotated[str, typer.Option(help="auto, torch, onnx or onnx-int8 (lossy)")] = "auto",
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N]")] = "auto",
+    shard_rows: Annotated[int, typer.Option(help="Input rows per output shard")] = 20000,
+    max_batch_tokens: Annotated[int, typer.Option(help="Token budget per model batch")] = 16384,
+    cache: Annotated[bool, typer.Option(help="Use the embedding cache ($EMBEDFORGE_CACHE)")] = True,
+    executor: Annotated[str, typer.Option(help="local or ray")] = "local",
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads")] = None,
+) -> None:
+    """Embed a corpus into Parquet embedding shards (one dataset per dim) and export FAISS indexes."""
+    from engine import device as dev
+    from engine.data.ingest import resolve_path
+    from engine.data.shards import SHARDS, ShardWriter, atomic_write_json, count_rows
+    from engine.progress import track
+    from engine.retrieval import bulk_embed
+    from engine.retrieval.encoder import Encoder
+    from engine.retrieval.export import KINDS, export_index
+    from engine.runner import library_versions
+
+    setup_logging()
+    dev.set_threads(threads)
+    kinds = [] if index == "none" else [k.strip() for k in index.split(",") if k.strip()]
+    if any(k not in KINDS for k in kinds):
+        _fail(f"--index: unknown kind in '{index}' (expected {', '.join(KINDS)} or none)")
+    try:
+        dim_list = [int(d) for d in dims.split(",") if d.strip()]
+        encoder = Encoder(model, device=device, dtype=precision, backend=backend, max_batch_tokens=max_batch_tokens)
+        fmt = bulk_embed.detect_input_format(resolve_path(input), format)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    opts = bulk_embed.OutputOptions(dims=dim_list or [encoder.dim], vector_dtype=vector_dtype, int8=int8, binary=binary)
+    t0 = time.perf_counter()
+    try:
+        if executor == "ray":
+            from engine.distributed.ray_embed import embed_with_ray
+
+            totals = embed_with_ray(input, output, str(encoder.path), opts, fmt=fmt, id_field=id_field,
+                                    device=device, precision=precision, backend=backend)
+        else:
+            total = count_rows(resolve_path(input)) if fmt in ("chunks", "parquet") else None
+            with track("embed", total=total, unit="docs") as progress:
+                totals = bulk_embed.embed_blocks(encoder, bulk_embed.iter_blocks(input, fmt, shard_rows, id_field),
+                                                 output, opts,
+                                      progress, cache=cache)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    seconds = time.perf_counter() - t0
+    writer = ShardWriter(output)
+    meta = {"model_id": encoder.model_id, "model_path": str(encoder.path), "backend": encoder.backend,
+            "precision": precision}
+    indexes = [str(export_index(output, bulk_embed.dim_dir(output, d, opts.dims[0]), output / "index" / f"d{d}-{k}", k, meta))
+               for d in opts.dims for k in kinds]
+    manifest = {"command": "embed", "input": input, "format": fmt, **meta, "variant": encoder.variant,
+                "dims": opts.dims, "rows_out": count_rows(output / SHARDS), "quarantined": writer.merge_quarantine(),
+                "counts": {**writer.totals(), **{f"run_{k}": v for k, v in totals.items()}},
+                "throughput": {"docs_per_s": round(totals["rows_embedded"] / max(seconds, 1e-9), 2),
+                               "tokens_per_s": round(totals.get("tokens", 0) / max(seconds, 1e-9), 1)},
+                "seconds": round(seconds, 2), "indexes": indexes, "libraries": library_versions()}
+    atomic_write_json(output / "manifest.json", manifest)
+    (output / "_SUCCESS").write_text("ok\n")
+    console.print(f"[green]embedded[/] {manifest['rows_out']} rows ({manifest['quarantined']} quarantined) → "
+                  f"{output}  {manifest['throughput']['docs_per_s']} docs/s, "
+                  f"{manifest['throughput']['tokens_per_s']} tokens/s", highlight=False)
+
+
+def search(
+    index: Annotated[Path, typer.Argument(help="An exported index dir, or an embed output/stage dir holding some")],
+    query: Annotated[str, typer.Argument(help="Query text")],
+    k: Annotated[int, typer.Option(help="Results to show")] = 10,
+    dim: Annotated[int | None, typer.Option(help="Pick the index of this dim")] = None,
+    kind: Annotated[str | None, typer.Option(help="Pick the index of this kind (flat, hnsw, ivfpq)")] = None,
+    model: Annotated[str | None, typer.Option(help="Model path, when it moved since the export")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines")] = False,
+) -> None:
+    """Search an exported index: the query is encoded with the index's model, precision and dim."""
+    import json
+    import sys
+
+    from rich.table import Table
+
+    from engine.models import model_id as compute_model_id
+    from engine.retrieval.encoder import get_encoder
+    from engine.retrieval.export import find_indexes, load_index
+
+    candidates = [p for p in find_indexes(index)
+                  if (dim is None or json.loads((p / "meta.json").read_text())["dim"] == dim)
+                  and (kind is None or json.loads((p / "meta.json").read_text())["kind"] == kind)]
+    if not candidates:
+        _fail(f"no exported index under {index}" + (f" with dim={dim}" if dim else "") + (f" kind={kind}" if kind else ""))
+    loaded = load_index(candidates[0])
+    meta = loaded.meta
+    model_path = model or meta["model_path"]
+    if not Path(model_path).exists():
+        _fail(f"the index's model {model_path} is gone; pass --model with the model (id {meta['model_id']})")
+    if compute_model_id(model_path) != meta["model_id"]:
+        _fail(f"model {model_path} has id {compute_model_id(model_path)} but the index was built with {meta['model_id']}")
+    encoder = get_encoder(model_path, dtype=meta.get("precision", "fp32"), backend=meta.get("backend", "auto"))
+    scores, rows = loaded.search(encoder.encode([query], dim=meta["dim"]), k)
+    ids = loaded.ids
+    hits = [{"rank": r + 1, "score": round(float(s), 4), "id": ids.column("id")[int(i)].as_py(),
+             "text": ids.column("text")[int(i)].as_py() if "text" in ids.column_names else None}
+            for r, (s, i) in enumerate(zip(scores[0], rows[0], strict=True)) if i >= 0]
+    if as_json:
+        sys.stdout.write("".join(json.dumps(h, ensure_ascii=False) + "\n" for h in hits))
+        return
+    table = Table("rank", "score", "id", "text", title=f"{candidates[0]} ({meta['kind']}, d{meta['dim']})")
+    for h in hits:
+        table.add_row(str(h["rank"]), f"{h['score']:.4f}", h["id"], (h["text"] or "")[:160])
+    console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("embed")(embed)
+    app.command("search")(search)

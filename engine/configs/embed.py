@@ -1,0 +1,71 @@
+"""Config of the ``embed`` stage: embed the job's chunks (or any corpus) and export FAISS indexes."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from engine.configs.base import StageConfig, no_hash
+
+
+class IndexConfig(StageConfig):
+    """Which FAISS indexes to export from the embeddings, one per kind and dimension."""
+
+    kinds: list[Literal["flat", "hnsw", "ivfpq"]] = Field(default_factory=lambda: ["flat"])
+    """Index kinds: ``flat`` (exact), ``hnsw`` (graph), ``ivfpq`` (compressed, for very large corpora)."""
+    hnsw_m: int = Field(32, ge=4)
+    """HNSW neighbours per node."""
+    ivf_nlist: int | None = None
+    """IVF lists (null: ~4·√rows, at least 39 training points per list)."""
+    pq_m: int | None = None
+    """PQ sub-quantizers, must divide the dimension (null: dim/8)."""
+
+
+class EmbedConfig(StageConfig):
+    """Embed passages with a model into Parquet embedding shards (one dataset per Matryoshka dim)."""
+
+    model: str = "auto"
+    """Model: ``auto`` (the job's trained model when it has a train stage, else ``base``), ``base``, ``train``,
+    a packaged name or a path."""
+    input: str = "chunk"
+    """``chunk`` (this job's chunks) or a path: JSONL, Parquet shards, or a BEIR directory."""
+    format: Literal["auto", "chunks", "parquet", "jsonl", "beir"] = "auto"
+    """Input format (``auto`` tells from the path)."""
+    id_field: str | None = None
+    """Column/key holding the row id (null: chunk_id for chunks, else the first of id, _id, chunk_id, doc_id)."""
+    dims: list[int] = Field(default_factory=list)
+    """Matryoshka dimensions to write (truncated and re-normalized); empty: the model's full dimension."""
+    vector_dtype: Literal["float32", "float16"] = "float32"
+    """Storage type of the ``vector`` column."""
+    int8: bool = False
+    """Also write an ``int8`` column with a per-row ``scale`` (symmetric, max-abs)."""
+    binary: bool = False
+    """Also write a sign-packed ``binary`` column (dim/8 bytes)."""
+    precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"
+    """Model compute precision (``auto``: bf16/fp16 on CUDA, fp32 on CPU)."""
+    backend: Literal["auto", "torch", "onnx", "onnx-int8"] = "auto"
+    """Encoder backend (``auto``: ONNX Runtime for fp32 on CPU, torch otherwise; ``onnx-int8`` is lossy)."""
+    shard_rows: int = Field(20000, ge=1)
+    """Most input rows per output shard (memory holds one shard)."""
+    keep_text: bool = True
+    """Keep id → text snippets next to the embeddings, so search results show text."""
+    executor: Literal["local", "ray"] = "local"
+    """``local`` (this process, resumable per shard) or ``ray`` (Ray Data actor pool; Parquet/chunks input)."""
+    index: IndexConfig | None = Field(default_factory=IndexConfig)
+    """Index export (null: none)."""
+    max_batch_tokens: int = no_hash(16384)
+    """Token budget per model batch (padded tokens)."""
+    cache: bool = no_hash(True)
+    """Use the embedding cache (``$EMBEDFORGE_CACHE``): texts already embedded by this model are not re-encoded."""
+    ray_actors: int = no_hash(2)
+    """Ray: encoder actors in the pool."""
+    ray_batch_rows: int = no_hash(512)
+    """Ray: rows per ``map_batches`` call."""
+
+    @field_validator("dims")
+    @classmethod
+    def _check_dims(cls, value: list[int]) -> list[int]:
+        if any(d <= 0 for d in value) or len(set(value)) != len(value):
+            raise ValueError(f"dims must be distinct positive integers, got {value}")
+        return value

@@ -1,0 +1,1 @@
+"""Executors that run stages beyond one process (Ray Data)."""

@@ -1,0 +1,147 @@
+"""FAISS index export of embedding shards: flat / HNSW / IVF-PQ per dimension, with an id map.
+
+An exported index is a directory ``<root>/d<dim>-<kind>/`` holding ``index.faiss``, ``ids.parquet``
+(row → ``id``, ``chunk_id``, ``text`` when the embed output kept texts) and ``meta.json`` (model id and path,
+encoder variant, dim, kind, rows, parameters). Vectors are L2-normalized, so inner product is cosine.
+Shards are added one at a time (IVF-PQ trains on a bounded sample first), so memory is the index itself.
+
+Building and querying these ANN structures is what this module is for; exact search elsewhere goes through
+:func:`engine.retrieval.index.search`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from engine import device as dev
+from engine.data.shards import atomic_write_json, iter_shards, list_shards
+
+KINDS = ("flat", "hnsw", "ivfpq")
+
+
+def _vectors(table: pa.Table) -> np.ndarray:
+    column = table.column("vector").combine_chunks()
+    dim = column.type.list_size
+    return np.ascontiguousarray(column.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim), dtype=np.float32)
+
+
+def _ivfpq_params(n: int, dim: int, nlist: int | None, pq_m: int | None) -> tuple[int, int, int]:
+    """``(nlist, m, nbits)`` that train on ``n`` vectors: ~4√n lists (≥ 39 points each), m | dim, 2^nbits ≤ n."""
+    nlist = nlist or max(1, min(int(4 * math.sqrt(n)), n // 39))
+    m = pq_m or next(m for m in (dim // 8, dim // 4, dim // 2, dim, 1) if m >= 1 and dim % m == 0)
+    if dim % m:
+        raise ValueError(f"index.pq_m={m} must divide the dimension {dim}")
+    nbits = max(1, min(8, int(math.log2(max(n, 2)))))
+    return nlist, m, nbits
+
+
+def build_index(shards_dir: Path, kind: str, *, hnsw_m: int = 32, nlist: int | None = None,
+                pq_m: int | None = None, train_rows: int = 100_000) -> tuple[Any, dict[str, Any]]:
+    """A FAISS inner-product index over every shard of ``shards_dir`` (one embeddings dataset, one dim)."""
+    faiss = dev.optional_import("faiss", "index export")
+    shards = list_shards(shards_dir)
+    if not shards:
+        raise FileNotFoundError(f"no embedding shards in {shards_dir}")
+    dim = pq.read_schema(shards[0]).field("vector").type.list_size
+    n = sum(pq.ParquetFile(p).metadata.num_rows for p in shards)
+    params: dict[str, Any] = {}
+    if kind == "flat":
+        index = faiss.IndexFlatIP(dim)
+    elif kind == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = 80
+        params = {"M": hnsw_m, "efConstruction": 80}
+    elif kind == "ivfpq":
+        n_list, m, nbits = _ivfpq_params(n, dim, nlist, pq_m)
+        index = faiss.IndexIVFPQ(faiss.IndexFlatIP(dim), dim, n_list, m, nbits, faiss.METRIC_INNER_PRODUCT)
+        sample, have = [], 0
+        for _, table in iter_shards(shards_dir, columns=["vector"]):
+            sample.append(_vectors(table)[: train_rows - have])
+            have += len(sample[-1])
+            if have >= train_rows:
+                break
+        index.train(np.concatenate(sample))
+        params = {"nlist": n_list, "m": m, "nbits": nbits, "trained_on": have}
+    else:
+        raise ValueError(f"unknown index kind '{kind}' (expected one of {', '.join(KINDS)})")
+    for _, table in iter_shards(shards_dir, columns=["vector"]):
+        index.add(_vectors(table))
+    return index, {"dim": dim, "rows": int(index.ntotal), "params": params}
+
+
+def export_index(embed_dir: Path, shards_dir: Path, out: Path, kind: str, meta: dict[str, Any],
+                 **options: Any) -> Path:
+    """Build one index of ``shards_dir`` and write it with its id map and metadata to ``out``."""
+    faiss = dev.optional_import("faiss", "index export")
+    index, info = build_index(shards_dir, kind, **options)
+    out.mkdir(parents=True, exist_ok=True)
+    writer = None
+    tmp_ids = out / ".ids.parquet.tmp"
+    for name, table in iter_shards(shards_dir, columns=["id", "chunk_id"]):
+        part = table.append_column("text", _texts(embed_dir / "texts" / name, table.num_rows))
+        writer = writer or pq.ParquetWriter(tmp_ids, part.schema, compression="zstd")
+        writer.write_table(part)
+    if writer is not None:
+        writer.close()
+    tmp_index = out / ".index.faiss.tmp"
+    faiss.write_index(index, str(tmp_index))
+    tmp_index.replace(out / "index.faiss")
+    tmp_ids.replace(out / "ids.parquet")
+    full = {**meta, **info, "kind": kind, "metric": "inner_product (cosine on normalized vectors)"}
+    atomic_write_json(out / "meta.json", full)
+    return out
+
+
+def _texts(path: Path, rows: int) -> pa.Array:
+    """The text snippets of one shard (same rows, same order as its embeddings), or nulls when not kept."""
+    if not path.is_file():
+        return pa.nulls(rows, pa.string())
+    return pq.read_table(path, columns=["text"]).column("text").combine_chunks()
+
+
+@dataclass
+class LoadedIndex:
+    """An exported index ready to query."""
+
+    path: Path
+    index: Any
+    ids: pa.Table
+    meta: dict[str, Any]
+
+    def search(self, queries: np.ndarray, k: int, ef_search: int = 64, nprobe: int = 16) -> tuple[np.ndarray, np.ndarray]:
+        """``(scores, rows)`` of the top ``k`` (rows index :attr:`ids`; −1 when fewer results)."""
+        faiss = dev.optional_import("faiss", "index search")
+        if self.meta["kind"] == "hnsw":
+            self.index.hnsw.efSearch = max(ef_search, k)
+        elif self.meta["kind"] == "ivfpq":
+            faiss.extract_index_ivf(self.index).nprobe = nprobe
+        scores, rows = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), min(k, self.index.ntotal))
+        return scores, rows
+
+
+def find_indexes(root: Path) -> list[Path]:
+    """Index directories under ``root`` (itself when it holds ``meta.json``), largest dim then flat first."""
+    root = Path(root)
+    if (root / "meta.json").is_file() and (root / "index.faiss").is_file():
+        return [root]
+    found = [p.parent for p in root.rglob("meta.json") if (p.parent / "index.faiss").is_file()]
+
+    def order(p: Path) -> tuple[int, int]:
+        meta = json.loads((p / "meta.json").read_text())
+        return -int(meta["dim"]), KINDS.index(meta["kind"]) if meta["kind"] in KINDS else 9
+    return sorted(found, key=order)
+
+
+def load_index(path: Path) -> LoadedIndex:
+    """Load an exported index directory."""
+    faiss = dev.optional_import("faiss", "index search")
+    meta = json.loads((path / "meta.json").read_text())
+    return LoadedIndex(path, faiss.read_index(str(path / "index.faiss")), pq.read_table(path / "ids.parquet"), meta)
