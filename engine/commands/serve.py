@@ -20,25 +20,50 @@ def _fail(message: str, code: int = 2) -> None:
 def register(app: typer.Typer) -> None:
     @app.command()
     def serve(
-        model_dir: Annotated[str, typer.Argument(help="Sentence-transformers model directory (e.g. the train "
-                                                      "stage's <out>/model) or a packaged model name")],
-        host: Annotated[str, typer.Option(help="Interface to bind (0.0.0.0 to accept remote clients)")] = "127.0.0.1",
+        model_dir: Annotated[
+            str,
+            typer.Argument(
+                help="Sentence-transformers model directory (e.g. the train "
+                "stage's <out>/model) or a packaged model name"
+            ),
+        ],
+        host: Annotated[
+            str, typer.Option(help="Interface to bind (0.0.0.0 to accept remote clients)")
+        ] = "127.0.0.1",
         port: Annotated[int, typer.Option(help="TCP port")] = 8000,
-        api_key_env: Annotated[str | None, typer.Option(
-            help="Name of an environment variable holding the API key; clients must send 'Authorization: "
-                 "Bearer <key>'. Without it, no auth")] = None,
-        served_model_name: Annotated[str | None, typer.Option(help="Model name reported and accepted")] = None,
+        api_key_env: Annotated[
+            str | None,
+            typer.Option(
+                help="Name of an environment variable holding the API key; clients must send 'Authorization: "
+                "Bearer <key>'. Without it, no auth"
+            ),
+        ] = None,
+        served_model_name: Annotated[
+            str | None, typer.Option(help="Model name reported and accepted")
+        ] = None,
         device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
-        dtype: Annotated[str, typer.Option(help="auto (bf16/fp16 on GPU, fp32 on CPU) | fp32 | bf16 | fp16")] = "auto",
+        dtype: Annotated[
+            str, typer.Option(help="auto (bf16/fp16 on GPU, fp32 on CPU) | fp32 | bf16 | fp16")
+        ] = "auto",
         max_inputs: Annotated[int, typer.Option(help="Most texts per request (400 above)")] = 256,
-        max_tokens_per_input: Annotated[int | None, typer.Option(
-            help="Token limit per text, special tokens included (default: the model's max_seq_length)")] = None,
-        on_too_long: Annotated[str, typer.Option(help="error (413) | truncate, for texts over the limit")] = "error",
-        max_body_bytes: Annotated[int, typer.Option(help="Largest request body (413 above)")] = 8 * 1024 * 1024,
+        max_tokens_per_input: Annotated[
+            int | None,
+            typer.Option(
+                help="Token limit per text, special tokens included (default: the model's max_seq_length)"
+            ),
+        ] = None,
+        on_too_long: Annotated[
+            str, typer.Option(help="error (413) | truncate, for texts over the limit")
+        ] = "error",
+        max_body_bytes: Annotated[int, typer.Option(help="Largest request body (413 above)")] = 8
+        * 1024
+        * 1024,
         max_batch_tokens: Annotated[int, typer.Option(help="Token budget of one merged model batch")] = 16384,
         max_wait_ms: Annotated[float, typer.Option(help="Longest wait for requests to share a batch")] = 5.0,
         max_queue: Annotated[int, typer.Option(help="Waiting requests before answering 503")] = 1024,
-        threads: Annotated[int | None, typer.Option(help="Torch CPU threads (default: torch's choice)")] = None,
+        threads: Annotated[
+            int | None, typer.Option(help="Torch CPU threads (default: torch's choice)")
+        ] = None,
         log_level: Annotated[str, typer.Option(help="debug | info | warning")] = "info",
         access_log: Annotated[bool, typer.Option(help="Log every request (uvicorn access log)")] = False,
     ) -> None:
@@ -51,12 +76,23 @@ def register(app: typer.Typer) -> None:
 
         setup_logging(log_level.upper())
         try:  # cheap checks first, before torch is imported
-            config = ServeConfig(model=model_dir, host=host, port=port, api_key=api_key_from_env(api_key_env),
-                                 served_model_name=served_model_name, device=device, dtype=dtype,
-                                 max_inputs=max_inputs, max_tokens_per_input=max_tokens_per_input,
-                                 on_too_long=on_too_long, max_body_bytes=max_body_bytes,  # type: ignore[arg-type]
-                                 max_batch_tokens=max_batch_tokens, max_wait_ms=max_wait_ms, max_queue=max_queue,
-                                 threads=threads)
+            config = ServeConfig(
+                model=model_dir,
+                host=host,
+                port=port,
+                api_key=api_key_from_env(api_key_env),
+                served_model_name=served_model_name,
+                device=device,
+                dtype=dtype,
+                max_inputs=max_inputs,
+                max_tokens_per_input=max_tokens_per_input,
+                on_too_long=on_too_long,
+                max_body_bytes=max_body_bytes,  # type: ignore[arg-type]
+                max_batch_tokens=max_batch_tokens,
+                max_wait_ms=max_wait_ms,
+                max_queue=max_queue,
+                threads=threads,
+            )
             config.validate()
             check_model_dir(resolve_model(model_dir))
 
@@ -69,7 +105,16 @@ def register(app: typer.Typer) -> None:
             _fail(str(exc))
         if config.api_key is None and host not in ("127.0.0.1", "localhost", "::1"):
             console.print(f"[yellow]warning:[/] serving on {host} without an API key (use --api-key-env)")
-        console.print(f"embedforge serve: {app.state.model.name} at http://{host}:{port}/v1 "
-                      f"(auth {'on' if config.api_key else 'off'})", highlight=False)
-        uvicorn.run(app, host=host, port=port, log_level=log_level.lower(), timeout_graceful_shutdown=10,
-                    access_log=access_log)
+        console.print(
+            f"embedforge serve: {app.state.model.name} at http://{host}:{port}/v1 "
+            f"(auth {'on' if config.api_key else 'off'})",
+            highlight=False,
+        )
+        uvicorn.run(
+            app,
+            host=host,
+            port=port,
+            log_level=log_level.lower(),
+            timeout_graceful_shutdown=10,
+            access_log=access_log,
+        )

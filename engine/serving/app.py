@@ -36,7 +36,7 @@ log = logging.getLogger("embedforge.serve")
 
 
 def served_name(config: ServeConfig) -> str:
-    """``--served-model-name``, else the model argument's last path part (``train-xyz/model`` for ``.../model``)."""
+    """``--served-model-name``, else the path's last part (``x/train-y/model`` gives ``train-y/model``)."""
     if config.served_model_name:
         return config.served_model_name
     parts = Path(config.model.rstrip("/")).parts
@@ -51,8 +51,10 @@ def load_encoder(config: ServeConfig) -> Encoder:
     info = check_model_dir(path)
     limit = config.max_tokens_per_input
     if limit and info.max_seq_length and limit > info.max_seq_length:
-        raise ValueError(f"--max-tokens-per-input {limit} is larger than the model's max_seq_length "
-                         f"{info.max_seq_length} ({path}/sentence_bert_config.json)")
+        raise ValueError(
+            f"--max-tokens-per-input {limit} is larger than the model's max_seq_length "
+            f"{info.max_seq_length} ({path})"
+        )
     dev.set_threads(config.threads)
     return Encoder(path, device=config.device, dtype=config.dtype, max_seq_length=limit)
 
@@ -77,19 +79,34 @@ def create_app(config: ServeConfig, encoder: Encoder | None = None) -> FastAPI:
     limit = min(config.max_tokens_per_input or encoder.max_seq_length, encoder.max_seq_length)
     model = ServedModel(encoder, served_name(config), int(Path(encoder.path).stat().st_mtime), limit)
     metrics = ServeMetrics(model.name, encoder.model_id, encoder.dim)
-    batcher = DynamicBatcher(lambda texts: encoder.encode(texts), max_batch_tokens=config.max_batch_tokens,
-                             max_wait_s=config.max_wait_ms / 1000, max_queue=config.max_queue, metrics=metrics)
+    batcher = DynamicBatcher(
+        lambda texts: encoder.encode(texts),
+        max_batch_tokens=config.max_batch_tokens,
+        max_wait_s=config.max_wait_ms / 1000,
+        max_queue=config.max_queue,
+        metrics=metrics,
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await batcher.start()
-        log.info("serving %s (model_id %s, %d d, max %d tokens/input) on %s", model.name, encoder.model_id,
-                 encoder.dim, limit, encoder.device)
+        log.info(
+            "serving %s (model_id %s, %d d, max %d tokens/input) on %s",
+            model.name,
+            encoder.model_id,
+            encoder.dim,
+            limit,
+            encoder.device,
+        )
         yield
         await batcher.stop()
 
-    app = FastAPI(title="embedforge", version="0.1.0", lifespan=lifespan,
-                  summary="OpenAI-compatible embeddings for a domain-tuned model")
+    app = FastAPI(
+        title="embedforge",
+        version="0.1.0",
+        lifespan=lifespan,
+        summary="OpenAI-compatible embeddings for a domain-tuned model",
+    )
     app.state.batcher = batcher
     app.state.model = model
     app.state.metrics = metrics
@@ -101,8 +118,13 @@ def create_app(config: ServeConfig, encoder: Encoder | None = None) -> FastAPI:
     @app.post("/v1/embeddings")
     async def embeddings(request: EmbeddingRequest) -> Response:
         if request.model is not None and request.model not in model.names():
-            raise APIError(404, f"The model '{request.model}' does not exist on this server; it serves "
-                           f"'{model.name}' (GET /v1/models)", param="model", code="model_not_found")
+            raise APIError(
+                404,
+                f"The model '{request.model}' does not exist on this server; it serves "
+                f"'{model.name}' (GET /v1/models)",
+                param="model",
+                code="model_not_found",
+            )
         texts = parse_inputs(request.input, config.max_inputs)
         dim = check_dimensions(request.dimensions, encoder.dim)
         counted = await batcher.on_model_thread(count_tokens, encoder.tokenizer, texts, limit)
@@ -112,13 +134,24 @@ def create_app(config: ServeConfig, encoder: Encoder | None = None) -> FastAPI:
             vectors = truncate_normalize(vectors, dim)
         metrics.inputs.inc(len(texts))
         metrics.tokens.inc(sum(lengths))
-        body = {"object": "list", "data": embedding_items(vectors, request.encoding_format), "model": model.name,
-                "usage": {"prompt_tokens": sum(lengths), "total_tokens": sum(lengths)}}
+        body = {
+            "object": "list",
+            "data": embedding_items(vectors, request.encoding_format),
+            "model": model.name,
+            "usage": {"prompt_tokens": sum(lengths), "total_tokens": sum(lengths)},
+        }
         return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
 
     def model_card() -> dict[str, object]:
-        return {"id": model.name, "object": "model", "created": model.created, "owned_by": "embedforge",
-                "model_id": encoder.model_id, "dimensions": encoder.dim, "max_input_tokens": limit}
+        return {
+            "id": model.name,
+            "object": "model",
+            "created": model.created,
+            "owned_by": "embedforge",
+            "model_id": encoder.model_id,
+            "dimensions": encoder.dim,
+            "max_input_tokens": limit,
+        }
 
     @app.get("/v1/models")
     async def models() -> dict[str, object]:
@@ -127,17 +160,29 @@ def create_app(config: ServeConfig, encoder: Encoder | None = None) -> FastAPI:
     @app.get("/v1/models/{name:path}")
     async def model_info(name: str) -> dict[str, object]:
         if name not in model.names():
-            raise APIError(404, f"The model '{name}' does not exist on this server; it serves '{model.name}'",
-                           param="model", code="model_not_found")
+            raise APIError(
+                404,
+                f"The model '{name}' does not exist on this server; it serves '{model.name}'",
+                param="model",
+                code="model_not_found",
+            )
         return model_card()
 
     @app.get("/health")
     async def health() -> Response:
         ok = batcher.alive
-        body = {"status": "ok" if ok else "model worker stopped", "model": model.name, "model_id": encoder.model_id,
-                "dimensions": encoder.dim, "max_input_tokens": limit, "device": str(encoder.device),
-                "batches": batcher.batches_run, "in_flight": batcher.in_flight, "model_busy": batcher.model_busy,
-                "time": time.time()}
+        body = {
+            "status": "ok" if ok else "model worker stopped",
+            "model": model.name,
+            "model_id": encoder.model_id,
+            "dimensions": encoder.dim,
+            "max_input_tokens": limit,
+            "device": str(encoder.device),
+            "batches": batcher.batches_run,
+            "in_flight": batcher.in_flight,
+            "model_busy": batcher.model_busy,
+            "time": time.time(),
+        }
         return Response(json.dumps(body), status_code=200 if ok else 503, media_type="application/json")
 
     @app.get("/metrics")

@@ -17,13 +17,15 @@ PROTECTED_PREFIX = "/v1/"
 
 
 def api_key_from_env(var: str | None) -> str | None:
-    """The key held by ``var`` (``None`` when no variable is named); a named but empty variable is an error."""
+    """The key held by ``var`` (``None`` when no variable is named); named but empty is an error."""
     if not var:
         return None
     key = os.environ.get(var, "").strip()
     if not key:
-        raise ValueError(f"--api-key-env {var}: the environment variable {var} is not set or empty; export it "
-                         "with the key clients must send, or drop --api-key-env to serve without auth")
+        raise ValueError(
+            f"--api-key-env {var}: the environment variable {var} is not set or empty; export it "
+            "with the key clients must send, or drop --api-key-env to serve without auth"
+        )
     return key
 
 
@@ -47,10 +49,16 @@ class BearerAuth:
         header = dict(scope["headers"]).get(b"authorization")
         challenge = {"WWW-Authenticate": "Bearer"}
         if header is None:
-            response = error_response(401, "Missing API key: send the header 'Authorization: Bearer <key>'",
-                                      code="missing_api_key", headers=challenge)
+            response = error_response(
+                401,
+                "Missing API key: send the header 'Authorization: Bearer <key>'",
+                code="missing_api_key",
+                headers=challenge,
+            )
         elif not key_matches(header.decode("latin-1"), self.api_key):
-            response = error_response(401, "Incorrect API key provided", code="invalid_api_key", headers=challenge)
+            response = error_response(
+                401, "Incorrect API key provided", code="invalid_api_key", headers=challenge
+            )
         else:
             await self.app(scope, receive, send)
             return

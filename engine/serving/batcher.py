@@ -39,8 +39,15 @@ class _Pending:
 class DynamicBatcher:
     """Merges concurrent :meth:`submit` calls into calls of ``encode(texts) -> (n, dim) float32``."""
 
-    def __init__(self, encode: Callable[[list[str]], np.ndarray], *, max_batch_tokens: int = 16384,
-                 max_wait_s: float = 0.005, max_queue: int = 1024, metrics: ServeMetrics | None = None) -> None:
+    def __init__(
+        self,
+        encode: Callable[[list[str]], np.ndarray],
+        *,
+        max_batch_tokens: int = 16384,
+        max_wait_s: float = 0.005,
+        max_queue: int = 1024,
+        metrics: ServeMetrics | None = None,
+    ) -> None:
         self.encode = encode
         self.max_batch_tokens = max_batch_tokens
         self.max_wait_s = max_wait_s
@@ -86,8 +93,12 @@ class DynamicBatcher:
         if self._queue is None or not self.alive:
             raise APIError(503, "the model worker is not running", code="not_ready")
         if self._queue.qsize() >= self.max_queue:
-            raise APIError(503, f"server overloaded: {self.max_queue} requests already waiting; retry later",
-                           code="overloaded", headers={"Retry-After": "1"})
+            raise APIError(
+                503,
+                f"server overloaded: {self.max_queue} requests already waiting; retry later",
+                code="overloaded",
+                headers={"Retry-After": "1"},
+            )
         future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Pending(list(texts), max(tokens, 1), future))
         self._gauge()
@@ -102,7 +113,7 @@ class DynamicBatcher:
             self.metrics.queue_depth.set(self._queue.qsize())
 
     async def _collect(self, first: _Pending) -> tuple[list[_Pending], _Pending | None]:
-        """``first`` plus the queued requests that fit in the token budget; the one that did not fit, if any."""
+        """``first`` plus the queued requests that fit in the token budget, and the one that did not fit."""
         assert self._queue is not None
         loop = asyncio.get_running_loop()
         batch, tokens = [first], first.tokens
@@ -146,8 +157,9 @@ class DynamicBatcher:
                 log.exception("model batch of %d texts failed", len(texts))
                 for p in batch:
                     if not p.future.done():
-                        p.future.set_exception(APIError(500, f"the model failed on this batch ({exc})",
-                                                        code="model_error"))
+                        p.future.set_exception(
+                            APIError(500, f"the model failed on this batch ({exc})", code="model_error")
+                        )
                 continue
             finally:
                 self.model_busy = False
@@ -156,7 +168,7 @@ class DynamicBatcher:
             offset = 0
             for p in batch:
                 if not p.future.done():
-                    p.future.set_result(vectors[offset:offset + len(p.texts)])
+                    p.future.set_result(vectors[offset : offset + len(p.texts)])
                 offset += len(p.texts)
 
     def _observe(self, batch: list[_Pending], n_texts: int, started: float) -> None:

@@ -19,7 +19,7 @@ class ServeConfig:
     port: int = 8000
     """TCP port."""
     api_key: str | None = field(default=None, repr=False)
-    """Bearer token clients must send; ``None`` turns auth off. Read from an environment variable, never argv."""
+    """Bearer token clients must send; ``None``: no auth. Read from an environment variable, never argv."""
     served_model_name: str | None = None
     """Name reported by /v1/models and accepted in ``model``; default derived from the model argument."""
     device: str = "auto"
@@ -48,10 +48,14 @@ class ServeConfig:
         checks = [
             (1 <= self.port <= 65535, f"--port must be in 1..65535 (got {self.port})"),
             (self.max_inputs >= 1, f"--max-inputs must be >= 1 (got {self.max_inputs})"),
-            (self.max_tokens_per_input is None or self.max_tokens_per_input >= 2,
-             f"--max-tokens-per-input must be >= 2 (got {self.max_tokens_per_input})"),
-            (self.on_too_long in ("error", "truncate"),
-             f"--on-too-long must be 'error' or 'truncate' (got {self.on_too_long!r})"),
+            (
+                self.max_tokens_per_input is None or self.max_tokens_per_input >= 2,
+                f"--max-tokens-per-input must be >= 2 (got {self.max_tokens_per_input})",
+            ),
+            (
+                self.on_too_long in ("error", "truncate"),
+                f"--on-too-long must be 'error' or 'truncate' (got {self.on_too_long!r})",
+            ),
             (self.max_body_bytes >= 1024, f"--max-body-bytes must be >= 1024 (got {self.max_body_bytes})"),
             (self.max_batch_tokens >= 1, f"--max-batch-tokens must be >= 1 (got {self.max_batch_tokens})"),
             (self.max_wait_ms >= 0, f"--max-wait-ms must be >= 0 (got {self.max_wait_ms})"),

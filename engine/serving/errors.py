@@ -15,15 +15,30 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("embedforge.serve")
 
-_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 404: "invalid_request_error",
-          405: "invalid_request_error", 413: "invalid_request_error", 500: "server_error", 503: "server_error"}
+_TYPES = {
+    400: "invalid_request_error",
+    401: "invalid_request_error",
+    404: "invalid_request_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+    500: "server_error",
+    503: "server_error",
+}
 
 
 class APIError(Exception):
     """An error answered to the client as ``status`` with an OpenAI error body."""
 
-    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None,
-                 type: str | None = None, headers: dict[str, str] | None = None) -> None:  # noqa: A002
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        type: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:  # noqa: A002
         super().__init__(message)
         self.status = status
         self.message = message
@@ -33,15 +48,29 @@ class APIError(Exception):
         self.headers = headers
 
     def response(self) -> JSONResponse:
-        return error_response(self.status, self.message, param=self.param, code=self.code, type=self.type,
-                              headers=self.headers)
+        return error_response(
+            self.status, self.message, param=self.param, code=self.code, type=self.type, headers=self.headers
+        )
 
 
-def error_response(status: int, message: str, *, param: str | None = None, code: str | None = None,
-                   type: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:  # noqa: A002
+def error_response(
+    status: int,
+    message: str,
+    *,
+    param: str | None = None,
+    code: str | None = None,
+    type: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:  # noqa: A002
     """A JSON response with the OpenAI error body."""
-    body = {"error": {"message": message, "type": type or _TYPES.get(status, "invalid_request_error"),
-                      "param": param, "code": code}}
+    body = {
+        "error": {
+            "message": message,
+            "type": type or _TYPES.get(status, "invalid_request_error"),
+            "param": param,
+            "code": code,
+        }
+    }
     return JSONResponse(body, status_code=status, headers=headers)
 
 
@@ -55,14 +84,18 @@ def validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
         field = ".".join(loc)
         if kind == "json_invalid":
             at = f" at character {loc[0]}" if loc else ""
-            parts.append(f"request body is not valid JSON{at} ({err.get('ctx', {}).get('error', err.get('msg'))})")
+            parts.append(
+                f"request body is not valid JSON{at} ({err.get('ctx', {}).get('error', err.get('msg'))})"
+            )
             continue
         param = param or (loc[0] if loc else None)
         if not loc and kind != "missing":
-            parts.append("request body must be a JSON object with Content-Type: application/json, like "
-                         "{\"input\": \"text\", \"model\": \"...\"}")
+            parts.append(
+                "request body must be a JSON object with Content-Type: application/json, like "
+                '{"input": "text", "model": "..."}'
+            )
         elif kind == "missing" and not loc:
-            parts.append("request body is required: send JSON like {\"input\": \"text\", \"model\": \"...\"}")
+            parts.append('request body is required: send JSON like {"input": "text", "model": "..."}')
         elif kind == "missing":
             parts.append(f"'{field}' is required")
         elif kind == "extra_forbidden":
@@ -87,7 +120,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 404:
-            message = f"Unknown path {request.url.path}; endpoints: POST /v1/embeddings, GET /v1/models, /health, /metrics"
+            message = (
+                f"Unknown path {request.url.path}; endpoints: POST /v1/embeddings, GET /v1/models, "
+                "/health, /metrics"
+            )
         elif exc.status_code == 405:
             message = f"Method {request.method} not allowed on {request.url.path}"
         else:
@@ -97,5 +133,6 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected server error", exc_info=exc)
-        return error_response(500, f"internal server error ({type(exc).__name__}); see the server log",
-                              code="internal_error")
+        return error_response(
+            500, f"internal server error ({type(exc).__name__}); see the server log", code="internal_error"
+        )

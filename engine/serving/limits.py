@@ -1,4 +1,4 @@
-"""Request limits: body size (413, checked before the body is parsed) and tokens per input (413 or truncate)."""
+"""Request limits: body size (413, checked before parsing) and tokens per input (413 or truncate)."""
 
 from __future__ import annotations
 
@@ -18,8 +18,12 @@ class BodySizeLimit:
 
     def _too_large(self, size: int | None) -> APIError:
         got = f" ({size} bytes)" if size is not None else ""
-        return APIError(413, f"request body too large{got}; the limit is {self.max_bytes} bytes — send fewer or "
-                        "shorter inputs per request", code="request_too_large")
+        return APIError(
+            413,
+            f"request body too large{got}; the limit is {self.max_bytes} bytes — send fewer or "
+            "shorter inputs per request",
+            code="request_too_large",
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -71,6 +75,11 @@ def apply_token_limit(lengths: list[int], limit: int, policy: str) -> list[int]:
     too_long = [i for i, n in enumerate(lengths) if n > limit]
     if too_long and policy == "error":
         shown = ", ".join(f"input[{i}]" for i in too_long[:5]) + (" ..." if len(too_long) > 5 else "")
-        raise APIError(413, f"{shown}: more than {limit} tokens (this server's limit per input); shorten the text, "
-                       "or start the server with --on-too-long truncate", param="input", code="input_too_long")
+        raise APIError(
+            413,
+            f"{shown}: more than {limit} tokens (this server's limit per input); shorten the text, "
+            "or start the server with --on-too-long truncate",
+            param="input",
+            code="input_too_long",
+        )
     return [min(n, limit) for n in lengths]

@@ -1,4 +1,4 @@
-"""Load runs against a real server: start ``embedforge serve`` in a subprocess, then N requests at concurrency C.
+"""Load runs against a real server: ``embedforge serve`` in a subprocess, then N requests at concurrency C.
 
 Used by ``benchmarks/bench_serve.py`` and the integration tests.
 
@@ -25,9 +25,18 @@ import httpx
 import numpy as np
 
 
-async def run_load(base_url: str, texts: Sequence[str], *, requests: int = 500, concurrency: int = 16,
-                   inputs_per_request: int = 1, api_key: str | None = None, model: str | None = None,
-                   timeout_s: float = 120.0) -> dict[str, object]:
+async def run_load(
+    base_url: str,
+    texts: Sequence[str],
+    *,
+    requests: int = 500,
+    concurrency: int = 16,
+    inputs_per_request: int = 1,
+    api_key: str | None = None,
+    model: str | None = None,
+    timeout_s: float = 120.0,
+    keep_latencies: bool = False,
+) -> dict[str, object]:
     """Send ``requests`` embedding requests (``inputs_per_request`` texts each, cycling over ``texts``) from
     ``concurrency`` concurrent clients; report latency percentiles, throughput and errors."""
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -65,12 +74,20 @@ async def run_load(base_url: str, texts: Sequence[str], *, requests: int = 500, 
         seconds = time.perf_counter() - started
     ms = np.array(latencies) * 1000 if latencies else np.array([float("nan")])
     return {
-        "requests": requests, "concurrency": concurrency, "inputs_per_request": inputs_per_request,
-        "completed": len(latencies), "errors": len(errors), "error_examples": errors[:5],
-        "seconds": round(seconds, 3), "requests_per_s": round(len(latencies) / seconds, 2),
+        "requests": requests,
+        "concurrency": concurrency,
+        "inputs_per_request": inputs_per_request,
+        "completed": len(latencies),
+        "errors": len(errors),
+        "error_examples": errors[:5],
+        "seconds": round(seconds, 3),
+        "requests_per_s": round(len(latencies) / seconds, 2),
         "inputs_per_s": round(n_inputs / seconds, 2),
-        "p50_ms": round(float(np.percentile(ms, 50)), 2), "p90_ms": round(float(np.percentile(ms, 90)), 2),
-        "p99_ms": round(float(np.percentile(ms, 99)), 2), "max_ms": round(float(ms.max()), 2),
+        "p50_ms": round(float(np.percentile(ms, 50)), 2),
+        "p90_ms": round(float(np.percentile(ms, 90)), 2),
+        "p99_ms": round(float(np.percentile(ms, 99)), 2),
+        "max_ms": round(float(ms.max()), 2),
+        **({"latencies_ms": ms.tolist()} if keep_latencies else {}),
     }
 
 
@@ -85,12 +102,29 @@ class ServerProcess:
     """``embedforge serve MODEL`` on 127.0.0.1 in a subprocess; ready when ``/health`` answers 200; stopped
     (SIGTERM, then SIGKILL) on exit. The server's output goes to ``log_path`` (shown when start-up fails)."""
 
-    def __init__(self, model: str | Path, args: Sequence[str] = (), *, env: dict[str, str] | None = None,
-                 log_path: Path | None = None, startup_timeout_s: float = 180.0) -> None:
+    def __init__(
+        self,
+        model: str | Path,
+        args: Sequence[str] = (),
+        *,
+        env: dict[str, str] | None = None,
+        log_path: Path | None = None,
+        startup_timeout_s: float = 180.0,
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.command = [sys.executable, "-m", "engine.cli", "serve", str(model), "--host", "127.0.0.1",
-                        "--port", str(self.port), *args]
+        self.command = [
+            sys.executable,
+            "-m",
+            "engine.cli",
+            "serve",
+            str(model),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            *args,
+        ]
         self.env = {**os.environ, **(env or {})}
         self.log_path = log_path or Path(f"/tmp/embedforge-serve-{self.port}.log")
         self.startup_timeout_s = startup_timeout_s
@@ -108,8 +142,13 @@ class ServerProcess:
 
     def start(self) -> None:
         with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, env=self.env,
-                                            cwd=Path(__file__).resolve().parents[2])
+            self.process = subprocess.Popen(
+                self.command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                cwd=Path(__file__).resolve().parents[2],
+            )
         deadline = time.monotonic() + self.startup_timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

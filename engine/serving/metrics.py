@@ -25,20 +25,36 @@ class ServeMetrics:
     def __init__(self, model_name: str, model_id: str, dim: int) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter("embedforge_requests", "HTTP requests by path and status code",
-                                ["path", "status"], registry=r)
-        self.latency = Histogram("embedforge_request_seconds", "HTTP request latency by path", ["path"],
-                                 buckets=LATENCY_BUCKETS, registry=r)
+        self.requests = Counter(
+            "embedforge_requests", "HTTP requests by path and status code", ["path", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "embedforge_request_seconds",
+            "HTTP request latency by path",
+            ["path"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.inputs = Counter("embedforge_inputs", "Texts embedded", registry=r)
         self.tokens = Counter("embedforge_tokens", "Tokens embedded (special tokens included)", registry=r)
-        self.batch_inputs = Histogram("embedforge_batch_inputs", "Texts per model batch", buckets=COUNT_BUCKETS,
-                                      registry=r)
-        self.batch_requests = Histogram("embedforge_batch_requests", "Requests merged into one model batch",
-                                        buckets=COUNT_BUCKETS, registry=r)
-        self.queue_wait = Histogram("embedforge_queue_wait_seconds", "Time a request waited before its batch ran",
-                                    buckets=LATENCY_BUCKETS, registry=r)
-        self.model_seconds = Histogram("embedforge_model_seconds", "Time of one model batch",
-                                       buckets=LATENCY_BUCKETS, registry=r)
+        self.batch_inputs = Histogram(
+            "embedforge_batch_inputs", "Texts per model batch", buckets=COUNT_BUCKETS, registry=r
+        )
+        self.batch_requests = Histogram(
+            "embedforge_batch_requests",
+            "Requests merged into one model batch",
+            buckets=COUNT_BUCKETS,
+            registry=r,
+        )
+        self.queue_wait = Histogram(
+            "embedforge_queue_wait_seconds",
+            "Time a request waited before its batch ran",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.model_seconds = Histogram(
+            "embedforge_model_seconds", "Time of one model batch", buckets=LATENCY_BUCKETS, registry=r
+        )
         self.queue_depth = Gauge("embedforge_queue_depth", "Requests waiting for the model", registry=r)
         info = Gauge("embedforge_model_info", "The served model", ["model", "model_id", "dim"], registry=r)
         info.labels(model=model_name, model_id=model_id, dim=str(dim)).set(1)

@@ -13,8 +13,14 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "tokenizer.model", "spiece.model",
-                   "sentencepiece.bpe.model")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "vocab.txt",
+    "vocab.json",
+    "tokenizer.model",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+)
 """Any one of these holds a tokenizer's vocabulary."""
 PICKLE_WEIGHTS = ("pytorch_model.bin", "model.bin", "pytorch_model.pt", "model.pt")
 
@@ -31,7 +37,7 @@ class ModelDirInfo:
     modules: list[str]
     """Module class names in order, e.g. ``["Transformer", "Pooling", "Normalize"]``."""
     max_seq_length: int | None
-    """From ``sentence_bert_config.json`` (``None`` when absent)."""
+    """Longest input in tokens, from the model's files (``None`` when none says)."""
 
 
 def _read_json(path: Path, problems: list[str]) -> object | None:
@@ -62,9 +68,11 @@ def _check_weights(folder: Path, label: str, problems: list[str], required: bool
         return
     pickles = [name for name in PICKLE_WEIGHTS if (folder / name).is_file()]
     if pickles:
-        problems.append(f"{label}: only {', '.join(pickles)} found — embedforge serves safetensors only (pickle "
-                        "weights can run code); re-save it with SentenceTransformer(...).save(dir) or convert to "
-                        "model.safetensors")
+        problems.append(
+            f"{label}: only {', '.join(pickles)} found — embedforge serves safetensors only (pickle "
+            "weights can run code); re-save it with SentenceTransformer(...).save(dir) or convert to "
+            "model.safetensors"
+        )
     elif required:
         problems.append(f"missing weights in {label} (model.safetensors or model.safetensors.index.json)")
 
@@ -72,19 +80,28 @@ def _check_weights(folder: Path, label: str, problems: list[str], required: bool
 def _check_transformer(folder: Path, where: str, problems: list[str]) -> None:
     """``where`` is the module's sub-folder with a trailing slash ('' for the model root)."""
     config = folder / "config.json"
+    if (folder / "adapter_config.json").is_file() and not config.is_file():
+        problems.append(
+            f"{where or 'the model directory'} holds a PEFT adapter, not a full model: serve the "
+            "merged model the train stage saves (or merge it with peft's merge_and_unload and save)"
+        )
     if not config.is_file():
         problems.append(f"missing {where}config.json (the transformer's configuration)")
     else:
         data = _read_json(config, problems)
         if isinstance(data, dict) and data.get("auto_map"):
-            problems.append(f"{where}config.json: 'auto_map' asks for custom model code; trust_remote_code is off")
+            problems.append(
+                f"{where}config.json: 'auto_map' asks for custom model code; trust_remote_code is off"
+            )
     if not any((folder / name).is_file() for name in TOKENIZER_FILES):
-        problems.append(f"missing tokenizer in {where or './'} (one of {', '.join(TOKENIZER_FILES)})")
-    _check_weights(folder, where or "./", problems, required=True)
+        problems.append(
+            f"missing tokenizer in {where or 'the model directory'} (one of {', '.join(TOKENIZER_FILES)})"
+        )
+    _check_weights(folder, where or "the model directory", problems, required=True)
 
 
 def check_model_dir(path: str | Path) -> ModelDirInfo:
-    """Validate a sentence-transformers directory for serving; raise :class:`ModelDirError` listing problems."""
+    """Validate a sentence-transformers directory for serving; :class:`ModelDirError` lists the problems."""
     root = Path(path)
     if not root.is_dir():
         raise ModelDirError(f"{root}: not a directory (expected a sentence-transformers model directory)")
@@ -92,8 +109,10 @@ def check_model_dir(path: str | Path) -> ModelDirInfo:
     modules_file = root / "modules.json"
     modules: list[dict] = []
     if not modules_file.is_file():
-        problems.append("missing modules.json (not a sentence-transformers directory; save the model with "
-                        "SentenceTransformer.save)")
+        problems.append(
+            "missing modules.json (not a sentence-transformers directory; save the model with "
+            "SentenceTransformer.save)"
+        )
     else:
         data = _read_json(modules_file, problems)
         if data is not None and not (isinstance(data, list) and all(isinstance(m, dict) for m in data)):
@@ -123,10 +142,23 @@ def check_model_dir(path: str | Path) -> ModelDirInfo:
         problems.append("modules.json: no Transformer module (nothing to tokenize and encode with)")
     if problems:
         raise ModelDirError(f"{root} cannot be served:\n  - " + "\n  - ".join(problems))
-    max_len = None
-    st_config = root / "sentence_bert_config.json"
-    if st_config.is_file():
-        data = _read_json(st_config, [])
-        if isinstance(data, dict) and isinstance(data.get("max_seq_length"), int):
-            max_len = int(data["max_seq_length"])
+    transformer = next(m for m in modules if str(m.get("type", "")).endswith(".Transformer"))
+    max_len = _max_seq_length(root / str(transformer.get("path", "")))
     return ModelDirInfo(path=root, modules=names, max_seq_length=max_len)
+
+
+def _max_seq_length(folder: Path) -> int | None:
+    """Tokens the model reads: ``max_seq_length`` of sentence_bert_config.json (older ST), else the
+    tokenizer's ``model_max_length`` (what ST 6 saves), else ``max_position_embeddings``."""
+    sources = [
+        ("sentence_bert_config.json", "max_seq_length"),
+        ("tokenizer_config.json", "model_max_length"),
+        ("config.json", "max_position_embeddings"),
+    ]
+    for name, key in sources:
+        file = folder / name
+        data = _read_json(file, []) if file.is_file() else None
+        value = data.get(key) if isinstance(data, dict) else None
+        if isinstance(value, int) and 0 < value < 1_000_000:
+            return value
+    return None

@@ -33,35 +33,66 @@ class EmbeddingRequest(BaseModel):
 
 
 def _token_array(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) or (
-        isinstance(value, list) and bool(value) and all(isinstance(x, int) and not isinstance(x, bool) for x in value))
+    return (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        or (
+            isinstance(value, list)
+            and bool(value)
+            and all(isinstance(x, int) and not isinstance(x, bool) for x in value)
+        )
+    )
 
 
 def parse_inputs(value: object, max_inputs: int) -> list[str]:
     """The request's texts, or an :class:`APIError` (400) saying exactly what is wrong with ``input``."""
     if isinstance(value, str):
         if not value:
-            raise APIError(400, "'input' is an empty string; send non-empty text", param="input", code="empty_input")
+            raise APIError(
+                400, "'input' is an empty string; send non-empty text", param="input", code="empty_input"
+            )
         return [value]
     if not isinstance(value, list):
-        raise APIError(400, f"'input' must be a string or a list of strings (got {type(value).__name__})",
-                       param="input", code="invalid_type")
+        raise APIError(
+            400,
+            f"'input' must be a string or a list of strings (got {type(value).__name__})",
+            param="input",
+            code="invalid_type",
+        )
     if not value:
-        raise APIError(400, "'input' is an empty list; send at least one text", param="input", code="empty_input")
+        raise APIError(
+            400, "'input' is an empty list; send at least one text", param="input", code="empty_input"
+        )
     if _token_array(value) or any(_token_array(item) for item in value):
-        raise APIError(400, "token-id arrays are not supported: send text (ids from another tokenizer, e.g. "
-                       "tiktoken, do not match this model's; with LangChain set check_embedding_ctx_length=False)",
-                       param="input", code="invalid_type")
+        raise APIError(
+            400,
+            "token-id arrays are not supported: send text (ids from another tokenizer, e.g. "
+            "tiktoken, do not match this model's; with LangChain set check_embedding_ctx_length=False)",
+            param="input",
+            code="invalid_type",
+        )
     if len(value) > max_inputs:
-        raise APIError(400, f"too many inputs: {len(value)} (this server accepts at most {max_inputs} per request)",
-                       param="input", code="too_many_inputs")
+        raise APIError(
+            400,
+            f"too many inputs: {len(value)} (this server accepts at most {max_inputs} per request)",
+            param="input",
+            code="too_many_inputs",
+        )
     for i, item in enumerate(value):
         if not isinstance(item, str):
-            raise APIError(400, f"'input[{i}]' must be a string (got {type(item).__name__})", param="input",
-                           code="invalid_type")
+            raise APIError(
+                400,
+                f"'input[{i}]' must be a string (got {type(item).__name__})",
+                param="input",
+                code="invalid_type",
+            )
         if not item:
-            raise APIError(400, f"'input[{i}]' is an empty string; send non-empty text", param="input",
-                           code="empty_input")
+            raise APIError(
+                400,
+                f"'input[{i}]' is an empty string; send non-empty text",
+                param="input",
+                code="empty_input",
+            )
     return value
 
 
@@ -70,13 +101,17 @@ def check_dimensions(dimensions: int | None, model_dim: int) -> int | None:
     if dimensions is None:
         return None
     if not 1 <= dimensions <= model_dim:
-        raise APIError(400, f"'dimensions' must be between 1 and {model_dim} for this model (got {dimensions})",
-                       param="dimensions", code="invalid_dimensions")
+        raise APIError(
+            400,
+            f"'dimensions' must be between 1 and {model_dim} for this model (got {dimensions})",
+            param="dimensions",
+            code="invalid_dimensions",
+        )
     return dimensions
 
 
 def encode_base64(vector: np.ndarray) -> str:
-    """Little-endian float32 bytes, base64 (what the OpenAI client decodes with ``np.frombuffer(..., 'float32')``)."""
+    """Little-endian float32 bytes, base64 (the OpenAI client decodes ``np.frombuffer(..., 'float32')``)."""
     return base64.b64encode(np.ascontiguousarray(vector, dtype="<f4").tobytes()).decode("ascii")
 
 

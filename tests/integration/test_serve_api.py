@@ -1,4 +1,4 @@
-"""The real ``embedforge serve`` on 127.0.0.1 (one server for the module), driven by the official openai client."""
+"""The real ``embedforge serve`` on 127.0.0.1 (one server per module), driven by the openai client."""
 
 from __future__ import annotations
 
@@ -33,8 +33,20 @@ TEXTS = [
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     log = tmp_path_factory.mktemp("serve") / "server.log"
-    args = ["--api-key-env", "EMBEDFORGE_TEST_KEY", "--max-inputs", str(MAX_INPUTS), "--max-tokens-per-input",
-            str(TOKEN_LIMIT), "--max-body-bytes", str(BODY_LIMIT), "--max-wait-ms", "5", "--threads", "1"]
+    args = [
+        "--api-key-env",
+        "EMBEDFORGE_TEST_KEY",
+        "--max-inputs",
+        str(MAX_INPUTS),
+        "--max-tokens-per-input",
+        str(TOKEN_LIMIT),
+        "--max-body-bytes",
+        str(BODY_LIMIT),
+        "--max-wait-ms",
+        "5",
+        "--threads",
+        "1",
+    ]
     with ServerProcess("all-MiniLM-L6-v2", args, env={"EMBEDFORGE_TEST_KEY": KEY}, log_path=log) as proc:
         yield proc
 
@@ -58,7 +70,9 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def test_health_models_and_metrics(server: ServerProcess, client: openai.OpenAI) -> None:
     health = httpx.get(f"{server.url}/health").json()
-    assert health["status"] == "ok" and health["dimensions"] == 384 and health["max_input_tokens"] == TOKEN_LIMIT
+    assert (
+        health["status"] == "ok" and health["dimensions"] == 384 and health["max_input_tokens"] == TOKEN_LIMIT
+    )
     models = client.models.list().data
     assert [m.id for m in models] == ["all-MiniLM-L6-v2"]
     client.embeddings.create(input="warm-up", model="all-MiniLM-L6-v2")
@@ -69,8 +83,9 @@ def test_health_models_and_metrics(server: ServerProcess, client: openai.OpenAI)
 
 @pytest.mark.parametrize("dim", [None, 128, 32])
 @pytest.mark.parametrize("encoding_format", ["float", "base64", "client-default"])
-def test_openai_client_matches_sentence_transformers(client: openai.OpenAI, st_model, dim: int | None,
-                                                    encoding_format: str) -> None:
+def test_openai_client_matches_sentence_transformers(
+    client: openai.OpenAI, st_model, dim: int | None, encoding_format: str
+) -> None:
     kwargs: dict[str, object] = {"input": TEXTS, "model": "all-MiniLM-L6-v2"}
     if dim is not None:
         kwargs["dimensions"] = dim
@@ -100,8 +115,12 @@ def test_single_string_input(client: openai.OpenAI, st_model) -> None:
 def _post(server: ServerProcess, body: object, key: str | None = KEY, **kwargs: object) -> httpx.Response:
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     if isinstance(body, bytes | str):
-        return httpx.post(f"{server.url}/v1/embeddings", content=body, headers={**headers,
-                          "Content-Type": "application/json"}, **kwargs)
+        return httpx.post(
+            f"{server.url}/v1/embeddings",
+            content=body,
+            headers={**headers, "Content-Type": "application/json"},
+            **kwargs,
+        )
     return httpx.post(f"{server.url}/v1/embeddings", json=body, headers=headers, **kwargs)
 
 
@@ -122,14 +141,17 @@ BAD_REQUESTS = [
     ({"input": "a", "temperature": 1}, 400, "Unrecognized request argument supplied: temperature"),
     ({"input": "a", "model": "text-embedding-3-small"}, 404, "does not exist"),
     ({"input": "word " * 300}, 413, f"more than {TOKEN_LIMIT} tokens"),
-    ("{\"input\": ", 400, "not valid JSON"),
+    ('{"input": ', 400, "not valid JSON"),
     ({"input": ["y" * 1000] * 300}, 413, "too large"),
 ]
 
 
-@pytest.mark.parametrize(("body", "status", "message"), BAD_REQUESTS,
-                         ids=[f"{i}-{s}" for i, (_, s, _) in enumerate(BAD_REQUESTS)])
-def test_bad_requests_get_openai_errors(server: ServerProcess, body: object, status: int, message: str) -> None:
+@pytest.mark.parametrize(
+    ("body", "status", "message"), BAD_REQUESTS, ids=[f"{i}-{s}" for i, (_, s, _) in enumerate(BAD_REQUESTS)]
+)
+def test_bad_requests_get_openai_errors(
+    server: ServerProcess, body: object, status: int, message: str
+) -> None:
     response = _post(server, body)
     assert response.status_code == status, response.text
     error = response.json()["error"]
@@ -150,7 +172,8 @@ def test_missing_or_wrong_key_is_401(server: ServerProcess, key: str | None) -> 
 def test_openai_client_raises_typed_errors(server: ServerProcess, client: openai.OpenAI) -> None:
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=f"{server.url}/v1", api_key="nope", max_retries=0).embeddings.create(
-            input="a", model="all-MiniLM-L6-v2")
+            input="a", model="all-MiniLM-L6-v2"
+        )
     with pytest.raises(openai.BadRequestError, match="between 1 and 384"):
         client.embeddings.create(input="a", model="all-MiniLM-L6-v2", dimensions=1000)
 
@@ -181,8 +204,9 @@ def test_event_loop_answers_while_the_model_works(server: ServerProcess) -> None
 
 def test_bounded_load_run_has_no_errors(server: ServerProcess, tmp_path: Path) -> None:
     before = httpx.get(f"{server.url}/metrics").text
-    result = asyncio.run(run_load(server.url, TEXTS, requests=500, concurrency=16, api_key=KEY,
-                                  model="all-MiniLM-L6-v2"))
+    result = asyncio.run(
+        run_load(server.url, TEXTS, requests=500, concurrency=16, api_key=KEY, model="all-MiniLM-L6-v2")
+    )
     after = httpx.get(f"{server.url}/metrics").text
     print(f"\nload run (shared CPU): {result}")
     assert result["errors"] == 0, result["error_examples"]
@@ -192,7 +216,9 @@ def test_bounded_load_run_has_no_errors(server: ServerProcess, tmp_path: Path) -
         match = re.search(rf"^{name} (\S+)$", text, re.M)
         return float(match.group(1)) if match else 0.0
 
-    batches = count(after, "embedforge_batch_requests_count") - count(before, "embedforge_batch_requests_count")
+    batches = count(after, "embedforge_batch_requests_count") - count(
+        before, "embedforge_batch_requests_count"
+    )
     merged = count(after, "embedforge_batch_requests_sum") - count(before, "embedforge_batch_requests_sum")
     assert merged == 500
     assert batches < 500, "concurrent requests were never merged into one model batch"

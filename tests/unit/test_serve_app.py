@@ -1,4 +1,4 @@
-"""The app in-process (real model through the shared encoder): truncation policy, streaming body limit, no-auth
+"""The app in-process (real model, shared encoder): truncation policy, streaming body limit, no-auth
 mode, model lookup. The HTTP server itself is exercised in tests/integration/test_serve_api.py."""
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ def app_client(encoder) -> Iterator[TestClient]:
         yield client
 
 
-def test_truncate_policy_embeds_the_first_tokens_like_sentence_transformers(app_client: TestClient,
-                                                                            st_model) -> None:
+def test_truncate_policy_embeds_the_first_tokens_like_sentence_transformers(
+    app_client: TestClient, st_model
+) -> None:
     response = app_client.post("/v1/embeddings", json={"input": [LONG, "short"], "encoding_format": "float"})
     assert response.status_code == 200, response.text
     body = response.json()
@@ -41,7 +42,9 @@ def test_streamed_body_over_the_limit_is_413(app_client: TestClient) -> None:
             yield b"x" * 1000
         yield b'"]}'
 
-    response = app_client.post("/v1/embeddings", content=chunks(), headers={"Content-Type": "application/json"})
+    response = app_client.post(
+        "/v1/embeddings", content=chunks(), headers={"Content-Type": "application/json"}
+    )
     assert response.status_code == 413
     assert "limit is 4096 bytes" in response.json()["error"]["message"]
 
@@ -61,8 +64,11 @@ def test_model_is_found_by_name_or_content_hash(app_client: TestClient, encoder)
 
 
 def test_non_json_body_and_unknown_path_get_the_openai_error_shape(app_client: TestClient) -> None:
-    form = app_client.post("/v1/embeddings", content=b"input=hello",
-                           headers={"Content-Type": "application/x-www-form-urlencoded"})
+    form = app_client.post(
+        "/v1/embeddings",
+        content=b"input=hello",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
     assert form.status_code == 400 and "JSON object" in form.json()["error"]["message"]
     unknown = app_client.get("/v2/embeddings")
     assert unknown.status_code == 404 and "Unknown path" in unknown.json()["error"]["message"]

@@ -65,13 +65,16 @@ def test_model_failure_reaches_every_request_of_the_batch() -> None:
         batcher = DynamicBatcher(encode, max_wait_s=0.05)
         await batcher.start()
         try:
-            return await asyncio.gather(*(batcher.submit(["x"], tokens=3) for _ in range(3)),
-                                        return_exceptions=True)
+            return await asyncio.gather(
+                *(batcher.submit(["x"], tokens=3) for _ in range(3)), return_exceptions=True
+            )
         finally:
             await batcher.stop()
 
     results = _run(main())
-    assert all(isinstance(r, APIError) and r.status == 500 and "CUDA out of memory" in r.message for r in results)
+    assert all(
+        isinstance(r, APIError) and r.status == 500 and "CUDA out of memory" in r.message for r in results
+    )
 
 
 def test_full_queue_answers_503_and_stop_fails_waiting_requests(encoder) -> None:

@@ -20,7 +20,9 @@ def containerfile(repo: Path) -> str:
 
 def _instructions(text: str) -> list[tuple[str, str]]:
     joined = re.sub(r"\\\n", " ", text)
-    rows = [line.strip() for line in joined.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    rows = [
+        line.strip() for line in joined.splitlines() if line.strip() and not line.lstrip().startswith("#")
+    ]
     return [(row.split(None, 1)[0].upper(), row.split(None, 1)[1] if " " in row else "") for row in rows]
 
 

@@ -26,19 +26,22 @@ def test_parse_inputs_accepts_a_string_or_a_list_of_strings() -> None:
     assert parse_inputs(["a", "b c"], 4) == ["a", "b c"]
 
 
-@pytest.mark.parametrize(("value", "fragment"), [
-    ("", "empty string"),
-    ([], "empty list"),
-    (["a", ""], "'input[1]' is an empty string"),
-    (None, "got NoneType"),
-    (3, "got int"),
-    ({"a": 1}, "got dict"),
-    ([1, 2, 3], "token-id arrays"),
-    ([[1, 2], [3]], "token-id arrays"),
-    (["a", 2.5], "'input[1]' must be a string (got float)"),
-    (["a", True], "'input[1]' must be a string (got bool)"),
-    (["a"] * 5, "too many inputs: 5 (this server accepts at most 4"),
-])
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        ("", "empty string"),
+        ([], "empty list"),
+        (["a", ""], "'input[1]' is an empty string"),
+        (None, "got NoneType"),
+        (3, "got int"),
+        ({"a": 1}, "got dict"),
+        ([1, 2, 3], "token-id arrays"),
+        ([[1, 2], [3]], "token-id arrays"),
+        (["a", 2.5], "'input[1]' must be a string (got float)"),
+        (["a", True], "'input[1]' must be a string (got bool)"),
+        (["a"] * 5, "too many inputs: 5 (this server accepts at most 4"),
+    ],
+)
 def test_parse_inputs_refuses_with_a_clear_400(value: object, fragment: str) -> None:
     with pytest.raises(APIError) as info:
         parse_inputs(value, 4)
@@ -76,7 +79,9 @@ def test_base64_is_little_endian_float32_like_openai() -> None:
 def test_token_limit_error_or_truncate() -> None:
     with pytest.raises(APIError) as info:
         apply_token_limit([3, 8, 9], 8, "error")
-    assert info.value.status == 413 and "input[2]" in info.value.message and "input[1]" not in info.value.message
+    assert (
+        info.value.status == 413 and "input[2]" in info.value.message and "input[1]" not in info.value.message
+    )
     assert apply_token_limit([3, 8, 9], 8, "truncate") == [3, 8, 8]
     assert apply_token_limit([3, 8], 8, "error") == [3, 8]
 
