@@ -154,22 +154,25 @@ def _mine_shard(table: pa.Table, name: str, cfg: MineConfig, rules: NegativeRule
         stats.add_counts(sel.counts)
         own = corpus.rows([r["chunk_id"] for r in block])
         own_score = sel.pos_scores[np.arange(len(block)), (pos_ids == own[:, None]).argmax(axis=1)]
+        positives = corpus.take_texts(own)
+        flat = sel.ids[sel.ids >= 0]
+        neg_ids, neg_texts = iter(corpus.take_ids(flat)), iter(corpus.take_texts(flat))
         for i, r in enumerate(block):
             keep = sel.ids[i] >= 0
-            neg_rows = sel.ids[i][keep]
-            if len(neg_rows) < rules.num_negatives:
+            n = int(keep.sum())
+            ids, texts = [next(neg_ids) for _ in range(n)], [next(neg_texts) for _ in range(n)]
+            if n < rules.num_negatives:
                 counters["queries_short"] += 1
-                counters["queries_without_negatives"] += int(len(neg_rows) == 0)
+                counters["queries_without_negatives"] += int(n == 0)
                 if cfg.too_few_negatives == "quarantine":
-                    quarantine.append({"source": f"{name}", "query_id": r["query_id"], "n_negatives": len(neg_rows),
+                    quarantine.append({"source": name, "query_id": r["query_id"], "n_negatives": n,
                                        "reason": f"fewer than {rules.num_negatives} negatives passed the rules"})
                     continue
             stats.positives.add(own_score[i:i + 1])
             stats.negatives.add(sel.scores[i][keep])
             out.append({"query_id": r["query_id"], "query": r["query"], "pos_chunk_id": r["chunk_id"],
-                        "positive": corpus.take_texts(own[i:i + 1])[0], "neg_chunk_ids": corpus.take_ids(neg_rows),
-                        "negatives": corpus.take_texts(neg_rows), "pos_score": float(own_score[i]),
-                        "neg_scores": [float(s) for s in sel.scores[i][keep]]})
+                        "positive": positives[i], "neg_chunk_ids": ids, "negatives": texts,
+                        "pos_score": float(own_score[i]), "neg_scores": sel.scores[i][keep].tolist()})
     counters["rows_mined"] = len(out)
     return pa.Table.from_pylist(out, schema=TRIPLES), quarantine, stats, counters
 

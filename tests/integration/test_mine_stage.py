@@ -220,3 +220,21 @@ def test_cross_encoder_rescoring(adi: dict, tmp_path: Path) -> None:
 
 def test_query_shards_are_parquet(adi: dict) -> None:
     assert pq.read_schema(list_shards(adi["queries"])[0]).equals(QUERIES)
+
+
+def test_too_few_negatives_quarantine(adi: dict, mined: dict, tmp_path: Path) -> None:
+    few = [r for r in adi["rows"] if r["query_id"].startswith("ict-")][:6]
+    queries = _write_queries(tmp_path / "q", few)
+    mine = {"queries_path": str(queries), "num_negatives": 3, "range_max": 10, "max_score": -1.0,
+            "relative_margin": None, "too_few_negatives": "quarantine"}
+    job = validate_dict(_job(adi["root"] / "runs", mine))
+    out = plan(job)["mine"].dir
+    out.mkdir(parents=True)
+    for name in ("corpus_vectors.npy", "corpus_vectors.json"):  # reuse the corpus vectors
+        shutil.copy(mined["dir"] / name, out / name)
+    manifest = run_job(job, stages=["mine"])["mine"]
+    assert manifest["rows_out"] == 0 and manifest["quarantined"] == 6
+    assert manifest["counts"]["queries_short"] == manifest["counts"]["queries_without_negatives"] == 6
+    assert manifest["mining"]["removed_share"]["max_score"] > 0.8
+    lines = [json.loads(x) for x in (out / "quarantine.jsonl").read_text().splitlines()]
+    assert {x["reason"] for x in lines} == {"fewer than 3 negatives passed the rules"}
