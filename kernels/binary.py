@@ -33,11 +33,15 @@ def _pack_binary_kernel(x_ptr, out_ptr, n_rows, dim, n_bytes, stride_x, stride_o
 def launch_pack_binary(x: torch.Tensor, out: torch.Tensor, backend: str) -> None:
     """Fill ``out`` (uint8 (n, ceil(d / 8))) with the packed sign bits of ``x`` (n, d)."""
     n_rows, dim = x.shape
-    block_bytes = triton.next_power_of_2(out.shape[1])
-    block_r = max(1, min(64, 512 // block_bytes))
-    launcher(_pack_binary_kernel, backend)[(triton.cdiv(n_rows, block_r),)](
-        x, out, n_rows, dim, out.shape[1], x.stride(0), out.stride(0), BLOCK_R=block_r, BLOCK_BYTES=block_bytes,
-        num_warps=4)
+    config = launch_config(out.shape[1])
+    launcher(_pack_binary_kernel, backend)[(triton.cdiv(n_rows, config["BLOCK_R"]),)](
+        x, out, n_rows, dim, out.shape[1], x.stride(0), out.stride(0), **config)
+
+
+def launch_config(n_bytes: int) -> dict[str, int]:
+    """Block sizes and warps: whole rows, ≈ 4k input features per program."""
+    block_bytes = triton.next_power_of_2(n_bytes)
+    return {"BLOCK_R": max(1, min(64, 512 // block_bytes)), "BLOCK_BYTES": block_bytes, "num_warps": 4}
 
 
 def pack_binary(x: torch.Tensor, *, backend: str = "triton") -> torch.Tensor:

@@ -57,14 +57,19 @@ def launch_hamming_topk(q_words: torch.Tensor, c_words: torch.Tensor, out: torch
     """Fill ``out`` (int64 ``(splits, q, K)``) with each split's best keys over int32 code words."""
     splits, n_q, k_pad = out.shape
     n_c, n_words = c_words.shape
-    block_q = 16 if k_pad >= 512 else 32
-    block_n = max(k_pad, 64)
-    block_w = max(1, min(triton.next_power_of_2(n_words), 8192 // (block_q * block_n)))
-    tiles_per_split = triton.cdiv(triton.cdiv(n_c, block_n), splits)
-    launcher(_hamming_topk_kernel, backend)[(triton.cdiv(n_q, block_q), splits)](
+    config = launch_config(k_pad, n_words)
+    tiles_per_split = triton.cdiv(triton.cdiv(n_c, config["BLOCK_N"]), splits)
+    launcher(_hamming_topk_kernel, backend)[(triton.cdiv(n_q, config["BLOCK_Q"]), splits)](
         q_words, c_words, out, n_q, n_c, n_words, q_words.stride(0), c_words.stride(0), out.stride(0),
-        out.stride(1), tiles_per_split, BLOCK_Q=block_q, BLOCK_N=block_n, BLOCK_W=block_w, K=k_pad,
-        num_warps=8 if k_pad >= 256 else 4)
+        out.stride(1), tiles_per_split, **config)
+
+
+def launch_config(k_pad: int, n_words: int) -> dict[str, int]:
+    """Block sizes and warps: as ``kernels.topk``, with ≈ 8k word XORs per step of the 3-d tile."""
+    block_q, block_n = (16 if k_pad >= 512 else 32), max(k_pad, 64)
+    block_w = max(1, min(triton.next_power_of_2(n_words), 8192 // (block_q * block_n)))
+    return {"BLOCK_Q": block_q, "BLOCK_N": block_n, "BLOCK_W": block_w, "K": k_pad,
+            "num_warps": 8 if k_pad >= 256 else 4}
 
 
 def code_words(bits: torch.Tensor) -> torch.Tensor:

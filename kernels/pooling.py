@@ -39,16 +39,21 @@ def _pool_normalize_kernel(h_ptr, m_ptr, out_ptr, n_tokens, dim, stride_hb, stri
     tl.store(out_ptr + row * stride_ob + offs_h, mean, mask=h_ok)
 
 
+def launch_config(n_tokens: int, dim: int) -> dict[str, int]:
+    """Block sizes and warps: the whole kept row in one block, ≈ 8k elements per token tile."""
+    block_h = triton.next_power_of_2(dim)
+    block_t = max(1, min(triton.next_power_of_2(max(n_tokens, 1)), 8192 // block_h))
+    return {"BLOCK_T": block_t, "BLOCK_H": block_h, "num_warps": 4 if block_h <= 1024 else 8}
+
+
 def launch_pool_normalize(hidden: torch.Tensor, mask: torch.Tensor, out: torch.Tensor, normalize: bool,
                           backend: str) -> None:
     """Fill ``out`` (fp32 ``(B, dim)``, dim = ``out.shape[1]``) from ``hidden`` (B, T, H) and ``mask`` (B, T)."""
     batch, n_tokens, _ = hidden.shape
     dim = out.shape[1]
-    block_h = triton.next_power_of_2(dim)
-    block_t = max(1, min(triton.next_power_of_2(max(n_tokens, 1)), 8192 // block_h))
     launcher(_pool_normalize_kernel, backend)[(batch,)](
         hidden, mask, out, n_tokens, dim, hidden.stride(0), hidden.stride(1), mask.stride(0), mask.stride(1),
-        out.stride(0), BLOCK_T=block_t, BLOCK_H=block_h, NORMALIZE=normalize, num_warps=4 if block_h <= 1024 else 8)
+        out.stride(0), NORMALIZE=normalize, **launch_config(n_tokens, dim))
 
 
 def pool_normalize(hidden: torch.Tensor, mask: torch.Tensor, dim: int | None = None, normalize: bool = True, *,

@@ -37,11 +37,15 @@ def _quantize_int8_kernel(x_ptr, codes_ptr, scales_ptr, n_rows, dim, stride_x, s
 def launch_quantize_int8(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, backend: str) -> None:
     """Fill ``codes`` (int8 (n, d)) and ``scales`` (fp32 (n,)) from ``x`` (n, d)."""
     n_rows, dim = x.shape
+    config = launch_config(dim)
+    launcher(_quantize_int8_kernel, backend)[(triton.cdiv(n_rows, config["BLOCK_R"]),)](
+        x, codes, scales, n_rows, dim, x.stride(0), codes.stride(0), **config)
+
+
+def launch_config(dim: int) -> dict[str, int]:
+    """Block sizes and warps: whole rows, ≈ 4k elements per program."""
     block_d = triton.next_power_of_2(dim)
-    block_r = max(1, min(64, 4096 // block_d))
-    launcher(_quantize_int8_kernel, backend)[(triton.cdiv(n_rows, block_r),)](
-        x, codes, scales, n_rows, dim, x.stride(0), codes.stride(0), BLOCK_R=block_r, BLOCK_D=block_d,
-        num_warps=4)
+    return {"BLOCK_R": max(1, min(64, 4096 // block_d)), "BLOCK_D": block_d, "num_warps": 4}
 
 
 def quantize_int8(x: torch.Tensor, *, backend: str = "triton") -> tuple[torch.Tensor, torch.Tensor]:

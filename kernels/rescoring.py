@@ -43,12 +43,16 @@ def launch_rescore(queries: torch.Tensor, corpus: torch.Tensor, candidates: torc
     """Fill ``out`` (fp32 (q, c)) with ``queries · corpus[candidates]`` (``-inf`` where the id is -1)."""
     n_q, n_cand = candidates.shape
     dim = queries.shape[1]
-    block_q, block_c = 16, 32
-    block_d = min(32, triton.next_power_of_2(dim))
-    grid = (triton.cdiv(n_q, block_q), triton.cdiv(n_cand, block_c))
+    config = launch_config(dim)
+    grid = (triton.cdiv(n_q, config["BLOCK_Q"]), triton.cdiv(n_cand, config["BLOCK_C"]))
     launcher(_rescore_kernel, backend)[grid](
         queries, corpus, candidates, out, n_q, n_cand, dim, queries.stride(0), corpus.stride(0),
-        candidates.stride(0), out.stride(0), BLOCK_Q=block_q, BLOCK_C=block_c, BLOCK_D=block_d, num_warps=4)
+        candidates.stride(0), out.stride(0), **config)
+
+
+def launch_config(dim: int) -> dict[str, int]:
+    """Block sizes and warps: 16 queries × 32 candidates × 32 features of gathered rows per step."""
+    return {"BLOCK_Q": 16, "BLOCK_C": 32, "BLOCK_D": min(32, triton.next_power_of_2(dim)), "num_warps": 4}
 
 
 def rescore(queries: torch.Tensor, corpus: torch.Tensor, candidates: torch.Tensor, k: int, *,

@@ -71,31 +71,34 @@ def launch_similarity_topk(queries: torch.Tensor, corpus: torch.Tensor, out: tor
     """
     splits, n_q, k_pad = out.shape
     n_c, dim = corpus.shape
-    block_q = 16 if k_pad >= 512 else 32
-    block_n = max(k_pad, 64)
-    block_d = min(64, max(16, triton.next_power_of_2(dim)))
-    n_tiles = triton.cdiv(n_c, block_n)
-    tiles_per_split = triton.cdiv(n_tiles, splits)
+    config = launch_config(k_pad, dim)
+    tiles_per_split = triton.cdiv(triton.cdiv(n_c, config["BLOCK_N"]), splits)
     upcast = backend == "interpret" and queries.dtype == torch.bfloat16
     precision = "ieee" if queries.dtype == torch.float32 or upcast else "tf32"
     int8 = queries.dtype == torch.int8
     if int8 and (q_scales is None or c_scales is None):
         raise ValueError("int8 scoring needs q_scales and c_scales")
-    grid = (triton.cdiv(n_q, block_q), splits)
+    grid = (triton.cdiv(n_q, config["BLOCK_Q"]), splits)
     launcher(_similarity_topk_kernel, backend)[grid](
         queries, corpus, q_scales if int8 else queries, c_scales if int8 else corpus, out, n_q, n_c, dim,
         queries.stride(0), corpus.stride(0), out.stride(0), out.stride(1), tiles_per_split,
-        BLOCK_Q=block_q, BLOCK_N=block_n, BLOCK_D=block_d, K=k_pad, PRECISION=precision, INT8=int8, UPCAST=upcast,
-        num_warps=8 if k_pad >= 256 else 4)
+        PRECISION=precision, INT8=int8, UPCAST=upcast, **config)
+
+
+def launch_config(k_pad: int, dim: int) -> dict[str, int]:
+    """Block sizes and warps: corpus tiles at least K wide (the bitonic merge needs BLOCK_N >= K)."""
+    return {"BLOCK_Q": 16 if k_pad >= 512 else 32, "BLOCK_N": max(k_pad, 64),
+            "BLOCK_D": min(64, max(16, triton.next_power_of_2(dim))), "K": k_pad,
+            "num_warps": 8 if k_pad >= 256 else 4}
 
 
 def default_splits(n_q: int, n_c: int, k_pad: int, device: torch.device) -> int:
     """Corpus splits: enough programs to fill the GPU (≈ 4 per SM), each split at least 4 corpus tiles long."""
-    n_tiles = triton.cdiv(n_c, max(k_pad, 64))
+    n_tiles = triton.cdiv(n_c, launch_config(k_pad, 16)["BLOCK_N"])
     if device.type != "cuda":
         return min(n_tiles, 2)  # the interpreter: still exercises the cross-split merge
     sms = torch.cuda.get_device_properties(device).multi_processor_count
-    q_tiles = triton.cdiv(n_q, 16 if k_pad >= 512 else 32)
+    q_tiles = triton.cdiv(n_q, launch_config(k_pad, 16)["BLOCK_Q"])
     return max(1, min(triton.cdiv(4 * sms, q_tiles), n_tiles // 4 or 1))
 
 
