@@ -146,6 +146,8 @@ def main() -> None:
                 run_load(servers[mode].url, texts, requests=32, concurrency=args.concurrency)
             )  # warm-up
             counters[mode] = server_counters(servers[mode].url)
+        backend = httpx.get(f"{servers['serve batched'].url}/health").json()["backend"]
+        print(f"server encoder backend: {backend}; reference: sentence-transformers torch")
         st.encode(texts[:32])
         for r in range(args.rounds):
             start = r * per_round * k
@@ -215,6 +217,7 @@ def main() -> None:
         },  # fmt: skip
         "config": {key: value for key, value in vars(args).items() if key != "out"},
         "texts": len(texts),
+        "server_backend": backend,
         "batched_over_unbatched": round(speedup, 3),
         "rows": rows,
     }

@@ -45,6 +45,12 @@ def register(app: typer.Typer) -> None:
         dtype: Annotated[
             str, typer.Option(help="auto (bf16/fp16 on GPU, fp32 on CPU) | fp32 | bf16 | fp16")
         ] = "auto",
+        backend: Annotated[
+            str,
+            typer.Option(
+                help="Encoder backend: auto (ONNX Runtime on CPU when installed) | torch | onnx | st"
+            ),
+        ] = "auto",
         max_inputs: Annotated[int, typer.Option(help="Most texts per request (400 above)")] = 256,
         max_tokens_per_input: Annotated[
             int | None,
@@ -84,6 +90,7 @@ def register(app: typer.Typer) -> None:
                 served_model_name=served_model_name,
                 device=device,
                 dtype=dtype,
+                backend=backend,
                 max_inputs=max_inputs,
                 max_tokens_per_input=max_tokens_per_input,
                 on_too_long=on_too_long,

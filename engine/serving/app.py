@@ -56,7 +56,9 @@ def load_encoder(config: ServeConfig) -> Encoder:
             f"{info.max_seq_length} ({path})"
         )
     dev.set_threads(config.threads)
-    return Encoder(path, device=config.device, dtype=config.dtype, max_seq_length=limit)
+    return Encoder(
+        path, device=config.device, dtype=config.dtype, max_seq_length=limit, backend=config.backend
+    )
 
 
 @dataclass
@@ -178,6 +180,7 @@ def create_app(config: ServeConfig, encoder: Encoder | None = None) -> FastAPI:
             "dimensions": encoder.dim,
             "max_input_tokens": limit,
             "device": str(encoder.device),
+            "backend": encoder.backend,
             "batches": batcher.batches_run,
             "in_flight": batcher.in_flight,
             "model_busy": batcher.model_busy,

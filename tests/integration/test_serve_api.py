@@ -73,6 +73,7 @@ def test_health_models_and_metrics(server: ServerProcess, client: openai.OpenAI)
     assert (
         health["status"] == "ok" and health["dimensions"] == 384 and health["max_input_tokens"] == TOKEN_LIMIT
     )
+    assert health["backend"] in ("onnx", "torch", "st") and health["device"] == "cpu"
     models = client.models.list().data
     assert [m.id for m in models] == ["all-MiniLM-L6-v2"]
     client.embeddings.create(input="warm-up", model="all-MiniLM-L6-v2")
