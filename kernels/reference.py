@@ -55,9 +55,15 @@ def pool_normalize(hidden: torch.Tensor, mask: torch.Tensor, dim: int | None = N
     return mean
 
 
+def query_block(n_corpus: int, bytes_per_pair: int, budget: int = 1 << 30) -> int:
+    """Queries per block so that the block's (queries × corpus) temporaries stay within ``budget`` bytes."""
+    return max(1, min(1024, budget // max(1, n_corpus * bytes_per_pair)))
+
+
 def similarity_topk(queries: torch.Tensor, corpus: torch.Tensor, k: int,
-                    block: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+                    block: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact inner-product top-``k``: ``(scores fp32 (q, k'), ids int64 (q, k'))``, k' = min(k, n), fp32 math."""
+    block = block or query_block(corpus.shape[0], 4 + 8 + 8)  # scores, keys, key temporaries
     corpus32 = corpus.to(torch.float32)
     ids = torch.arange(corpus.shape[0], device=corpus.device)
     out_s, out_i = [], []
@@ -91,8 +97,9 @@ def int8_scores(q_codes: torch.Tensor, q_scales: torch.Tensor, c_codes: torch.Te
 
 
 def int8_topk(q_codes: torch.Tensor, q_scales: torch.Tensor, c_codes: torch.Tensor, c_scales: torch.Tensor,
-              k: int, block: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+              k: int, block: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-``k`` corpus rows by :func:`int8_scores`: ``(scores fp32, ids int64)``."""
+    block = block or query_block(c_codes.shape[0], 8 + 4 + 8 + 8)
     ids = torch.arange(c_codes.shape[0], device=c_codes.device)
     out_s, out_i = [], []
     for start in range(0, q_codes.shape[0], block):
@@ -124,8 +131,9 @@ def hamming_distances(q_bits: torch.Tensor, c_bits: torch.Tensor) -> torch.Tenso
 
 
 def hamming_topk(q_bits: torch.Tensor, c_bits: torch.Tensor, k: int,
-                 block: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+                 block: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``k`` nearest corpus codes by Hamming distance: ``(distances int32 ascending, ids int64)``."""
+    block = block or query_block(c_bits.shape[0], 3 * 4 * c_bits.shape[1] + 24)  # XOR bytes as int32 + counts
     ids = torch.arange(c_bits.shape[0], device=c_bits.device)
     out_d, out_i = [], []
     for start in range(0, q_bits.shape[0], block):
