@@ -59,6 +59,9 @@ class MineConfig(StageConfig):
     """Queries embedded and searched per block (memory grows with it, not with the number of queries)."""
     encode_block: int = no_hash(8192, ge=1)
     """Chunks embedded per block of the memory-mapped corpus vectors (resume granularity)."""
+    cache: bool = no_hash(True)
+    """Use the embedding cache (``$EMBEDFORGE_CACHE``) for chunks and queries: texts this model already embedded
+    (in embed, evaluate or an earlier mine run) are not re-encoded."""
     cross_encoder_batch_size: int = no_hash(64, ge=1)
     """Pairs per cross-encoder batch."""
     plot: bool = no_hash(True)

@@ -50,8 +50,8 @@ def run(ctx: StageContext) -> None:
 
     t0 = time.perf_counter()
     encoder = get_encoder(ctx.resolve_model(cfg.model), device=ctx.job.device, dtype=cfg.dtype)
-    vectors = corpus_vectors(ctx.out_dir / "corpus_vectors.npy", corpus, encoder.encode, encoder.model_id,
-                             encoder.dim, cfg.encode_block)
+    vectors = corpus_vectors(ctx.out_dir / "corpus_vectors.npy", corpus, lambda t: encoder.encode(t, cache=cfg.cache),
+                             encoder.model_id, encoder.dim, cfg.encode_block)
     ctx.throughput["corpus_seconds"] = round(time.perf_counter() - t0, 3)
     kind = "ivf" if cfg.index == "ivf" or (cfg.index == "auto" and len(corpus) >= cfg.ivf_min_corpus) else "flat"
     index = build_index(vectors, cfg.backend, kind, nlist=cfg.ivf_nlist, nprobe=cfg.ivf_nprobe, seed=ctx.job.seed)
@@ -149,7 +149,7 @@ def _mine_shard(table: pa.Table, name: str, cfg: MineConfig, rules: NegativeRule
         pos_ids = known.lookup(stable_keys(texts, "t:"), stable_keys(qids, "i:"))
         rescorer = _cross_encoder_rescorer(cross_encoder, queries, corpus, cfg) if cross_encoder else None
         unique, inverse = np.unique(np.array(queries, dtype=object), return_inverse=True)
-        vectors = encoder.encode(unique.tolist())[inverse]  # a query text with several positives is encoded once
+        vectors = encoder.encode(unique.tolist(), cache=cfg.cache)[inverse]  # a query text with several positives is encoded once
         sel = mine_block(index, vectors, pos_ids, stable_keys(qids, "s:"), corpus.keys, rules, rescorer)
         stats.add_counts(sel.counts)
         own = corpus.rows([r["chunk_id"] for r in block])
