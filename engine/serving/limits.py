@@ -64,9 +64,11 @@ class BodySizeLimit:
 def count_tokens(tokenizer: object, texts: Sequence[str], limit: int) -> list[int]:
     """Token counts with special tokens, counted up to ``limit + 1`` (enough to tell "too long" apart).
 
-    Runs on the model thread: a Hugging Face fast tokenizer must not be called from two threads at once.
+    Texts are stripped first, as the encoder (and sentence-transformers) does before tokenizing. Runs on the
+    model thread: a Hugging Face fast tokenizer must not be called from two threads at once.
     """
-    ids = tokenizer(list(texts), add_special_tokens=True, truncation=True, max_length=limit + 1)["input_ids"]  # type: ignore[operator]
+    stripped = [t.strip() for t in texts]
+    ids = tokenizer(stripped, add_special_tokens=True, truncation=True, max_length=limit + 1)["input_ids"]  # type: ignore[operator]
     return [len(x) for x in ids]
 
 

@@ -47,9 +47,9 @@ def _token_array(value: object) -> bool:
 def parse_inputs(value: object, max_inputs: int) -> list[str]:
     """The request's texts, or an :class:`APIError` (400) saying exactly what is wrong with ``input``."""
     if isinstance(value, str):
-        if not value:
+        if not value.strip():
             raise APIError(
-                400, "'input' is an empty string; send non-empty text", param="input", code="empty_input"
+                400, "'input' is empty (or only whitespace); send text", param="input", code="empty_input"
             )
         return [value]
     if not isinstance(value, list):
@@ -86,10 +86,10 @@ def parse_inputs(value: object, max_inputs: int) -> list[str]:
                 param="input",
                 code="invalid_type",
             )
-        if not item:
+        if not item.strip():
             raise APIError(
                 400,
-                f"'input[{i}]' is an empty string; send non-empty text",
+                f"'input[{i}]' is empty (or only whitespace); send text",
                 param="input",
                 code="empty_input",
             )

@@ -29,9 +29,11 @@ def test_parse_inputs_accepts_a_string_or_a_list_of_strings() -> None:
 @pytest.mark.parametrize(
     ("value", "fragment"),
     [
-        ("", "empty string"),
+        ("", "'input' is empty"),
+        (" \n\t", "only whitespace"),
         ([], "empty list"),
-        (["a", ""], "'input[1]' is an empty string"),
+        (["a", ""], "'input[1]' is empty"),
+        (["a", "  "], "'input[1]' is empty (or only whitespace)"),
         (None, "got NoneType"),
         (3, "got int"),
         ({"a": 1}, "got dict"),
