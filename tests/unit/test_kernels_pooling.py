@@ -85,14 +85,20 @@ def test_every_output_element_is_written(interpret: None) -> None:
     torch.testing.assert_close(out, reference.pool_normalize(hidden, mask, 50), atol=2e-6, rtol=0)
 
 
-def test_pooling_matches_sentence_transformers_mean_pooling(interpret: None) -> None:
-    """The reference's semantics are ST's mean pooling + normalize (clamp 1e-9 on the count)."""
-    from sentence_transformers.models import Pooling
+def test_pooling_minilm_token_states_matches_sentence_transformers(interpret: None, st_model) -> None:
+    """Parity with the reference library on a real model: MiniLM's token states through the fused kernel equal
+    ``SentenceTransformer.encode`` (mean pooling + Normalize), and Matryoshka truncation equals the encoder's."""
+    from engine.retrieval.encoder import truncate_normalize
 
-    hidden, mask = _batch(3, 12, 32, torch.float32, seed=5)
-    pooled = Pooling(32, pooling_mode="mean")({"token_embeddings": hidden, "attention_mask": mask})
-    want = torch.nn.functional.normalize(pooled["sentence_embedding"], dim=1)
-    torch.testing.assert_close(kernels.pool_normalize(hidden, mask), want, atol=2e-6, rtol=0)
+    texts = ["a short query", "a longer passage about exact vector search, padding and pooling", "x"]
+    with torch.inference_mode():
+        states = st_model[0](st_model.preprocess(texts))
+    assert states["attention_mask"].eq(0).any()  # the batch really has padding
+    got = kernels.pool_normalize(states["token_embeddings"], states["attention_mask"])
+    want = torch.from_numpy(st_model.encode(texts, convert_to_numpy=True))
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    got128 = kernels.pool_normalize(states["token_embeddings"], states["attention_mask"], 128)
+    torch.testing.assert_close(got128, torch.from_numpy(truncate_normalize(want.numpy(), 128)), atol=1e-5, rtol=0)
 
 
 def test_bad_shapes_are_refused(interpret: None) -> None:
