@@ -15,6 +15,7 @@ from engine.configs.evaluate import EvaluateConfig
 from engine.configs.generate import GenerateConfig
 from engine.configs.ingest import IngestConfig
 from engine.configs.mine import MineConfig
+from engine.configs.train import TrainConfig
 from engine.configs.vocab import AnalyzeVocabConfig, ExtendVocabConfig, TrainTokenizerConfig
 
 
@@ -45,6 +46,8 @@ STAGES: list[StageInfo] = [
     StageInfo("chunk", ChunkConfig, "engine.stages.chunk", inputs=("ingest",), uses_base_model=True),
     StageInfo("generate", GenerateConfig, "engine.stages.generate", inputs=("chunk",), uses_base_model=True),
     StageInfo("mine", MineConfig, "engine.stages.mine", inputs=("chunk", "generate"), uses_base_model=True),
+    StageInfo("train", TrainConfig, "engine.stages.train", inputs=("chunk", "generate", "mine", "extend_vocab"),
+              uses_base_model=True),
     StageInfo("evaluate", EvaluateConfig, "engine.stages.evaluate", inputs=("chunk", "generate", "train"),
               uses_base_model=True),
     StageInfo("embed", EmbedConfig, "engine.stages.embed", inputs=("chunk", "train"), uses_base_model=True),

@@ -1,0 +1,264 @@
+"""Stage ``train``: (query, positive[, hard negatives]) rows → a domain-tuned model in ``<stage dir>/model``.
+
+Reads the ``mine`` triples when the job has them, else the ``generate`` queries joined with the ``chunk``
+passages; holds out the ``val`` queries and measures nDCG@10 at every Matryoshka dimension before training,
+every ``eval_steps`` and after. Modes: ``full`` and ``lora`` run the sentence-transformers trainer (checkpoints
+in ``<stage dir>/checkpoints``; a re-run after a kill resumes from the last complete one); ``adapter`` trains a
+residual adapter on embeddings cached once. The final model is written to a temp directory and renamed, with a
+model card (README.md) giving its lineage, training arguments and metrics per dimension.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from engine import device as dev
+from engine.configs.train import TrainConfig
+from engine.data.shards import atomic_write_text, list_shards, read_table
+from engine.models import model_id
+from engine.progress import track
+from engine.runner import StageContext, StageFailed, library_versions
+from engine.training.checkpoints import last_checkpoint, publish_dir
+from engine.training.data import (
+    TrainingRows,
+    ValidationSet,
+    doc_key,
+    load_passages,
+    load_queries,
+    rows_from_queries,
+    rows_from_triples,
+    split_queries,
+    validation_set,
+)
+from engine.training.losses import TrainConfigError, check_loss_data, check_matryoshka_dims
+from engine.training.matryoshka_evaluator import MatryoshkaRetrievalEvaluator
+from engine.training.model_card import model_card
+
+log = logging.getLogger("embedforge.train")
+
+
+def run(ctx: StageContext) -> None:
+    cfg: TrainConfig = ctx.config
+    check_machine(ctx, cfg)
+    start_model = start_model_dir(ctx, cfg)
+    rows, val = load_training_data(ctx, cfg)
+    try:
+        check_loss_data(cfg, rows.n_negatives)
+    except TrainConfigError as exc:
+        raise StageFailed(str(exc)) from None
+    log.info("train: %d rows from %s (%d hard negatives each), %d val queries in %d passages, mode %s, loss %s",
+             len(rows), rows.source, rows.n_negatives, len(val), len(val.corpus), cfg.mode, cfg.loss)
+    if cfg.mode == "adapter":
+        result = train_adapter_mode(ctx, cfg, start_model, rows, val)
+    else:
+        result = train_with_trainer(ctx, cfg, start_model, rows, val)
+    finish(ctx, cfg, start_model, rows, val, result)
+
+
+def check_machine(ctx: StageContext, cfg: TrainConfig) -> None:
+    """Refuse options this machine cannot run before any work (fp16 without CUDA, missing bitsandbytes/peft)."""
+    from engine.training.arguments import optimizer_name, precision_flags
+
+    try:
+        if cfg.mode != "adapter":
+            precision_flags(cfg, dev.device(ctx.job.device))
+            optimizer_name(cfg)
+        if cfg.mode == "lora":
+            dev.optional_import("peft", "LoRA training (train.mode: lora)")
+    except (RuntimeError, TrainConfigError) as exc:
+        raise StageFailed(f"train: {exc}") from None
+
+
+def start_model_dir(ctx: StageContext, cfg: TrainConfig) -> str:
+    """The model to start from: ``base``, a path, or an upstream stage's model (vocabulary extension:
+    ``train.model: extend_vocab`` starts from the extended model that stage wrote)."""
+    from engine.stages import STAGES
+
+    if cfg.model in {s.name for s in STAGES} and not ctx.has_input(cfg.model):
+        raise StageFailed(f"train.model: '{cfg.model}' names a stage this job does not run "
+                          f"(add it to the job, or use 'base' or a model path)")
+    try:
+        return ctx.resolve_model(cfg.model)
+    except FileNotFoundError as exc:
+        raise StageFailed(f"train.model: {exc}") from None
+
+
+# ---------------------------------------------------------------- data
+
+
+def load_training_data(ctx: StageContext, cfg: TrainConfig) -> tuple[TrainingRows, ValidationSet]:
+    """Training rows (triples, else queries) and the validation set, with unusable rows quarantined."""
+    if not ctx.has_input("chunk"):
+        raise StageFailed("train needs the chunk stage's passages (add 'chunk' to the job)")
+    if not (ctx.has_input("generate") or ctx.has_input("mine")):
+        raise StageFailed("train needs training pairs: add the 'generate' stage (and 'mine' for hard negatives)")
+    passages = load_passages(ctx.input_dir("chunk"))
+    if ctx.has_input("generate"):
+        queries = load_queries(ctx.input_dir("generate"))
+    else:  # triples only: validation documents are held out here
+        t = read_table(ctx.input_dir("mine"), columns=["query_id", "pos_chunk_id", "query"]).to_pylist()
+        queries = [{"query_id": r["query_id"], "chunk_id": r["pos_chunk_id"], "query": r["query"],
+                    "split": "train"} for r in t]
+    train_ids, val_ids = split_queries(queries, cfg.val_fraction, ctx.job.seed)
+    if ctx.has_input("mine"):
+        val_docs = {doc_key(q["chunk_id"]) for q in queries if q["query_id"] in val_ids}
+        rows = rows_from_triples(ctx.input_dir("mine"), cfg.max_negatives, exclude_ids=val_ids, exclude_docs=val_docs)
+    else:
+        shards = [str(p) for p in list_shards(ctx.input_dir("generate"))]
+        rows = rows_from_queries(queries, passages, train_ids, shards)
+    val = validation_set(queries, passages, val_ids, cfg.eval_corpus_max, ctx.job.seed)
+    if rows.quarantine:
+        atomic_write_text(ctx.out_dir / "quarantine.jsonl",
+                          "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows.quarantine))
+        ctx.count("quarantined", len(rows.quarantine))
+    ctx.count("rows_in", len(rows) + len(rows.quarantine))
+    if len(rows) < 2:
+        raise StageFailed(f"train: only {len(rows)} usable training rows (need at least 2; see quarantine.jsonl)")
+    if not val.queries:
+        log.warning("train: no validation queries (set train.val_fraction > 0 or give generate a val split); "
+                    "training runs without evaluation or best-checkpoint choice")
+    return rows, val
+
+
+# ---------------------------------------------------------------- full / LoRA with the trainer
+
+
+def train_with_trainer(ctx: StageContext, cfg: TrainConfig, start_model: str, rows: TrainingRows,
+                       val: ValidationSet) -> dict[str, Any]:
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
+
+    from engine.training.arguments import training_arguments
+    from engine.training.callbacks import FinalEvaluationCallback, HistoryCallback
+    from engine.training.lora import add_lora, merge_lora
+    from engine.training.losses import build_loss
+
+    device = dev.device(ctx.job.device)
+    model = SentenceTransformer(start_model, device=str(device), local_files_only=True)
+    serving_max_seq_length = model.max_seq_length
+    if cfg.max_seq_length:  # a training-time truncation; the saved model keeps its own limit
+        model.max_seq_length = cfg.max_seq_length
+    dims = eval_dims(cfg, int(model.get_embedding_dimension()))
+    evaluator = MatryoshkaRetrievalEvaluator(val, dims) if val.queries else None
+    before = evaluator(model) if evaluator else {}
+    guide = SentenceTransformer(start_model, device=str(device), local_files_only=True) if cfg.loss == "gist" else None
+    if cfg.mode == "lora":
+        ctx.extra["lora_trainable_parameters"] = add_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout)
+    checkpoints = ctx.out_dir / "checkpoints"
+    args = training_arguments(cfg, output_dir=checkpoints, device=device, seed=ctx.job.seed,
+                              primary_metric=evaluator.primary_metric if evaluator else None)
+    resume = last_checkpoint(checkpoints)
+    examples_per_step = cfg.batch_size * cfg.gradient_accumulation_steps
+    with track("train", unit="steps") as progress:
+        history = HistoryCallback(progress, examples_per_step)
+        trainer = SentenceTransformerTrainer(
+            model=model, args=args, train_dataset=Dataset.from_dict(rows.columns),
+            loss=build_loss(model, cfg, guide), evaluator=evaluator,
+            callbacks=[history, FinalEvaluationCallback()])
+        if resume:
+            log.info("train: resuming from %s", resume)
+        t0 = time.perf_counter()
+        output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        seconds = time.perf_counter() - t0
+    if cfg.mode == "lora":
+        ctx.extra["lora_layers_merged"] = merge_lora(model)
+    after = evaluator(model) if evaluator else {}
+    model.max_seq_length = serving_max_seq_length
+    steps_run = trainer.state.global_step - (int(resume.name.split("-")[1]) if resume else 0)
+    ctx.throughput["train_steps_per_s"] = round(steps_run / max(seconds, 1e-9), 4)
+    ctx.throughput["train_examples_per_s"] = round(steps_run * examples_per_step / max(seconds, 1e-9), 2)
+    return {"dims": dims, "before": before, "after": after,
+            "steps": trainer.state.global_step, "resumed_from": str(resume) if resume else None,
+            "best": trainer.state.best_model_checkpoint, "losses": history.losses, "evals": history.evals,
+            "seconds": round(seconds, 2), "train_loss": float(output.training_loss),
+            "save": lambda path: model.save(str(path))}
+
+
+def eval_dims(cfg: TrainConfig, model_dim: int) -> list[int]:
+    """Matryoshka dims checked against the model (evaluation at the full dimension without Matryoshka)."""
+    try:
+        return check_matryoshka_dims(cfg.matryoshka_dims, model_dim) if cfg.matryoshka_dims else [model_dim]
+    except TrainConfigError as exc:
+        raise StageFailed(str(exc)) from None
+
+
+# ---------------------------------------------------------------- adapter on cached embeddings
+
+
+def train_adapter_mode(ctx: StageContext, cfg: TrainConfig, start_model: str, rows: TrainingRows,
+                       val: ValidationSet) -> dict[str, Any]:
+    from engine.retrieval.encoder import Encoder, get_encoder
+    from engine.training.adapter import adapt_vectors, save_with_adapter, train_adapter
+
+    if cfg.max_seq_length:  # a training-time truncation: a private encoder, not the shared one
+        encoder = Encoder(start_model, device=ctx.job.device, max_seq_length=cfg.max_seq_length)
+    else:
+        encoder = get_encoder(start_model, device=ctx.job.device)
+    dims = eval_dims(cfg, encoder.dim)
+    evaluator = MatryoshkaRetrievalEvaluator(val, dims) if val.queries else None
+    evaluate = None
+    if evaluator is not None:
+        qv = encoder.encode([val.queries[q] for q in evaluator.query_ids])
+        cv = encoder.encode([val.corpus[c] for c in evaluator.corpus_ids])
+
+        def evaluate(layers: Any) -> dict[str, float]:
+            return evaluator.metrics_for(adapt_vectors(layers, qv), adapt_vectors(layers, cv))
+
+    t0 = time.perf_counter()
+    result = train_adapter(rows, encoder.encode, dims, kind=cfg.adapter_kind, epochs=cfg.adapter_epochs,
+                           lr=cfg.adapter_learning_rate, batch_size=cfg.batch_size, scale=cfg.scale,
+                           weight_decay=cfg.weight_decay, seed=ctx.job.seed, evaluate=evaluate,
+                           primary=evaluator.primary_metric if evaluator else None, keep_best=cfg.keep_best)
+    seconds = time.perf_counter() - t0
+    ctx.throughput["adapter_steps_per_s"] = round(result.steps / max(seconds, 1e-9), 2)
+    before = {k: v for k, v in result.evals[0].items() if k != "epoch"} if result.evals else {}
+    after = {k: v for k, v in result.evals[result.best_epoch].items() if k not in ("epoch", "loss")} \
+        if result.evals else {}
+    return {"dims": dims, "before": before, "after": after, "steps": result.steps, "resumed_from": None,
+            "best": f"epoch {result.best_epoch}", "losses": list(enumerate(result.losses, 1)),
+            "evals": result.evals, "seconds": round(seconds, 2), "train_loss": result.losses[-1],
+            "save": lambda path: save_with_adapter(start_model, result.layers, path)}
+
+
+# ---------------------------------------------------------------- artifacts
+
+
+def finish(ctx: StageContext, cfg: TrainConfig, start_model: str, rows: TrainingRows, val: ValidationSet,
+           result: dict[str, Any]) -> None:
+    """Save the model atomically with its card; put metrics per dim and the history into the manifest."""
+    inputs = {name: {"hash": out.hash, "shards": [str(p) for p in list_shards(out.dir)]}
+              for name, out in ctx.inputs.items()}
+    data = {"source": rows.source, "train_rows": len(rows), "negatives": rows.n_negatives,
+            "quarantined": len(rows.quarantine), "val_queries": len(val), "val_corpus": len(val.corpus)}
+    card = model_card(job=ctx.job.name, stage_hash=ctx.out_dir.name.rsplit("-", 1)[-1],
+                      spec_hash=ctx.job.spec_hash(), start_model=start_model,
+                      start_model_id=model_id(start_model), mode=cfg.mode, loss=cfg.loss, inputs=inputs, data=data,
+                      config=cfg.model_dump(mode="json"), dims=result["dims"], before=result["before"],
+                      after=result["after"], history={"steps": result["steps"], "best": result["best"],
+                                                      "seconds": result["seconds"]},
+                      versions=library_versions())
+
+    def write(tmp: Path) -> None:
+        result["save"](tmp)
+        atomic_write_text(tmp / "README.md", card)
+
+    publish_dir(ctx.out_dir / "model", write)
+    per_dim = {str(d): {"ndcg@10_before": result["before"].get(f"val_ndcg@10_d{d}"),
+                        "ndcg@10_after": result["after"].get(f"val_ndcg@10_d{d}"),
+                        "recall@10_before": result["before"].get(f"val_recall@10_d{d}"),
+                        "recall@10_after": result["after"].get(f"val_recall@10_d{d}")} for d in result["dims"]}
+    ctx.extra.update({
+        "model_dir": str(ctx.out_dir / "model"), "model_id": model_id(ctx.out_dir / "model"),
+        "start_model": start_model, "data": data, "metrics_per_dim": per_dim,
+        "metrics_before": result["before"], "metrics_after": result["after"],
+        "training": {"steps": result["steps"], "best": result["best"], "resumed_from": result["resumed_from"],
+                     "seconds": result["seconds"], "train_loss": result["train_loss"],
+                     "loss_history": result["losses"], "eval_history": result["evals"]},
+    })
+    log.info("train: model saved to %s; val nDCG@10 %s", ctx.out_dir / "model",
+             ", ".join(f"d{d}: {v['ndcg@10_before'] or 0:.3f} → {v['ndcg@10_after'] or 0:.3f}"
+                       for d, v in per_dim.items()))

@@ -1,0 +1,162 @@
+"""Training rows and the held-out validation set, built from the stage inputs' shards.
+
+Two sources, the first one present wins:
+
+- ``mine`` TRIPLES shards: ``query, positive, negatives[]`` → columns ``anchor, positive, negative_1..k``;
+- ``generate`` QUERIES shards joined with ``chunk`` CHUNKS: ``query`` → the passage of its ``chunk_id``.
+
+The validation split is the ``val`` queries of ``generate`` (split by document there); without them, a seeded
+fraction of documents is held out here. A validation query's relevant passage is its source chunk; the
+validation corpus is every chunk (capped by a seeded sample that always keeps the relevant ones).
+Rows that cannot be used (empty text, unknown chunk) are returned with a reason for the quarantine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.data.schemas import passage_text
+from engine.data.shards import list_shards, read_table
+
+
+@dataclass
+class TrainingRows:
+    """Columns for the trainer (``anchor``, ``positive``, ``negative_1``..) plus provenance."""
+
+    columns: dict[str, list[str]]
+    source: str
+    """``triples`` or ``queries``."""
+    shards: list[str]
+    """Input shard files the rows came from (for the model card's lineage)."""
+    quarantine: list[dict[str, Any]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.columns["anchor"])
+
+    @property
+    def n_negatives(self) -> int:
+        return sum(1 for c in self.columns if c.startswith("negative_"))
+
+
+@dataclass
+class ValidationSet:
+    """Held-out queries, the corpus they are searched in, and which corpus ids are relevant to each."""
+
+    queries: dict[str, str]
+    corpus: dict[str, str]
+    relevant: dict[str, set[str]]
+
+    def __len__(self) -> int:
+        return len(self.queries)
+
+
+def doc_key(chunk_id: str) -> str:
+    """The document part of a chunk id (``<doc_version[:16]>-<idx>`` → ``<doc_version[:16]>``)."""
+    return chunk_id.rsplit("-", 1)[0]
+
+
+def held_out(doc: str, fraction: float, seed: int) -> bool:
+    """Seeded, order-independent choice of validation documents."""
+    if fraction <= 0:
+        return False
+    h = int.from_bytes(hashlib.blake2b(f"{seed}:{doc}".encode(), digest_size=8).digest(), "big")
+    return h / 2**64 < fraction
+
+
+def load_passages(chunk_dir: Path) -> dict[str, str]:
+    """chunk_id → the text it is embedded as (``passage_text(title, text)``)."""
+    table = read_table(chunk_dir, columns=["chunk_id", "title", "text"])
+    return {cid: passage_text(title, text) for cid, title, text in
+            zip(table.column("chunk_id").to_pylist(), table.column("title").to_pylist(),
+                table.column("text").to_pylist(), strict=True)}
+
+
+def load_queries(query_dir: Path) -> list[dict[str, Any]]:
+    """QUERIES rows as dicts."""
+    return read_table(query_dir, columns=["query_id", "chunk_id", "query", "split"]).to_pylist()
+
+
+def split_queries(queries: list[dict[str, Any]], val_fraction: float, seed: int) -> tuple[set[str], set[str]]:
+    """(train ids, val ids): the ``split`` column when it has ``val`` rows, else held-out documents."""
+    has_val = any(q["split"] == "val" for q in queries)
+    train, val = set(), set()
+    for q in queries:
+        is_val = q["split"] == "val" if has_val else held_out(doc_key(q["chunk_id"]), val_fraction, seed)
+        (val if is_val else train).add(q["query_id"])
+    return train, val
+
+
+def rows_from_queries(queries: list[dict[str, Any]], passages: dict[str, str], train_ids: set[str],
+                      shards: list[str]) -> TrainingRows:
+    """(query, source passage) pairs of the training queries."""
+    anchors, positives, quarantine = [], [], []
+    for q in queries:
+        if q["query_id"] not in train_ids:
+            continue
+        reason = _problem(q["query"], q["chunk_id"], passages)
+        if reason:
+            quarantine.append({"source": "generate", "query_id": q["query_id"], "reason": reason})
+            continue
+        anchors.append(q["query"].strip())
+        positives.append(passages[q["chunk_id"]])
+    return TrainingRows({"anchor": anchors, "positive": positives}, "queries", shards, quarantine)
+
+
+def rows_from_triples(triple_dir: Path, max_negatives: int, exclude_ids: set[str],
+                      exclude_docs: set[str] | None = None) -> TrainingRows:
+    """(query, positive, negative_1..k) rows; rows of validation queries/documents are left out.
+
+    Every row gets exactly ``k`` negatives so the columns are rectangular: k = ``max_negatives``, lowered to the
+    median count when most rows have fewer; rows with fewer than k negatives are quarantined with the reason.
+    """
+    shards = [str(p) for p in list_shards(triple_dir)]
+    table = read_table(triple_dir, columns=["query_id", "query", "pos_chunk_id", "positive", "negatives"])
+    rows, quarantine = [], []
+    for r in table.to_pylist():
+        if r["query_id"] in exclude_ids or (exclude_docs and doc_key(r["pos_chunk_id"]) in exclude_docs):
+            continue
+        if not (r["query"] or "").strip() or not (r["positive"] or "").strip():
+            quarantine.append({"source": "mine", "query_id": r["query_id"], "reason": "empty query or positive"})
+            continue
+        r["negatives"] = [n for n in (r["negatives"] or []) if n and n.strip()]
+        rows.append(r)
+    k = max_negatives
+    with_k = [r for r in rows if len(r["negatives"]) >= k]
+    if k and len(with_k) < len(rows) / 2:  # most rows lack k negatives: use what most rows have
+        counts = sorted(len(r["negatives"]) for r in rows)
+        k = min(max_negatives, counts[len(counts) // 2]) if counts else 0
+        with_k = [r for r in rows if len(r["negatives"]) >= k]
+    for r in rows:
+        if len(r["negatives"]) < k:
+            quarantine.append({"source": "mine", "query_id": r["query_id"],
+                               "reason": f"only {len(r['negatives'])} hard negatives, {k} needed"})
+    columns: dict[str, list[str]] = {"anchor": [r["query"].strip() for r in with_k],
+                                     "positive": [r["positive"] for r in with_k]}
+    for j in range(k):
+        columns[f"negative_{j + 1}"] = [r["negatives"][j] for r in with_k]
+    return TrainingRows(columns, "triples", shards, quarantine)
+
+
+def validation_set(queries: list[dict[str, Any]], passages: dict[str, str], val_ids: set[str],
+                   corpus_max: int, seed: int) -> ValidationSet:
+    """Val queries with their source chunk as the relevant passage, in a (capped) corpus of all chunks."""
+    vq = {q["query_id"]: q["query"].strip() for q in queries
+          if q["query_id"] in val_ids and not _problem(q["query"], q["chunk_id"], passages)}
+    relevant = {q["query_id"]: {q["chunk_id"]} for q in queries if q["query_id"] in vq}
+    needed = set().union(*relevant.values()) if relevant else set()
+    others = sorted(set(passages) - needed)
+    random.Random(seed).shuffle(others)
+    keep = sorted(needed) + others[: max(0, corpus_max - len(needed))]
+    return ValidationSet(vq, {cid: passages[cid] for cid in keep}, relevant)
+
+
+def _problem(query: str | None, chunk_id: str | None, passages: dict[str, str]) -> str:
+    if not (query or "").strip():
+        return "empty query"
+    if chunk_id not in passages:
+        return f"chunk_id {chunk_id!r} is not in the chunk shards"
+    return ""

@@ -1,0 +1,60 @@
+"""Validation during training: nDCG@10 and recall@10 of the held-out queries at every Matryoshka dimension.
+
+Encodes queries and corpus once per evaluation at full dimension with the model being trained, then truncates
+and re-normalizes for each dimension (``truncate_normalize``) and searches with the one search API — one
+encoding pass instead of one per dimension as a ``SequentialEvaluator`` of ``InformationRetrievalEvaluator`` s
+would need. Scores come from the house metrics (``engine.retrieval.metrics``, pytrec_eval). Returns ``{"val_ndcg@10_d384": ..., "val_recall@10_d384": ..., ...}``; the primary metric is nDCG@10
+at the largest dimension.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+from sentence_transformers.base.evaluation.evaluator import BaseEvaluator
+
+from engine.retrieval.encoder import truncate_normalize
+from engine.retrieval.index import search
+from engine.retrieval.metrics import evaluate_run, run_from_rankings
+from engine.training.data import ValidationSet
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+
+class MatryoshkaRetrievalEvaluator(BaseEvaluator):
+    """nDCG@10 / recall@10 of a :class:`ValidationSet` at each of ``dims`` (largest first)."""
+
+    def __init__(self, val: ValidationSet, dims: list[int], name: str = "val", batch_size: int = 64) -> None:
+        super().__init__()
+        k = 10  # the metrics module reports nDCG and recall at 10
+        if not val.queries:
+            raise ValueError("the validation set has no queries")
+        self.val, self.dims, self.name, self.batch_size, self.k = val, dims, name, batch_size, k
+        self.query_ids = list(val.queries)
+        self.corpus_ids = list(val.corpus)
+        self.primary_metric = f"{name}_ndcg@{k}_d{dims[0]}"
+        self.history: list[dict[str, float]] = []
+
+    def metrics_for(self, query_vectors: np.ndarray, corpus_vectors: np.ndarray) -> dict[str, float]:
+        """Metrics from full-dimension vectors (also used by adapter mode on its own vectors)."""
+        qrels = {q: dict.fromkeys(self.val.relevant[q], 1) for q in self.query_ids}
+        out: dict[str, float] = {}
+        for dim in self.dims:
+            _, ids = search(truncate_normalize(query_vectors, dim), truncate_normalize(corpus_vectors, dim), self.k)
+            rankings = [[self.corpus_ids[i] for i in row if i >= 0] for row in ids]
+            m = evaluate_run(qrels, run_from_rankings(self.query_ids, rankings)).aggregate
+            out[f"{self.name}_ndcg@{self.k}_d{dim}"] = m["ndcg_at_10"]
+            out[f"{self.name}_recall@{self.k}_d{dim}"] = m["recall_at_10"]
+        return out
+
+    def __call__(self, model: SentenceTransformer, output_path: str | None = None, epoch: float = -1,
+                 steps: int = -1) -> dict[str, float]:
+        queries = [self.val.queries[q] for q in self.query_ids]
+        corpus = [self.val.corpus[c] for c in self.corpus_ids]
+        qv = model.encode(queries, batch_size=self.batch_size, convert_to_numpy=True, show_progress_bar=False)
+        cv = model.encode(corpus, batch_size=self.batch_size, convert_to_numpy=True, show_progress_bar=False)
+        metrics = self.metrics_for(np.asarray(qv, dtype=np.float32), np.asarray(cv, dtype=np.float32))
+        self.history.append({"epoch": float(epoch), "step": float(steps), **metrics})
+        return metrics

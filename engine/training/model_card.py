@@ -1,0 +1,58 @@
+"""The model card (README.md) of a trained model: lineage, training arguments, metrics per dimension."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def _metrics_table(before: dict[str, float], after: dict[str, float], dims: list[int]) -> list[str]:
+    lines = ["| dim | nDCG@10 before | nDCG@10 after | recall@10 before | recall@10 after |", "|---|---|---|---|---|"]
+    for d in dims:
+        cells = [before.get(f"val_ndcg@10_d{d}"), after.get(f"val_ndcg@10_d{d}"),
+                 before.get(f"val_recall@10_d{d}"), after.get(f"val_recall@10_d{d}")]
+        lines.append(f"| {d} | " + " | ".join("–" if c is None else f"{c:.4f}" for c in cells) + " |")
+    return lines
+
+
+def model_card(*, job: str, stage_hash: str, spec_hash: str, start_model: str, start_model_id: str,
+               mode: str, loss: str, inputs: dict[str, Any], data: dict[str, Any], config: dict[str, Any],
+               dims: list[int], before: dict[str, float], after: dict[str, float], history: dict[str, Any],
+               versions: dict[str, str]) -> str:
+    """Markdown model card; every figure in it is measured by this run."""
+    lines = [
+        "---",
+        "library_name: sentence-transformers",
+        "pipeline_tag: sentence-similarity",
+        "tags: [sentence-transformers, embedforge, matryoshka]",
+        "---",
+        f"# {job}: domain-tuned embedding model",
+        "",
+        f"Fine-tuned by embedforge (stage `train`, mode `{mode}`, loss `{loss}`"
+        + (f" in MatryoshkaLoss at dims {dims}" if dims else "") + ").",
+        "Load it with `SentenceTransformer(path)`; truncate vectors to any of the Matryoshka dimensions and "
+        "re-normalize.",
+        "",
+        "## Validation (held-out synthetic queries)",
+        "",
+        f"{data.get('val_queries', 0)} queries searched in {data.get('val_corpus', 0)} passages; the relevant "
+        "passage of a query is the chunk it was generated from.",
+        "",
+        *_metrics_table(before, after, dims),
+        "",
+        "## Lineage",
+        "",
+        f"- job: `{job}`, job spec hash `{spec_hash}`, stage hash `{stage_hash}`",
+        f"- start model: `{start_model}` (model id `{start_model_id}`)",
+        f"- training rows: {data.get('train_rows', 0)} from `{data.get('source')}`"
+        f" ({data.get('negatives', 0)} hard negatives per row), quarantined {data.get('quarantined', 0)}",
+    ]
+    for name, info in inputs.items():
+        lines.append(f"- input `{name}`: hash `{info['hash']}`, {len(info.get('shards', []))} shards "
+                     f"({', '.join(Path(s).name for s in info.get('shards', [])[:5])}"
+                     + (", …" if len(info.get("shards", [])) > 5 else "") + ")")
+    lines += ["", "## Training", "", f"- steps: {history.get('steps')}, best step/epoch: {history.get('best')}",
+              f"- seconds: {history.get('seconds')}", "", "```json", json.dumps(config, indent=2, default=str), "```",
+              "", "## Versions", "", "```json", json.dumps(versions, indent=2), "```", ""]
+    return "\n".join(lines)

@@ -1,0 +1,100 @@
+"""Loss building (library losses in MatryoshkaLoss), trainer arguments, and the adapter's pieces."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine.configs.train import TrainConfig
+from engine.training.adapter import adapter_modules, apply_adapter, matryoshka_mnrl
+from engine.training.arguments import precision_flags, training_arguments
+from engine.training.checkpoints import last_checkpoint, publish_dir
+from engine.training.losses import TrainConfigError, build_loss
+
+
+def test_default_loss_is_mnrl_in_matryoshka(st_model) -> None:
+    from sentence_transformers.sentence_transformer import losses
+
+    loss = build_loss(st_model, TrainConfig())
+    assert isinstance(loss, losses.MatryoshkaLoss)
+    assert isinstance(loss.loss, losses.MultipleNegativesRankingLoss)
+    assert list(loss.matryoshka_dims) == [384, 256, 128, 64]
+
+
+def test_each_configured_loss_is_built(st_model) -> None:
+    from sentence_transformers.sentence_transformer import losses
+
+    cached = build_loss(st_model, TrainConfig(loss="cached_mnrl", mini_batch_size=4, matryoshka_dims=[384, 32]))
+    assert isinstance(cached.loss, losses.CachedMultipleNegativesRankingLoss) and cached.loss.mini_batch_size == 4
+    assert isinstance(build_loss(st_model, TrainConfig(loss="triplet", matryoshka_dims=[])), losses.TripletLoss)
+    gist = build_loss(st_model, TrainConfig(loss="gist"), guide=st_model)
+    assert isinstance(gist.loss, losses.GISTEmbedLoss) and gist.loss.guide is st_model
+    with pytest.raises(TrainConfigError, match="guide"):
+        build_loss(st_model, TrainConfig(loss="gist"))
+    with pytest.raises(TrainConfigError, match=r"train\.matryoshka_dims"):
+        build_loss(st_model, TrainConfig(matryoshka_dims=[1024, 384]))
+
+
+def test_training_arguments_follow_the_config(tmp_path: Path) -> None:
+    from sentence_transformers.base.sampler import BatchSamplers
+
+    cpu = torch.device("cpu")
+    cfg = TrainConfig(batch_size=8, gradient_accumulation_steps=2, optimizer="adamw_8bit", eval_steps=5,
+                      max_steps=10, warmup_ratio=0.2, gradient_checkpointing=True)
+    args = training_arguments(cfg, output_dir=tmp_path, device=cpu, seed=3, primary_metric="val_ndcg@10_d384")
+    assert args.batch_sampler == BatchSamplers.NO_DUPLICATES
+    assert args.optim == "adamw_bnb_8bit" and args.gradient_checkpointing
+    assert args.metric_for_best_model == "eval_val_ndcg@10_d384" and args.load_best_model_at_end
+    assert args.save_steps == args.eval_steps == 5 and args.max_steps == 10 and args.warmup_steps == 0.2
+    assert not args.bf16 and not args.fp16 and args.use_cpu and args.seed == 3
+    assert precision_flags(TrainConfig(precision="bf16"), cpu) == {"bf16": True, "fp16": False}
+    assert precision_flags(TrainConfig(), cpu) == {"bf16": False, "fp16": False}
+    with pytest.raises(RuntimeError, match=r"fp16.*CUDA"):
+        precision_flags(TrainConfig(precision="fp16"), cpu)
+    no_eval = training_arguments(TrainConfig(), output_dir=tmp_path, device=cpu, seed=3, primary_metric=None)
+    assert no_eval.eval_strategy == "no" and not no_eval.load_best_model_at_end
+
+
+def test_adapter_starts_as_identity_and_loss_sums_dims() -> None:
+    torch.manual_seed(0)
+    x = torch.nn.functional.normalize(torch.randn(6, 16), dim=-1)
+    for kind in ("linear", "two_layer"):
+        layers = torch.nn.Sequential(*adapter_modules(16, kind))
+        assert torch.allclose(apply_adapter(layers, x.clone()), x)
+    with pytest.raises(ValueError, match="adapter_kind"):
+        adapter_modules(16, "mlp")
+    q, p = torch.randn(4, 16), torch.randn(4, 16)
+    both = matryoshka_mnrl(q, p, None, [16, 8], scale=20)
+    assert torch.isclose(both, matryoshka_mnrl(q, p, None, [16], 20) + matryoshka_mnrl(q, p, None, [8], 20))
+    assert matryoshka_mnrl(q, q, None, [16], 20) < matryoshka_mnrl(q, p, None, [16], 20)  # matching pairs score best
+    negs = torch.randn(4, 2, 16)
+    assert matryoshka_mnrl(q, p, negs, [16], 20) > matryoshka_mnrl(q, p, None, [16], 20)
+
+
+def test_last_checkpoint_skips_and_removes_torn_ones(tmp_path: Path) -> None:
+    for step, complete in ((2, True), (4, True), (6, False)):
+        d = tmp_path / f"checkpoint-{step}"
+        d.mkdir()
+        (d / "modules.json").write_text("[]")
+        if complete:
+            (d / "trainer_state.json").write_text("{}")
+    assert last_checkpoint(tmp_path) == tmp_path / "checkpoint-4"
+    assert not (tmp_path / "checkpoint-6").exists()
+    assert last_checkpoint(tmp_path / "missing") is None
+
+
+def test_publish_dir_replaces_atomically(tmp_path: Path) -> None:
+    final = tmp_path / "model"
+    publish_dir(final, lambda d: (d / "a.txt").write_text("1"))
+    publish_dir(final, lambda d: (d / "b.txt").write_text("2"))
+    assert sorted(p.name for p in final.iterdir()) == ["b.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+    def broken(d: Path) -> None:
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        publish_dir(final, broken)
+    assert (final / "b.txt").read_text() == "2"  # the published model is untouched by a failed write
