@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 from engine.configs.vocab import ExtendVocabConfig
 from engine.progress import track
@@ -39,7 +40,7 @@ def measure(ctx: StageContext, model_dir: str) -> VocabAnalysis:
         raise StageFailed(f"extend_vocab: {exc} (documents in {ctx.input_dir('ingest')})") from exc
 
 
-def decide(ctx: StageContext, analysis: VocabAnalysis) -> dict:
+def decide(ctx: StageContext, analysis: VocabAnalysis) -> dict[str, Any]:
     """The extension decision with its reason."""
     cfg: ExtendVocabConfig = ctx.config
     if cfg.when != "auto":
