@@ -17,6 +17,10 @@ _ITEM = re.compile(r"^\s*(?:(?:\d{1,2}|[a-zA-Z])[.):]|[-*•·+]|\(\d{1,2}\)|q\d
 _LABEL = re.compile(r"^\s*(?:\*\*|__)?\s*(?:an?\s+)?(?:natural\s+|short\s+)?(?:question|query|keyword(?:s)?(?:\s+query)?|short\s+"
                     r"keyword\s+query|paraphrase(?:\s+of\s+a\s+claim)?|search\s+query|claim)\s*(?:\d+)?\s*"
                     r"(?:\*\*|__)?\s*[:\-–]\s*(?:\*\*|__)?\s*", re.IGNORECASE)
+_ECHO = re.compile(r"^\s*(?:an?\s+)?(?:user\s+(?:would|might)\s+ask|the\s+passage\s+answers(?:\s+the\s+question)?)"
+                   r"\s*:?\s*", re.IGNORECASE)
+_LABEL_ONLY = re.compile(r"^(?:an?\s+)?(?:natural\s+question|short\s+keyword(?:\s+query)?|keyword\s+query|"
+                         r"paraphrase(?:\s+of\s+(?:a|one)\s+claim)?|search\s+query|query|question)\W*$", re.IGNORECASE)
 _PREAMBLE = re.compile(r"^(?:here\s+(?:are|is)|sure|certainly|okay|ok\b|the\s+following|below\s+are|these\s+are)"
                        r"|:\s*$", re.IGNORECASE)
 _JSON_BLOCK = re.compile(r"(\[.*\]|\{.*\})", re.DOTALL)
@@ -28,9 +32,12 @@ def clean_query(text: str) -> str:
     text = text.strip()
     text = re.sub(r"(\*\*|__)(.*?)\1", r"\2", text)
     text = _LABEL.sub("", text, count=1)
+    text = _ECHO.sub("", text, count=1)
     text = text.strip().strip("*_").strip()
     while len(text) >= 2 and text[0] in _WRAP and text[-1] in _WRAP:
         text = text[1:-1].strip()
+    if _LABEL_ONLY.match(text):
+        return ""
     if text and text[0] in _WRAP and text.count(text[0]) == 1:
         text = text[1:].strip()
     if text and text[-1] in _WRAP and sum(text.count(c) for c in _WRAP) == 1:

@@ -64,3 +64,9 @@ def test_clean_query_strips_markup_and_quotes() -> None:
 def test_label_only_item_takes_the_next_line() -> None:
     raw = "1. a natural question:\nHow is life science information distributed?\n2. A short keyword query: bio docs"
     assert parse_queries(raw) == ["How is life science information distributed?", "bio docs"]
+
+
+def test_echoed_instructions_are_stripped() -> None:
+    raw = ('1. A user would ask: "How does the photon composing machine set type?"\n'
+           "2. The passage answers the question: how are patents searched?\n3. A short keyword\n4. paraphrase:")
+    assert parse_queries(raw) == ["How does the photon composing machine set type?", "how are patents searched?"]
