@@ -182,9 +182,13 @@ def _hnsw(corpus: np.ndarray, queries: np.ndarray, exact_ids: np.ndarray, opts: 
 
 
 def _cache_path(cache_dir: Path, dataset: BeirDataset, model: ModelRef, opts: EvalOptions) -> Path:
-    """One file per (dataset, model, options): a changed option or dataset size never reuses a stale result."""
+    """One file per (dataset, model weights, options): a changed option, model or dataset never reuses a stale
+    result."""
+    from engine.models import model_id, resolve_model
+
+    weights = None if model.is_bm25 else model_id(resolve_model(model.ref))  # a retrained model never hits
     key = json.dumps([dataset.name, len(dataset.corpus_ids), len(dataset.query_ids), model.label, model.ref,
-                      asdict(opts)], sort_keys=True, default=str)
+                      weights, asdict(opts)], sort_keys=True, default=str)
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{dataset.name}__{model.label}")
     return cache_dir / f"{safe}-{digest}.json"

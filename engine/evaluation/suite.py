@@ -52,6 +52,8 @@ class Expectation(BaseModel):
     """Reference value."""
     tolerance: float = Field(0.003, ge=0)
     """Allowed absolute difference."""
+    informative: bool = False
+    """Reported, but a miss does not fail the run (a reference figure not reproduced and explained in a note)."""
 
 
 class Suite(BaseModel):

@@ -82,3 +82,4 @@ def test_suite_validation_names_file_and_field(tmp_path: Path) -> None:
                                   "ndcg_at_10": 0.425}], suite.expect)
     assert checks[0]["ok"] and checks[0]["measured"] == 0.425
     assert not check_expectations([], suite.expect)[0]["ok"]
+    assert suite.expect[0].informative is False
