@@ -131,6 +131,7 @@ def train_with_trainer(ctx: StageContext, cfg: TrainConfig, start_model: str, ro
                        val: ValidationSet) -> dict[str, Any]:
     from datasets import Dataset
     from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
+    from transformers.trainer_callback import PrinterCallback
 
     from engine.training.arguments import training_arguments
     from engine.training.callbacks import FinalEvaluationCallback, HistoryCallback
@@ -159,6 +160,7 @@ def train_with_trainer(ctx: StageContext, cfg: TrainConfig, start_model: str, ro
             model=model, args=args, train_dataset=Dataset.from_dict(rows.columns),
             loss=build_loss(model, cfg, guide), evaluator=evaluator,
             callbacks=[history, FinalEvaluationCallback()])
+        trainer.remove_callback(PrinterCallback)  # progress and evaluations go through the engine's logger
         if resume:
             log.info("train: resuming from %s", resume)
         t0 = time.perf_counter()

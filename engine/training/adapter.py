@@ -110,7 +110,7 @@ def train_adapter(rows: TrainingRows, encode: Callable[[list[str]], np.ndarray],
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            epoch_loss += float(loss)
+            epoch_loss += float(loss.detach())
             result.steps += 1
         result.losses.append(epoch_loss / max(len(batches), 1))
         layers.eval()

@@ -215,6 +215,7 @@ def test_adapter_mode_trains_and_loads(tmp_path: Path, inputs: dict, encoder) ->
     assert not np.allclose(vectors, base, atol=1e-3), "the adapter did not change the embeddings"
 
 
+@pytest.mark.slow  # 2 steps, but CachedMNRL + gradient checkpointing + 8-bit AdamW are slow on a shared CPU
 def test_triples_with_cached_mnrl_lora_8bit_and_checkpointing(tmp_path: Path, inputs: dict) -> None:
     from sentence_transformers import SentenceTransformer
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -98,3 +99,26 @@ def test_publish_dir_replaces_atomically(tmp_path: Path) -> None:
     with pytest.raises(OSError):
         publish_dir(final, broken)
     assert (final / "b.txt").read_text() == "2"  # the published model is untouched by a failed write
+
+
+def test_lora_merge_keeps_the_adapted_outputs_and_saves_a_plain_model(minilm_path: Path, tmp_path: Path) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    from engine.training.lora import add_lora, merge_lora
+
+    model = SentenceTransformer(str(minilm_path), device="cpu")
+    total = sum(p.numel() for p in model.parameters())
+    trainable = add_lora(model, r=4, alpha=8, dropout=0.0)
+    assert 0 < trainable < total / 50
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)  # a trained adapter: B is no longer zero
+    texts = ["glucose uptake in muscle", "a second sentence"]
+    adapted = model.encode(texts)
+    assert not np.allclose(adapted, SentenceTransformer(str(minilm_path), device="cpu").encode(texts), atol=1e-4)
+    assert merge_lora(model) > 0
+    np.testing.assert_allclose(model.encode(texts), adapted, atol=1e-5)
+    model.save(str(tmp_path / "m"))
+    assert (tmp_path / "m" / "model.safetensors").is_file() and not (tmp_path / "m" / "adapter_config.json").exists()
+    np.testing.assert_allclose(SentenceTransformer(str(tmp_path / "m"), device="cpu").encode(texts), adapted, atol=1e-5)
