@@ -18,7 +18,13 @@ import torch
 from kernels import reference
 from kernels.launch import resolve_backend
 
-__all__ = ["pool_normalize", "similarity_topk", "quantize_int8", "int8_topk", "pack_binary", "hamming_topk",
+FUSED_K_MAX = 256
+"""Largest k the compiled top-k kernels take on CUDA. Beyond it the unrolled bitonic network (log²K stages on a
+[rows, K] tile) takes minutes to compile and spills registers, so larger k runs the blocked torch reference on
+the GPU instead (exact, same tie order, memory bounded). The kernels themselves take any k (interpreter-tested
+at 2048 and 2500)."""
+
+__all__ = ["FUSED_K_MAX", "pool_normalize", "similarity_topk", "quantize_int8", "int8_topk", "pack_binary", "hamming_topk",
            "rescore", "reference"]
 
 
@@ -33,10 +39,15 @@ def pool_normalize(hidden: torch.Tensor, mask: torch.Tensor, dim: int | None = N
     return pooling.pool_normalize(hidden, mask, dim, normalize, backend=chosen)
 
 
+def topk_backend(chosen: str, k: int) -> str:
+    """``torch`` instead of compiled ``triton`` when ``k`` exceeds :data:`FUSED_K_MAX`; else ``chosen``."""
+    return "torch" if chosen == "triton" and k > FUSED_K_MAX else chosen
+
+
 def similarity_topk(queries: torch.Tensor, corpus: torch.Tensor, k: int, *,
                     backend: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact inner-product top-``k``: ``(scores fp32 (q, k'), ids int64 (q, k'))``, ties to the lower id."""
-    chosen = resolve_backend(queries, backend)
+    chosen = topk_backend(resolve_backend(queries, backend), k)
     if chosen == "torch":
         if queries.shape[1] != corpus.shape[1] or corpus.shape[0] == 0:
             raise ValueError(f"cannot search a corpus of shape {tuple(corpus.shape)} with queries of shape "
@@ -60,7 +71,7 @@ def quantize_int8(x: torch.Tensor, *, backend: str | None = None) -> tuple[torch
 def int8_topk(q_codes: torch.Tensor, q_scales: torch.Tensor, c_codes: torch.Tensor, c_scales: torch.Tensor, k: int,
               *, backend: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-``k`` by int8 scores ``float(q·c) * q_scale * c_scale``: ``(scores fp32, ids int64)``."""
-    chosen = resolve_backend(q_codes, backend)
+    chosen = topk_backend(resolve_backend(q_codes, backend), k)
     if chosen == "torch":
         return reference.int8_topk(q_codes, q_scales, c_codes, c_scales, k)
     from kernels import quant
@@ -81,7 +92,7 @@ def pack_binary(x: torch.Tensor, *, backend: str | None = None) -> torch.Tensor:
 def hamming_topk(q_bits: torch.Tensor, c_bits: torch.Tensor, k: int, *,
                  backend: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``k`` nearest packed codes by Hamming distance: ``(distances int32 ascending, ids int64)``."""
-    chosen = resolve_backend(q_bits, backend)
+    chosen = topk_backend(resolve_backend(q_bits, backend), k)
     if chosen == "torch":
         return reference.hamming_topk(q_bits, c_bits, k)
     from kernels import hamming

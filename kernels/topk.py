@@ -4,8 +4,9 @@ Each program owns ``BLOCK_Q`` queries and one split of the corpus; it walks that
 at a time, computes the score tile with ``tl.dot`` (fp32 accumulation) and merges it into a running top-``K``
 kept in registers (``kernels.selection``). The per-split winners (``splits × q × K`` int64 keys, K = next power
 of two ≥ k) are merged by one ``torch.topk`` over keys. Ties go to the lower corpus id, like FAISS and
-``kernels.reference.similarity_topk``. k has no upper limit (FAISS-GPU stops at 2048), but past k ≈ 256 the
-running top-k no longer fits in registers and the kernel slows down (see docs/kernels.md).
+``kernels.reference.similarity_topk``. The kernel takes any k (FAISS-GPU stops at 2048), but past K = 256 the
+running top-k no longer fits in registers and the unrolled network takes minutes to compile, so on CUDA the
+public ``kernels.similarity_topk`` sends k > ``kernels.FUSED_K_MAX`` to the blocked torch path.
 """
 
 from __future__ import annotations

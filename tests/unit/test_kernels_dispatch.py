@@ -48,6 +48,13 @@ def test_forcing_compiled_triton_on_cpu_tensors_is_a_clear_error(clean_env: pyte
         kernels.quantize_int8(torch.randn(2, 8))
 
 
+def test_large_k_leaves_the_compiled_kernel_only_on_cuda() -> None:
+    assert kernels.topk_backend("triton", kernels.FUSED_K_MAX) == "triton"
+    assert kernels.topk_backend("triton", kernels.FUSED_K_MAX + 1) == "torch"
+    assert kernels.topk_backend("interpret", 2500) == "interpret"  # the kernel itself takes any k
+    assert kernels.topk_backend("torch", 10) == "torch"
+
+
 def test_interpreted_launch_leaves_no_trace(clean_env: pytest.MonkeyPatch) -> None:
     from triton import knobs
     from triton.runtime.jit import JITFunction

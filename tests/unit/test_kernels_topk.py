@@ -116,7 +116,7 @@ def test_bad_inputs_are_refused(interpret: None) -> None:
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("k", [1, 100, 2048])
+@pytest.mark.parametrize("k", [1, 100, 256, 2048])  # 2048: past FUSED_K_MAX
 def test_topk_compiled_on_cuda(dtype: torch.dtype, k: int) -> None:
     queries, corpus = _vectors(1000, 384, dtype, 0).cuda(), _vectors(20000, 384, dtype, 1).cuda()
     scores, ids = kernels.similarity_topk(queries, corpus, k, backend="triton")
