@@ -94,7 +94,8 @@ class _Blocks:
 
     def add(self, source: str, row: dict[str, Any], id_field: str | None, raw: str = "") -> Block | None:
         rid = row.get(id_field) if id_field else next((row[f] for f in ID_FIELDS if row.get(f) not in (None, "")), None)
-        text = passage_text(row.get("title") or "", row.get("text") or "") if isinstance(row.get("text"), str) else ""
+        body = row.get("text") if isinstance(row.get("text"), str) else ""
+        text = passage_text(row.get("title") or "", body) if body.strip() else ""
         if rid in (None, ""):
             self.block.bad.append({"source": source, "reason": "missing id", "raw": raw[:2000]})
         elif not text.strip():

@@ -1,0 +1,48 @@
+"""The real CLI: the ``embed`` stage in a job, ``embedforge search`` on its index, ``embedforge embed`` on JSONL."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from engine.data.schemas import embeddings_schema
+from engine.data.shards import read_table
+
+
+def test_embed_stage_then_search(cli, tmp_path: Path) -> None:
+    job = tmp_path / "job.yaml"
+    job.write_text("# embedforge run job.yaml\nname: emb\nbase_model: all-MiniLM-L6-v2\nstages:\n"
+                   "  ingest: {sources: [{path: builtin:adi}]}\n  chunk: {max_tokens: 128}\n"
+                   "  embed: {dims: [384, 64], index: {kinds: [flat, hnsw]}}\n")
+    cli("run", str(job), f"run_dir={tmp_path / 'runs'}")
+    stage_dir = next((tmp_path / "runs" / "emb").glob("embed-*"))
+    chunk_dir = next((tmp_path / "runs" / "emb").glob("chunk-*"))
+    manifest = json.loads((stage_dir / "manifest.json").read_text())
+    table = read_table(stage_dir / "shards")
+    assert table.schema == embeddings_schema(384)
+    assert sorted(table.column("id").to_pylist()) == sorted(read_table(chunk_dir).column("chunk_id").to_pylist())
+    assert manifest["rows_out"] == table.num_rows and manifest["counts"]["tokens"] > 0
+    assert manifest["throughput"]["docs_per_s"] > 0 and manifest["model"]["ref"] == "base"
+    assert len(manifest["indexes"]) == 4 and read_table(stage_dir / "dims" / "d64").num_rows == table.num_rows
+    out = cli("search", str(stage_dir), "computer-based information retrieval", "--k", "5", "--json").stdout
+    hits = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert len(hits) == 5 and hits[0]["score"] >= hits[-1]["score"] and hits[0]["text"]
+    assert {h["id"] for h in hits} <= set(table.column("id").to_pylist())
+
+
+def test_embed_command_quarantines_and_resumes(cli, tmp_path: Path) -> None:
+    src = tmp_path / "corpus.jsonl"
+    rows = [{"id": f"p{i}", "text": f"passage number {i} about {w}"} for i, w in enumerate("abcdefgh")]
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"id": "x", "text": ""}\n{"text": "no id"}\n')
+    out = tmp_path / "out"
+    args = ("embed", "--model", "all-MiniLM-L6-v2", "--input", str(src), "--output", str(out), "--shard-rows", "4",
+            "--index", "none", "--dims", "128")
+    cli(*args)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["rows_out"] == 8 and manifest["quarantined"] == 2
+    assert manifest["counts"]["run_shards_written"] == 3
+    assert read_table(out / "shards").schema == embeddings_schema(128)
+    cli(*args)  # a second run finds every shard done
+    again = json.loads((out / "manifest.json").read_text())
+    assert again["counts"]["run_shards_skipped"] == 3 and again["counts"]["run_shards_written"] == 0
+    assert again["rows_out"] == 8
