@@ -8,7 +8,7 @@ results on identical input:
   vectors, sharded over every visible GPU with ``index_cpu_to_gpu_multiple_py(shard=True)``), else faiss-cpu;
 - ``torch``: exact matmul + top-k, in query blocks × corpus blocks (never more than ``block × corpus_block``
   scores at once), on the job's device;
-- ``auto``: faiss when importable, else torch.
+- ``auto``: faiss (faiss-gpu on CUDA machines); torch when faiss is missing, or on a GPU without faiss-gpu.
 
 ``kind="ivf"`` builds an inverted-file index (faiss only) for corpora too large for flat search: approximate
 candidates, exact scores.
@@ -42,7 +42,7 @@ GPU_MAX_K = 2048
 EXACT_PAD = 8
 """Extra candidates fetched before exact rescoring, so near-ties at the k-th place resolve the same everywhere."""
 _RESCORE_BYTES = 1 << 25
-"""Float64 working set of one rescoring sub-block."""
+"""Gathered float32 rows per rescoring sub-block (bytes)."""
 
 
 def pair_scores(queries: np.ndarray, corpus: np.ndarray, ids: np.ndarray) -> np.ndarray:
@@ -56,14 +56,14 @@ def pair_scores(queries: np.ndarray, corpus: np.ndarray, ids: np.ndarray) -> np.
     out = np.full((q, m), -np.inf, dtype=np.float32)
     if q == 0 or m == 0:
         return out
-    step = max(1, _RESCORE_BYTES // (8 * m * max(queries.shape[1], 1)))
+    step = max(1, _RESCORE_BYTES // (4 * m * max(queries.shape[1], 1)))
     for start in range(0, q, step):
         sub = ids[start:start + step]
         valid = sub >= 0
-        rows = np.asarray(corpus[np.where(valid, sub, 0).ravel()], dtype=np.float64).reshape(*sub.shape, -1)
-        qv = np.asarray(queries[start:start + step], dtype=np.float64)
-        scores = np.einsum("qmd,qd->qm", rows, qv, optimize=False).astype(np.float32)
-        out[start:start + step] = np.where(valid, scores, -np.inf)
+        rows = np.asarray(corpus[np.where(valid, sub, 0).ravel()], dtype=np.float32).reshape(*sub.shape, -1)
+        qv = np.asarray(queries[start:start + step], dtype=np.float32)
+        scores = np.einsum("qmd,qd->qm", rows, qv, dtype=np.float64, casting="safe", optimize=False)
+        out[start:start + step] = np.where(valid, scores.astype(np.float32), -np.inf)
     return out
 
 
@@ -142,7 +142,7 @@ def build_index(corpus: np.ndarray, backend: Backend = "auto", kind: IndexKind =
     if corpus.dtype != np.float32:
         corpus = np.ascontiguousarray(corpus, dtype=np.float32)
     if backend == "auto":
-        backend = "faiss" if dev.has_module("faiss") else "torch"
+        backend = auto_backend(kind)
     if kind == "ivf" and backend != "faiss":
         raise ValueError("kind='ivf' needs the faiss backend (pip install faiss-cpu or faiss-gpu-cu12)")
     if backend == "torch":
@@ -175,6 +175,17 @@ def search(queries: np.ndarray, corpus: np.ndarray, k: int, backend: Backend = "
     if queries.shape[1] != corpus.shape[1]:
         raise ValueError(f"dimension mismatch: queries have {queries.shape[1]}, corpus has {corpus.shape[1]}")
     return build_index(corpus, backend, kind, block=block).search(queries, k)
+
+
+def auto_backend(kind: IndexKind = "flat") -> Backend:
+    """faiss when installed (faiss-gpu on CUDA machines); torch without faiss, or on a GPU without faiss-gpu
+    (matmul on the GPU beats faiss-cpu). IVF always needs faiss."""
+    if not dev.has_module("faiss"):
+        return "torch"
+    if kind == "ivf" or not dev.cuda_available():
+        return "faiss"
+    faiss = dev.optional_import("faiss", "FAISS search")
+    return "faiss" if hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0 else "torch"
 
 
 def default_nlist(n: int) -> int:
