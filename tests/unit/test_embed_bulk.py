@@ -92,13 +92,20 @@ def test_resume_after_a_kill_has_no_torn_or_duplicated_rows(encoder, tmp_path: P
     assert read_table(out / "shards").column("doc_version").to_pylist()[-1] == "v2"
 
 
+@pytest.fixture(scope="module")
+def embedded(encoder, tmp_path_factory) -> Path:
+    """The small corpus embedded once at dims 384 and 128 (shared by the index tests)."""
+    root = tmp_path_factory.mktemp("embedded")
+    out = root / "out"
+    embed_blocks(encoder, iter_blocks(_jsonl(root / "c.jsonl")), out, OutputOptions(dims=[384, 128]), cache=False)
+    return out
+
+
 @pytest.mark.parametrize("kind", ["flat", "hnsw", "ivfpq"])
-def test_index_export_and_search(encoder, tmp_path: Path, kind: str) -> None:
-    out = tmp_path / "out"
-    embed_blocks(encoder, iter_blocks(_jsonl(tmp_path / "c.jsonl")), out, OutputOptions(dims=[384, 128]), cache=False)
+def test_index_export_and_search(encoder, embedded: Path, tmp_path: Path, kind: str) -> None:
     meta = {"model_id": encoder.model_id, "model_path": str(encoder.path)}
-    export_index(out, out / "dims" / "d128", out / "index" / f"d128-{kind}", kind, meta)
-    loaded = load_index(find_indexes(out)[0])
+    export_index(embedded, embedded / "dims" / "d128", tmp_path / "index" / f"d128-{kind}", kind, meta)
+    loaded = load_index(find_indexes(tmp_path)[0])
     assert loaded.meta["dim"] == 128 and loaded.meta["rows"] == 5 and loaded.meta["kind"] == kind
     scores, rows = loaded.search(encoder.encode(["what causes rickets?"], dim=128), k=3)
     assert loaded.ids.column("id")[int(rows[0][0])].as_py() == "d1"
