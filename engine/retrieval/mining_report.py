@@ -132,7 +132,8 @@ def plot_stats(stats: MiningStats, path: Path, title: str = "hard-negative minin
     left.set_xlabel("score")
     left.set_ylabel("share per 0.01 bin")
     left.set_title("score distributions")
-    left.legend()
+    if stats.positives.n or stats.negatives.n:
+        left.legend()
     shares = stats.removed_share()
     right.barh(list(shares), list(shares.values()), color="tab:blue")
     right.set_xlabel("share of window candidates")
