@@ -265,10 +265,8 @@ class Encoder:
 
     def _tokenize(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids per text (special tokens, truncated to the max sequence length), as sentence-transformers
-        does it (whitespace stripped; lower-cased when the model says so)."""
-        lower = bool(getattr(self.model[0], "do_lower_case", False)) if self.backend != "st" else False
-        prepared = [(t.strip().lower() if lower else t.strip()) for t in texts]
-        return self.tokenizer(prepared, add_special_tokens=True, truncation=True, max_length=self.max_seq_length,
+        does it (its ``do_lower_case`` lives in the tokenizer's normalizer, so it applies here too)."""
+        return self.tokenizer([t.strip() for t in texts], add_special_tokens=True, truncation=True, max_length=self.max_seq_length,
                               return_attention_mask=False, return_token_type_ids=False)["input_ids"]
 
     def token_lengths(self, texts: Sequence[str]) -> list[int]:
