@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from engine import device as dev
 from engine.configs.mine import MineConfig
@@ -98,8 +99,12 @@ def _queries_dir(ctx: StageContext, cfg: MineConfig) -> Path:
         path = ctx.input_dir("generate")
     else:
         raise StageFailed("mine needs queries: add a 'generate' stage to the job or set stages.mine.queries_path")
-    if not list_shards(path):
+    shards = list_shards(path)
+    if not shards:
         raise StageFailed(f"mine: no query shards in {path}")
+    missing = set(QUERY_COLUMNS) - set(pq.read_schema(shards[0]).names)
+    if missing:
+        raise StageFailed(f"mine: {shards[0]} lacks the QUERIES columns {sorted(missing)} (it needs {QUERY_COLUMNS})")
     return path
 
 
@@ -107,9 +112,6 @@ def _known_positives(queries_dir: Path, corpus: MiningCorpus) -> tuple[KnownPosi
     """Every (query text key, chunk row) and (query id key, chunk row) pair over all splits."""
     keys, rows, n = [], [], 0
     for _, table in iter_shards(queries_dir, columns=["query_id", "chunk_id", "query"]):
-        missing = {"query_id", "chunk_id", "query"} - set(table.column_names)
-        if missing:
-            raise StageFailed(f"mine: query shards in {queries_dir} lack columns {sorted(missing)}")
         texts = [normalize_text(q) for q in table.column("query").to_pylist()]
         chunk_rows = corpus.rows(table.column("chunk_id").to_pylist())
         chunk_rows[np.array([not t for t in texts], dtype=bool)] = -1  # empty queries are quarantined later

@@ -187,6 +187,11 @@ def test_clear_errors_for_missing_and_empty_queries(adi: dict, tmp_path: Path) -
     job = validate_dict(_job(adi["root"] / "runs", {"queries_path": str(empty)}))
     with pytest.raises(StageFailed, match="no rows"):
         run_job(job, stages=["mine"])
+    no_split = tmp_path / "nosplit" / "shards" / shard_name(0)
+    write_parquet(no_split, pa.table({"query_id": ["a"], "chunk_id": ["b"], "query": ["c"]}))
+    job = validate_dict(_job(adi["root"] / "runs", {"queries_path": str(no_split.parent.parent)}))
+    with pytest.raises(StageFailed, match=r"lacks the QUERIES columns \['split'\]"):
+        run_job(job, stages=["mine"])
     job = validate_dict(_job(adi["root"] / "runs", {}))
     with pytest.raises(StageFailed, match="generate"):
         run_job(job, stages=["mine"])
