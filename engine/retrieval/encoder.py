@@ -10,7 +10,8 @@ How it is fast:
 - backends: ``torch`` (fp32, or bf16/fp16 autocast; on CUDA pinned memory, non-blocking copies, one replica per
   visible GPU), ``onnx`` (ONNX Runtime fp32: the fastest exact CPU path here), ``onnx-int8`` (ORT dynamic int8,
   lossy) and ``st`` (sentence-transformers' own forward, for module stacks the fast path does not know);
-  ``auto`` picks ``onnx`` for fp32 on CPU when onnxruntime and onnx are installed, else ``torch``;
+  ``auto`` picks ``onnx`` for fp32 on CPU when onnxruntime and onnx are installed, else ``torch``
+  (``EMBEDFORGE_ENCODER_BACKEND`` overrides what ``auto`` means, e.g. ``torch`` to skip ONNX exports);
 - an optional on-disk cache (:mod:`engine.retrieval.cache`): a text already encoded by the same model and
   variant is read back instead of encoded (``Encoder(..., cache=True)`` or ``encode(..., cache=True)``).
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -188,7 +190,8 @@ class Encoder:
             if wanted not in ("auto", "st"):
                 log.warning("%s: module stack not supported by the fast path; using backend 'st'", self.path)
             return "st"
-        if wanted == "auto":
+        wanted = os.environ.get("EMBEDFORGE_ENCODER_BACKEND", "") if wanted == "auto" else wanted
+        if wanted in ("", "auto"):
             exact_cpu = self.device.type == "cpu" and self.dtype == torch.float32
             return "onnx" if exact_cpu and dev.has_module("onnxruntime") and dev.has_module("onnx") else "torch"
         if wanted.startswith("onnx") and self.device.type != "cpu":
