@@ -14,7 +14,8 @@ def test_embed_stage_then_search(cli, tmp_path: Path) -> None:
     job.write_text("# embedforge run job.yaml\nname: emb\nbase_model: all-MiniLM-L6-v2\nstages:\n"
                    "  ingest: {sources: [{path: builtin:adi}]}\n  chunk: {max_tokens: 128}\n"
                    "  embed: {dims: [384, 64], index: {kinds: [flat, hnsw]}}\n")
-    cli("run", str(job), f"run_dir={tmp_path / 'runs'}")
+    env = {"EMBEDFORGE_CACHE": str(tmp_path / "cache"), "EMBEDFORGE_ENCODER_BACKEND": "torch"}  # a cold cache
+    cli("run", str(job), f"run_dir={tmp_path / 'runs'}", env=env)
     stage_dir = next((tmp_path / "runs" / "emb").glob("embed-*"))
     chunk_dir = next((tmp_path / "runs" / "emb").glob("chunk-*"))
     manifest = json.loads((stage_dir / "manifest.json").read_text())
@@ -22,9 +23,10 @@ def test_embed_stage_then_search(cli, tmp_path: Path) -> None:
     assert table.schema == embeddings_schema(384)
     assert sorted(table.column("id").to_pylist()) == sorted(read_table(chunk_dir).column("chunk_id").to_pylist())
     assert manifest["rows_out"] == table.num_rows and manifest["counts"]["tokens"] > 0
+    assert manifest["counts"]["cache_hits"] == 0 and manifest["model"]["backend"] == "torch"
     assert manifest["throughput"]["docs_per_s"] > 0 and manifest["model"]["ref"] == "base"
     assert len(manifest["indexes"]) == 4 and read_table(stage_dir / "dims" / "d64").num_rows == table.num_rows
-    out = cli("search", str(stage_dir), "computer-based information retrieval", "--k", "5", "--json").stdout
+    out = cli("search", str(stage_dir), "computer-based information retrieval", "--k", "5", "--json", env=env).stdout
     hits = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     assert len(hits) == 5 and hits[0]["score"] >= hits[-1]["score"] and hits[0]["text"]
     assert {h["id"] for h in hits} <= set(table.column("id").to_pylist())
