@@ -30,6 +30,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+import kernels
 from engine import device as dev
 
 log = logging.getLogger("embedforge.index")
@@ -234,7 +235,7 @@ def _torch_exact(queries: np.ndarray, corpus: np.ndarray, k: int, block: int,
         for cs in range(0, corpus.shape[0], corpus_block):
             rows = corpus[cs:cs + corpus_block]
             c = torch.from_numpy(rows if rows.flags.writeable else np.array(rows)).to(device)  # mmap: copy block
-            s, i = torch.topk(q @ c.T, min(k, c.shape[0]), dim=1)
+            s, i = kernels.similarity_topk(q, c, min(k, c.shape[0]))  # Triton on CUDA, torch reference on CPU
             best_s, pos = torch.topk(torch.cat([best_s, s], 1), min(k, best_s.shape[1] + s.shape[1]), dim=1)
             best_i = torch.gather(torch.cat([best_i, i + cs], 1), 1, pos)
         all_scores.append(best_s.cpu().numpy())
