@@ -31,7 +31,9 @@ def ray_address() -> Iterator[str]:
     """A Ray head on loopback in its own process group and temp dir; SIGTERM to the group stops only it."""
     temp = tempfile.mkdtemp(prefix="/tmp/efray")
     dash = _free_port()
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "RAY_USAGE_STATS_ENABLED": "0"}
+    # a clean environment: an in-process ray.init elsewhere in the session exports RAY_AUTH_MODE=token & co.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env.update({"PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "RAY_USAGE_STATS_ENABLED": "0"})
     ray_bin = str(Path(sys.executable).parent / "ray")
     proc = subprocess.Popen(
         [ray_bin, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={_free_port()}",

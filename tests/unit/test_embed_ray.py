@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +26,13 @@ def _chunks(root: Path) -> Path:
     return root
 
 
-def test_ray_executor_matches_local_schema_and_vectors(tmp_path: Path, minilm_path, st_model) -> None:
+def test_ray_executor_matches_local_schema_and_vectors(tmp_path: Path, minilm_path, st_model, monkeypatch) -> None:
     import ray
+
+    for var in ("RAY_AUTH_MODE", "RAY_CLIENT_MODE", "RAY_USAGE_STATS_ENABLED", "PYTHONBREAKPOINT"):
+        monkeypatch.setenv(var, os.environ.get(var, ""))  # ray.init exports these; undo them after the test
+        if not os.environ[var]:
+            monkeypatch.delenv(var)
 
     from engine.distributed.ray_embed import embed_with_ray
 
