@@ -87,16 +87,23 @@ def build_submission(job: Path, *, working_dir: Path, overrides: list[str] | Non
     if not Path(spec.run_dir).is_absolute() and "://" not in spec.run_dir:
         raise ClusterError(f"run_dir '{spec.run_dir}' is relative; on a cluster it must be storage every node sees "
                            "(an absolute path on a shared filesystem): pass run_dir=/shared/runs")
-    args = [python, "-m", "engine.cli", "run", str(rel), *(overrides or [])]
+    args = ["run", str(rel), *(overrides or [])]
     if stages:
         args += ["--stages", ",".join(stages)]
-    runtime_env: dict[str, Any] = {"working_dir": str(working_dir), "excludes": EXCLUDES,
+    return {**command_submission(args, working_dir=working_dir, pip=pip, python=python,
+                                 metadata={"embedforge_job": spec.name, "spec_hash": spec.spec_hash()[:16]}),
+            **entrypoint_resources(spec, stages)}
+
+
+def command_submission(args: list[str], *, working_dir: Path, pip: list[str] | None = None, python: str = "python",
+                       metadata: dict[str, str] | None = None) -> dict[str, Any]:
+    """A Ray job running ``embedforge ARGS`` in the uploaded project directory (e.g. ``["bench", "suite.yaml"]``)."""
+    runtime_env: dict[str, Any] = {"working_dir": str(working_dir.resolve()), "excludes": EXCLUDES,
                                    "env_vars": {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}}
     if pip:
         runtime_env["pip"] = pip
-    return {"entrypoint": shlex.join(args), "runtime_env": runtime_env,
-            "metadata": {"embedforge_job": spec.name, "spec_hash": spec.spec_hash()[:16]},
-            **entrypoint_resources(spec, stages)}
+    return {"entrypoint": shlex.join([python, "-m", "engine.cli", *args]), "runtime_env": runtime_env,
+            "metadata": metadata or {"embedforge_job": args[0]}}
 
 
 def submit(address: str, submission: dict[str, Any]) -> str:

@@ -42,6 +42,35 @@ def _parse_dims(dims: str | None) -> list[int]:
     return sorted(set(values), reverse=True)
 
 
+def _submit_bench(suite: Path, out: Path, device: str, dtype: str, address: str, follow: bool) -> None:
+    """``bench --submit``: the same command as a Ray job; results land in ``out`` (shared storage) as locally."""
+
+    from engine.cluster import ray_jobs
+    from engine.evaluation.suite import SuiteError, load_suite
+    from engine.progress import console
+
+    try:
+        load_suite(suite)  # fail here, not on the cluster
+        if not out.is_absolute():
+            raise ray_jobs.ClusterError(f"--out {out} is relative; with --submit it must be an absolute path on "
+                                        "storage every node sees")
+        rel = suite.resolve().relative_to(Path.cwd().resolve())
+        request = ray_jobs.command_submission(["bench", str(rel), "--out", str(out), "--device", device,
+                                               "--dtype", dtype], working_dir=Path.cwd(),
+                                              metadata={"embedforge_job": f"bench:{rel}"})
+        job_id = ray_jobs.submit(address, request)
+        sys.stdout.write(job_id + "\n")
+        sys.stdout.flush()
+        if follow:
+            final = ray_jobs.follow(address, job_id, lambda s: sys.stderr.write(s))
+            console.print(f"job {job_id}: {final}; results in {out}")
+            if final != "SUCCEEDED":
+                raise typer.Exit(1)
+    except (SuiteError, ray_jobs.ClusterError) as exc:
+        _fail(str(exc))
+    except ValueError:
+        _fail(f"suite {suite} must be inside the working directory {Path.cwd()} (it is uploaded with it)")
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def evaluate(
@@ -94,8 +123,14 @@ def register(app: typer.Typer) -> None:
         device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
         dtype: Annotated[str, typer.Option(help="fp32, bf16 or fp16")] = "fp32",
         log_level: Annotated[str, typer.Option(help="Log level")] = "INFO",
+        submit: Annotated[str | None, typer.Option(
+            "--submit", help="Run the suite as a job on this Ray cluster (dashboard address) instead of here")] = None,
+        follow: Annotated[bool, typer.Option(help="With --submit: stream the job's logs until it ends")] = True,
     ) -> None:
         """Run a benchmark suite; exit 1 when a reference figure in the suite's `expect` list is missed."""
+        if submit:
+            _submit_bench(suite, out, device, dtype, submit, follow)
+            return
         from engine.data.beir import BeirFormatError, load_beir
         from engine.data.shards import atomic_write_json
         from engine.evaluation.harness import evaluate_models, parse_model_ref

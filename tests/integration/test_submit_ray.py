@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -85,6 +86,17 @@ def test_submitted_quickstart_equals_a_local_run(ray_address: str, tmp_path: Pat
     # the cluster's manifests make its stages complete for a later local run of the same spec
     out = cli("run", "jobs/quickstart.yaml", f"run_dir={cluster_runs}", "--stages", "ingest,chunk").stderr
     assert out.count("skipped") == 2
+
+
+def test_bench_suite_as_a_cluster_job(ray_address: str, tmp_path: Path, cli) -> None:
+    out = tmp_path / "bench"
+    proc = cli("bench", "benchmarks/suites/quick.yaml", "--out", str(out), "--submit", ray_address)
+    assert proc.stdout.strip().startswith("raysubmit_") and "SUCCEEDED" in proc.stderr
+    rows = json.loads((out / "results.json").read_text())  # the same layout as a local bench run
+    assert {(r["model"], r["dim"]) for r in rows} >= {("all-MiniLM-L6-v2", 384), ("all-MiniLM-L6-v2", 96)}
+    assert (out / "report.md").is_file()
+    proc = cli("bench", "benchmarks/suites/quick.yaml", "--out", "relative/out", "--submit", ray_address, check=False)
+    assert proc.returncode == 2 and "absolute path" in " ".join(proc.stderr.split())
 
 
 def test_cancel_a_running_job(ray_address: str, tmp_path: Path, cli) -> None:
