@@ -32,9 +32,14 @@ def ray_address() -> Iterator[str]:
     """A Ray head on loopback in its own process group and temp dir; SIGTERM to the group stops only it."""
     temp = tempfile.mkdtemp(prefix="/tmp/efray")
     dash = _free_port()
-    # a clean environment: an in-process ray.init elsewhere in the session exports RAY_AUTH_MODE=token & co.
+    # A clean environment: an in-process ray.init elsewhere exports RAY_AUTH_MODE=token & co., and Ray ≥ 2.5x
+    # turns token auth on for `ray start` once ~/.ray/auth_token exists. This loopback cluster runs without it,
+    # for the server here and for every client (this process and the CLI subprocesses) alike.
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-    env.update({"PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "RAY_USAGE_STATS_ENABLED": "0"})
+    env.update({"PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "RAY_USAGE_STATS_ENABLED": "0",
+                "RAY_AUTH_MODE": "disabled"})
+    patch = pytest.MonkeyPatch()
+    patch.setenv("RAY_AUTH_MODE", "disabled")
     ray_bin = str(Path(sys.executable).parent / "ray")
     proc = subprocess.Popen(
         [ray_bin, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={_free_port()}",
@@ -49,10 +54,12 @@ def ray_address() -> Iterator[str]:
             break
         except Exception:  # noqa: BLE001 - not up yet
             if time.monotonic() > deadline or proc.poll() is not None:
+                patch.undo()
                 os.killpg(proc.pid, signal.SIGKILL)
                 raise
             time.sleep(1)
     yield address
+    patch.undo()
     os.killpg(proc.pid, signal.SIGTERM)
     try:
         proc.wait(timeout=60)
