@@ -46,8 +46,8 @@ def _submit_bench(suite: Path, out: Path, device: str, dtype: str, address: str,
     """``bench --submit``: the same command as a Ray job; results land in ``out`` (shared storage) as locally."""
 
     from engine.cluster import ray_jobs
+    from engine.commands.submit import submit_to_ray
     from engine.evaluation.suite import SuiteError, load_suite
-    from engine.progress import console
 
     try:
         load_suite(suite)  # fail here, not on the cluster
@@ -58,14 +58,7 @@ def _submit_bench(suite: Path, out: Path, device: str, dtype: str, address: str,
         request = ray_jobs.command_submission(["bench", str(rel), "--out", str(out), "--device", device,
                                                "--dtype", dtype], working_dir=Path.cwd(),
                                               metadata={"embedforge_job": f"bench:{rel}"})
-        job_id = ray_jobs.submit(address, request)
-        sys.stdout.write(job_id + "\n")
-        sys.stdout.flush()
-        if follow:
-            final = ray_jobs.follow(address, job_id, lambda s: sys.stderr.write(s))
-            console.print(f"job {job_id}: {final}; results in {out}")
-            if final != "SUCCEEDED":
-                raise typer.Exit(1)
+        submit_to_ray(address, request, follow, f"; results in {out}")
     except (SuiteError, ray_jobs.ClusterError) as exc:
         _fail(str(exc))
     except ValueError:

@@ -28,6 +28,21 @@ def _address(address: str | None) -> str:
     return address  # type: ignore[return-value]
 
 
+def submit_to_ray(address: str, request: dict, follow: bool, done_note: str = "") -> str:
+    """Submit a Ray job request, print its id on stdout and, with ``follow``, stream its logs to the end."""
+    from engine.cluster import ray_jobs
+
+    job_id = ray_jobs.submit(address, request)
+    sys.stdout.write(job_id + "\n")
+    sys.stdout.flush()
+    if follow:
+        final = ray_jobs.follow(address, job_id, lambda s: sys.stderr.write(s))
+        console.print(f"job {job_id}: {final}{done_note}")
+        if final != "SUCCEEDED":
+            raise typer.Exit(1)
+    return job_id
+
+
 def submit(
     job: Path,
     overrides: Annotated[list[str] | None, typer.Argument(help="key.sub=value overrides")] = None,
@@ -72,14 +87,7 @@ def submit(
 
             sys.stdout.write(json.dumps(request, indent=2) + "\n")
             return
-        job_id = ray_jobs.submit(address, request)
-        sys.stdout.write(job_id + "\n")
-        sys.stdout.flush()
-        if follow:
-            final = ray_jobs.follow(address, job_id, lambda s: sys.stderr.write(s))
-            console.print(f"job {job_id}: {final}")
-            if final != "SUCCEEDED":
-                raise typer.Exit(1)
+        submit_to_ray(address, request, follow)
     except (SpecError, ray_jobs.ClusterError, slurm_mod.SlurmError) as exc:
         _fail(str(exc))
 
