@@ -45,7 +45,7 @@ def validate(job: Path, overrides: Overrides = None,
     spec = _load(job, overrides)
     table = Table("stage", "hash", "output")
     for name, out in plan(spec).items():
-        table.add_row(name, out.hash, str(out.dir))
+        table.add_row(name, out.hash, out.location)
     console.print(f"[green]{job}: valid[/] — job '{spec.name}', {len(spec.stages)} stages")
     console.print(table)
     if explain:

