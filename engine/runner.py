@@ -27,7 +27,7 @@ from typing import Any
 from engine import __version__
 from engine.configs.base import StageConfig, hashed_fields
 from engine.data import run_storage
-from engine.data.shards import ShardWriter, atomic_write_json, count_rows, list_shards
+from engine.data.shards import ShardWriter, atomic_write_json, count_rows, list_shards, remove_stale_temps
 from engine.spec import JobSpec, stage_hash
 from engine.stages import StageInfo, stage_info
 
@@ -220,6 +220,8 @@ def run_stage(job: JobSpec, name: str, outputs: dict[str, StageOutput], force: b
     ctx = StageContext(job=job, info=info, config=config, out_dir=out.dir,
                        inputs={i: outputs[i] for i in info.inputs if i in outputs})
     resumed = " (resuming)" if any(out.dir.iterdir()) else ""
+    if resumed and (stale := remove_stale_temps(out.dir)):  # torn writes of a killed run, in any sub-directory
+        log.info("stage %s: removed %d temp file(s) of an interrupted run", name, len(stale))
     log.info("stage %s: running → %s%s", name, out.location, resumed)
     module = importlib.import_module(info.module)
     started = time.time()

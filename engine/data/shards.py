@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -65,6 +66,23 @@ def write_parquet(path: Path, table: pa.Table, *, row_group_rows: int = 8192) ->
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def remove_stale_temps(directory: str | Path) -> list[Path]:
+    """Remove what killed writers leave anywhere under ``directory``: ``.<name>.tmp`` files and directories (the
+    atomic writers here, ``publish_dir``, index export) and ``.<name>.old`` directories (an interrupted replace).
+
+    Only safe while nothing writes under ``directory``; the runner calls it before it resumes a stage.
+    """
+    removed = []
+    for path in sorted(Path(directory).rglob(".*"), reverse=True):  # children before their directory
+        if path.name.endswith((".tmp", ".old")) and (path.exists() or path.is_symlink()):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+            removed.append(path)
+    return removed
 
 
 def list_shards(directory: str | Path) -> list[Path]:

@@ -51,3 +51,34 @@ def test_stale_temp_files_are_cleaned_on_resume(tmp_path: Path) -> None:
     (tmp_path / "shards" / ".part-00000.parquet.abc.tmp").write_bytes(b"torn")
     ShardWriter(tmp_path)
     assert list((tmp_path / "shards").iterdir()) == []
+
+
+def test_remove_stale_temps_reaches_every_subdirectory(tmp_path: Path) -> None:
+    keep = [tmp_path / "shards" / shard_name(0), tmp_path / "model" / "config.json", tmp_path / ".hidden"]
+    stale = [tmp_path / "dims" / "d128" / "shards" / ".part-00000.parquet.x1.tmp",
+             tmp_path / "index" / "d384-flat" / ".ids.parquet.tmp", tmp_path / ".model.tmp" / "model.safetensors",
+             tmp_path / ".model.old" / "config.json"]
+    for path in keep + stale:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+    removed = shards.remove_stale_temps(tmp_path)
+    assert all(p.exists() for p in keep)
+    assert not any(p.exists() for p in stale) and not (tmp_path / ".model.tmp").exists()
+    assert len(removed) == 4
+
+
+def test_runner_removes_temps_of_a_killed_run_before_resuming(tmp_path: Path) -> None:
+    """A kill during a write outside ``shards/`` (embed's dims/ and texts/, index export, a model publish) leaves a
+    temp file no later write reuses (temp names are random); resuming the stage removes it."""
+    from engine.runner import plan, run_job
+    from engine.spec import validate_dict
+
+    job = validate_dict({"name": "t", "run_dir": str(tmp_path), "stages": {"ingest": {"sources": [{"path": "builtin:adi"}]}}})
+    stage_dir = plan(job)["ingest"].dir
+    torn = [stage_dir / "dims" / "d128" / "shards" / ".part-00000.parquet.k9.tmp", stage_dir / ".model.old" / "x"]
+    for path in torn:
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"torn")
+    run_job(job)
+    assert (stage_dir / "_SUCCESS").is_file()
+    assert not any(p.exists() for p in torn) and not (stage_dir / ".model.old").exists()
