@@ -131,6 +131,25 @@ def kernel_backend(tensor_device: torch.device | str | None = None) -> KernelBac
     return "torch"
 
 
+@functools.cache
+def _cpu_has_bf16_dot() -> bool:
+    cpu = getattr(torch, "cpu", None)
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(cpu, name, lambda: False)()) for name in probes)
+
+
+def cpu_bf16_dot() -> bool:
+    """True when this CPU has native bf16 dot products (AVX512-BF16 or AMX): a bf16 matmul there runs several
+    times faster than fp32, so search finds candidates in bf16 and rescores them exactly.
+
+    ``EMBEDFORGE_BF16_SEARCH=1|0`` forces it on (bf16 is then emulated where the CPU lacks it) or off.
+    """
+    forced = os.environ.get("EMBEDFORGE_BF16_SEARCH", "")
+    if forced in ("0", "1"):
+        return forced == "1"
+    return _cpu_has_bf16_dot()
+
+
 def set_threads(n: int | None) -> None:
     """Set torch intra-op threads (``None`` keeps torch's default)."""
     if n:

@@ -6,9 +6,12 @@ results on identical input:
 
 - ``faiss``: a flat inner-product index; on CUDA machines faiss-gpu (``StandardGpuResources`` per GPU, fp16
   vectors, sharded over every visible GPU with ``index_cpu_to_gpu_multiple_py(shard=True)``), else faiss-cpu;
-- ``torch``: exact matmul + top-k, in query blocks × corpus blocks (never more than ``block × corpus_block``
-  scores at once), on the job's device;
-- ``auto``: faiss (faiss-gpu on CUDA machines); torch when faiss is missing, or on a GPU without faiss-gpu.
+- ``torch``: matmul + top-k, in query blocks × corpus blocks (never more than ``block × corpus_block`` scores at
+  once), on the job's device. On CPUs with native bf16 dot products (:func:`engine.device.cpu_bf16_dot`) the
+  candidates come from a bf16 matmul with a certificate that the exact top-k is among them
+  (:mod:`engine.retrieval.bf16_candidates`); queries whose certificate fails are searched again in fp32;
+- ``auto``: faiss-gpu on CUDA machines; torch on CPUs with native bf16 dot products (3.5x faster matmul than
+  faiss-cpu's fp32 one); faiss otherwise; torch when faiss is missing, or on a GPU without faiss-gpu.
 
 ``kind="ivf"`` builds an inverted-file index (faiss only) for corpora too large for flat search: approximate
 candidates, exact scores.
@@ -16,14 +19,17 @@ candidates, exact scores.
 Identical results: every backend fetches a few extra candidates, rescores them exactly (float64 dot products of
 the original float32 vectors, :func:`pair_scores`) and orders them by (score desc, corpus row asc). So faiss's
 fp16 GPU scores, BLAS summation order and ``topk`` tie order never change which rows come back or their order.
+The bf16 torch path fetches ``BF16_PAD`` extra candidates and proves, per query, that no other row can reach the
+exact top-k (else it searches that query again in fp32), so it returns the same rows and scores.
 
 The corpus may be a memory-mapped array (``np.load(path, mmap_mode="r")``): the torch path reads it block by
-block; faiss copies it into its index once.
+block (its bf16 variant keeps a bf16 copy, half the bytes); faiss copies it into its index once.
 """
 
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -32,6 +38,7 @@ import torch
 
 import kernels
 from engine import device as dev
+from engine.retrieval.bf16_candidates import Bf16Corpus, bf16_candidates, bf16_corpus
 
 log = logging.getLogger("embedforge.index")
 
@@ -42,6 +49,8 @@ GPU_MAX_K = 2048
 """faiss-gpu returns at most this many neighbours per query; larger k use the torch path on the GPU."""
 EXACT_PAD = 8
 """Extra candidates fetched before exact rescoring, so near-ties at the k-th place resolve the same everywhere."""
+BF16_PAD = 32
+"""Extra bf16 candidates per query in the certified torch path (on SciFact MiniLM: 99.9% of queries certified)."""
 _RESCORE_BYTES = 1 << 25
 """Gathered float32 rows per rescoring sub-block (bytes)."""
 
@@ -57,14 +66,24 @@ def pair_scores(queries: np.ndarray, corpus: np.ndarray, ids: np.ndarray) -> np.
     out = np.full((q, m), -np.inf, dtype=np.float32)
     if q == 0 or m == 0:
         return out
-    step = max(1, _RESCORE_BYTES // (4 * m * max(queries.shape[1], 1)))
-    for start in range(0, q, step):
+    workers = max(1, min(torch.get_num_threads(), q))
+    step = max(1, min(_RESCORE_BYTES // (4 * m * max(queries.shape[1], 1)), -(-q // workers)))
+
+    def score(start: int) -> None:  # numpy's gather and einsum release the GIL: sub-blocks run in parallel
         sub = ids[start:start + step]
         valid = sub >= 0
         rows = np.asarray(corpus[np.where(valid, sub, 0).ravel()], dtype=np.float32).reshape(*sub.shape, -1)
         qv = np.asarray(queries[start:start + step], dtype=np.float32)
         scores = np.einsum("qmd,qd->qm", rows, qv, dtype=np.float64, casting="safe", optimize=False)
         out[start:start + step] = np.where(valid, scores.astype(np.float32), -np.inf)
+
+    starts = range(0, q, step)
+    if workers == 1 or len(starts) == 1:
+        for start in starts:
+            score(start)
+    else:
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(score, starts))
     return out
 
 
@@ -92,6 +111,12 @@ class SearchIndex:
     corpus_block: int = 65536
     """Corpus rows per block in the torch path."""
     faiss_index: Any = None
+    bf16: Bf16Corpus | None = field(default=None, repr=False)
+    """The corpus in bf16 when the torch path finds candidates in bf16 (CPUs with native bf16 dot products)."""
+    certified_rows: int = 0
+    """Queries answered from certified bf16 candidates (the rest of the bf16 path's queries: ``fallback_rows``)."""
+    fallback_rows: int = 0
+    """Queries whose bf16 certificate failed and were searched again in fp32."""
     _gpu_resources: list[Any] = field(default_factory=list, repr=False)
 
     @property
@@ -118,6 +143,8 @@ class SearchIndex:
         fetch = min(k + EXACT_PAD, self.size) if exact else k
         if queries.shape[0] == 0:
             return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
+        if self.bf16 is not None and exact:
+            return self._certified_search(queries, k)
         if self.faiss_index is not None and not (self.backend == "faiss-gpu" and fetch > GPU_MAX_K):
             scores, ids = self.faiss_index.search(queries, fetch)
             ids = ids.astype(np.int64)
@@ -126,6 +153,19 @@ class SearchIndex:
         if not exact:
             return scores.astype(np.float32), ids
         return exact_order(queries, self.corpus, ids, k)
+
+    def _certified_search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """bf16 candidates, exact rescoring; queries whose k-th exact score is not above the bound go again in fp32."""
+        assert self.bf16 is not None
+        ids, bound = bf16_candidates(queries, self.bf16, k + BF16_PAD, self.block, self.corpus_block)
+        scores, ids = exact_order(queries, self.corpus, ids, k)
+        redo = np.flatnonzero(~(scores[:, k - 1] > bound))
+        if len(redo):
+            again = _fp32_candidates(queries[redo], self.corpus, min(k + EXACT_PAD, self.size), self.corpus_block)
+            scores[redo], ids[redo] = exact_order(queries[redo], self.corpus, again, k)
+        self.fallback_rows += len(redo)
+        self.certified_rows += queries.shape[0] - len(redo)
+        return scores, ids
 
 
 def build_index(corpus: np.ndarray, backend: Backend = "auto", kind: IndexKind = "flat", *, nlist: int | None = None,
@@ -147,7 +187,8 @@ def build_index(corpus: np.ndarray, backend: Backend = "auto", kind: IndexKind =
     if kind == "ivf" and backend != "faiss":
         raise ValueError("kind='ivf' needs the faiss backend (pip install faiss-cpu or faiss-gpu-cu12)")
     if backend == "torch":
-        return SearchIndex(corpus, "torch", "flat", block=block, corpus_block=corpus_block)
+        bf16 = bf16_corpus(corpus, corpus_block) if dev.device().type == "cpu" and dev.cpu_bf16_dot() else None
+        return SearchIndex(corpus, "torch", "flat", block=block, corpus_block=corpus_block, bf16=bf16)
     if backend != "faiss":
         raise ValueError(f"unknown search backend '{backend}' (auto, faiss or torch)")
     faiss = dev.optional_import("faiss", "FAISS search")
@@ -179,12 +220,15 @@ def search(queries: np.ndarray, corpus: np.ndarray, k: int, backend: Backend = "
 
 
 def auto_backend(kind: IndexKind = "flat") -> Backend:
-    """faiss when installed (faiss-gpu on CUDA machines); torch without faiss, or on a GPU without faiss-gpu
-    (matmul on the GPU beats faiss-cpu). IVF always needs faiss."""
+    """faiss-gpu on CUDA machines; torch on CPUs with native bf16 dot products (its certified bf16 candidate search
+    beats faiss-cpu's fp32 flat search, same results); faiss on other CPUs; torch without faiss, or on a GPU
+    without faiss-gpu (matmul on the GPU beats faiss-cpu). IVF always needs faiss."""
     if not dev.has_module("faiss"):
         return "torch"
-    if kind == "ivf" or not dev.cuda_available():
+    if kind == "ivf":
         return "faiss"
+    if not dev.cuda_available():
+        return "torch" if dev.cpu_bf16_dot() else "faiss"
     faiss = dev.optional_import("faiss", "FAISS search")
     return "faiss" if hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0 else "torch"
 
@@ -221,6 +265,23 @@ def _to_all_gpus(faiss: Any, index: Any) -> tuple[Any, list[Any]]:
     options.useFloat16 = True
     log.info("faiss-gpu: %s index sharded over %d GPU(s), fp16", type(index).__name__, n)
     return faiss.index_cpu_to_gpu_multiple_py(resources, index, options), resources
+
+
+def _fp32_candidates(queries: np.ndarray, corpus: np.ndarray, k: int, corpus_block: int) -> np.ndarray:
+    """Top-``k`` rows per query by fp32 matmul on the CPU, unordered (the caller rescores and orders them)."""
+    q = torch.from_numpy(queries)
+    best_s = best_i = None
+    for cs in range(0, corpus.shape[0], corpus_block):
+        c = torch.from_numpy(np.array(corpus[cs:cs + corpus_block], dtype=np.float32))
+        s, i = torch.topk(q @ c.T, min(k, c.shape[0]), dim=1, sorted=False)
+        i += cs
+        if best_s is not None:
+            s = torch.cat([best_s, s], 1)
+            s, pos = torch.topk(s, min(k, s.shape[1]), dim=1, sorted=False)
+            i = torch.gather(torch.cat([best_i, i], 1), 1, pos)
+        best_s, best_i = s, i
+    assert best_i is not None
+    return best_i.numpy()
 
 
 def _torch_exact(queries: np.ndarray, corpus: np.ndarray, k: int, block: int,

@@ -57,7 +57,7 @@ def run(ctx: StageContext) -> None:
     kind = "ivf" if cfg.index == "ivf" or (cfg.index == "auto" and len(corpus) >= cfg.ivf_min_corpus) else "flat"
     index = build_index(vectors, cfg.backend, kind, nlist=cfg.ivf_nlist, nprobe=cfg.ivf_nprobe, seed=ctx.job.seed)
     ctx.extra["search"] = {"backend": index.backend, "index": kind, "corpus_chunks": len(corpus), "dim": index.dim,
-                           "model_id": encoder.model_id}
+                           "bf16_candidates": index.bf16 is not None, "model_id": encoder.model_id}
     rules = NegativeRules(num_negatives=cfg.num_negatives, range_min=cfg.range_min, range_max=cfg.range_max,
                           sampling=cfg.sampling, relative_margin=cfg.relative_margin,
                           absolute_margin=cfg.absolute_margin, max_score=cfg.max_score, min_score=cfg.min_score,

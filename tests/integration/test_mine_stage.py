@@ -19,6 +19,8 @@ import yaml
 
 from engine.data.schemas import QUERIES, TRIPLES
 from engine.data.shards import list_shards, read_table, shard_name, write_parquet
+from engine.device import cpu_bf16_dot
+from engine.retrieval.index import auto_backend
 from engine.retrieval.mining_corpus import normalize_text
 from engine.runner import StageFailed, plan, run_job
 from engine.spec import validate_dict
@@ -120,7 +122,8 @@ def test_manifest_quarantine_and_plot(adi: dict, mined: dict) -> None:
     assert mining["positive_scores"]["count"] == m["rows_out"]
     assert mining["positive_scores"]["mean"] > mining["negative_scores"]["mean"]
     assert mining["removed_share"]["relative_margin"] > 0 and "same_doc" in mining["removed_share"]
-    assert m["search"]["backend"] == "faiss"  # auto on CPU: faiss-cpu
+    assert m["search"]["backend"] == auto_backend("flat")  # faiss-cpu, or torch on CPUs with native bf16 dots
+    assert m["search"]["bf16_candidates"] == (m["search"]["backend"] == "torch" and cpu_bf16_dot())
     assert m["search"]["corpus_chunks"] == len(adi["chunks"])
     assert (mined["dir"] / "mine_scores.png").read_bytes()[:4] == b"\x89PNG"
     vectors = np.load(mined["dir"] / "corpus_vectors.npy", mmap_mode="r")

@@ -130,3 +130,45 @@ def test_faiss_gpu_matches_cpu(data) -> None:
     got = index.search(queries, 40)
     ref = search(queries, corpus, 40, backend="torch")
     assert np.array_equal(got[1], ref[1]) and np.array_equal(got[0], ref[0])
+
+
+def test_bf16_bound_covers_every_row_left_out() -> None:
+    """No row outside the bf16 candidates scores above the bound (checked against every exact score)."""
+    from engine.retrieval.bf16_candidates import bf16_candidates, bf16_corpus
+
+    rng = np.random.default_rng(3)
+    corpus = _unit(rng, 2000, 384) * rng.uniform(0.5, 2.0, size=(2000, 1)).astype(np.float32)  # not unit rows
+    queries = _unit(rng, 64, 384) * 3
+    ids, bound = bf16_candidates(queries, bf16_corpus(corpus, block=700), 30, block=16, corpus_block=700)
+    exact = queries.astype(np.float64) @ corpus.astype(np.float64).T
+    left_out = np.ones_like(exact, dtype=bool)
+    np.put_along_axis(left_out, ids, False, axis=1)
+    assert (left_out.sum(axis=1) == 2000 - 30).all()
+    assert np.all(np.where(left_out, exact, -np.inf).max(axis=1) <= bound)
+
+
+def test_bf16_certified_search_equals_faiss_and_falls_back_on_near_ties(monkeypatch) -> None:
+    """The bf16 torch path: certified queries and fp32 re-searched ones both equal faiss's exact results."""
+    monkeypatch.setenv("EMBEDFORGE_BF16_SEARCH", "1")
+    rng = np.random.default_rng(4)
+    corpus = _unit(rng, 3000, 64)
+    corpus[:200] = corpus[0] + rng.standard_normal((200, 64)).astype(np.float32) * 1e-3  # 200 near-duplicates
+    queries = _unit(rng, 200, 64)
+    queries[:20] = corpus[:20]  # these can only be certified by the fp32 search: their top-k are near-ties
+    index = build_index(corpus, "torch", block=64, corpus_block=1000)
+    assert index.bf16 is not None
+    got = index.search(queries, 40)
+    ref = search(queries, corpus, 40, backend="faiss")
+    assert np.array_equal(got[1], ref[1]) and np.array_equal(got[0], ref[0])
+    assert index.fallback_rows >= 20 and index.certified_rows > 0
+
+
+def test_bf16_search_can_be_switched_off(monkeypatch, data) -> None:
+    monkeypatch.setenv("EMBEDFORGE_BF16_SEARCH", "0")
+    queries, corpus = data
+    index = build_index(corpus, "torch")
+    assert index.bf16 is None
+    got = index.search(queries, 40)
+    ref = search(queries, corpus, 40, backend="faiss")
+    assert np.array_equal(got[1], ref[1]) and np.array_equal(got[0], ref[0])
+    assert index.certified_rows == index.fallback_rows == 0
