@@ -132,6 +132,9 @@ class GenerateConfig(StageConfig):
     """Settings of the hf backend."""
     backend_openai: OpenAIConfig = Field(default_factory=OpenAIConfig)
     """Settings of the openai backend."""
+    executor: Literal["local", "ray"] = no_hash("local")
+    """``local`` (the LLM in this process) or ``ray`` (a Ray Data actor pool, one engine per worker: ``resources``
+    gives the workers and GPUs per worker). Same output either way, so a run started by one resumes with the other."""
     encode_batch_tokens: int = no_hash(16384, gt=0)
     """Token budget per encoder batch in the round-trip filter."""
 
