@@ -38,7 +38,8 @@ class JobSpec(BaseModel):
     name: str = Field("job", pattern=r"^[A-Za-z0-9_.-]+$")
     """Job name; outputs go to ``<run_dir>/<name>/``."""
     run_dir: str = "runs"
-    """Root directory (or fsspec-style local path) for run outputs."""
+    """Root directory for run outputs: a path, or an fsspec URL (``s3://…``, ``gs://…``, ``file://…``) whose stages
+    run in a local scratch mirror and are pushed when finished (``engine/data/run_storage.py``)."""
     base_model: str = "all-MiniLM-L6-v2"
     """Embedding model the job starts from: a packaged name (all-MiniLM-L6-v2) or a local model directory."""
     device: str = "auto"

