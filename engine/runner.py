@@ -215,6 +215,8 @@ def run_stage(job: JobSpec, name: str, outputs: dict[str, StageOutput], force: b
     if out.url and (out.dir / SUCCESS).is_file():  # finished in scratch, but the push did not complete
         run_storage.push(out.dir, out.url)
         return out.manifest()
+    if out.url and not (out.dir.exists() and any(out.dir.iterdir())) and run_storage.exists(out.url):
+        run_storage.pull(out.url, out.dir, partial=True)  # resume what a stopped run on another machine pushed
     out.dir.mkdir(parents=True, exist_ok=True)
     config: StageConfig = job.config(name)
     ctx = StageContext(job=job, info=info, config=config, out_dir=out.dir,
@@ -226,7 +228,15 @@ def run_stage(job: JobSpec, name: str, outputs: dict[str, StageOutput], force: b
     module = importlib.import_module(info.module)
     started = time.time()
     t0 = time.perf_counter()
-    module.run(ctx)
+    try:
+        module.run(ctx)
+    except BaseException:
+        if out.url:  # keep the finished shards where another machine can resume from them
+            try:
+                run_storage.push(out.dir, out.url, partial=True)
+            except Exception:  # noqa: BLE001 - the stage's own error is the one to report
+                log.warning("stage %s: could not upload its partial output to %s", name, out.url, exc_info=True)
+        raise
     manifest = _write_manifest(ctx, out, started, time.perf_counter() - t0)
     (out.dir / SUCCESS).write_text(out.hash + "\n")
     if out.url:

@@ -7,7 +7,9 @@ Stages keep working on local files: with ``run_dir: s3://bucket/runs`` each stag
   every node sees the same state;
 - pulls an upstream stage's finished directory into scratch before a stage that needs it (once per machine);
 - pushes a finished stage directory with :func:`push`: every file except ``manifest.json`` and ``_SUCCESS``
-  first, then ``manifest.json``, then ``_SUCCESS`` — so a stage is visible as complete only once it is.
+  first, then ``manifest.json``, then ``_SUCCESS`` — so a stage is visible as complete only once it is;
+- pushes the shards done so far when a stage stops with an error, and pulls them on a machine that starts the
+  stage with an empty scratch, so a failed stage resumes anywhere (a SIGKILLed one only where it ran).
 
 A plain path (or no scheme) is a local run dir and none of this applies.
 
@@ -89,42 +91,57 @@ def glob(url_pattern: str) -> list[str]:
     return [fs.unstrip_protocol(p) for p in sorted(fs.glob(path))]
 
 
-def push(local_dir: Path, url: str) -> int:
-    """Upload a finished stage directory; ``manifest.json`` then ``_SUCCESS`` go last. Returns files uploaded.
+def _upload_order(rel: str) -> tuple[int, str]:
+    """Counters and quarantine before shards (a shard is the commit point of its counters), then
+    ``manifest.json``, then ``_SUCCESS``."""
+    if rel in _LAST:
+        return 3 + _LAST.index(rel), rel
+    return (1 if rel.startswith("shards/") else 0), rel
 
-    Files are uploaded one by one (object stores have no atomic directory rename); readers trust a stage
-    directory only once ``_SUCCESS`` is there, and that comes after everything else.
+
+def push(local_dir: Path, url: str, *, partial: bool = False) -> int:
+    """Upload a stage directory; returns the files uploaded.
+
+    Finished (``partial=False``): everything, then ``manifest.json``, then ``_SUCCESS``. Files are uploaded one
+    by one (object stores have no atomic directory rename); readers trust a stage directory only once
+    ``_SUCCESS`` is there, and that comes last. ``partial=True`` uploads the shards done so far (with their
+    counters and quarantine first) of a stage that stopped, so another machine can resume it.
     """
     fs, root = filesystem(url)
-    files = sorted(p for p in local_dir.rglob("*") if p.is_file() and not p.name.endswith(".tmp"))
-    body = [p for p in files if p.relative_to(local_dir).as_posix() not in _LAST]
-    last = [local_dir / name for name in _LAST if (local_dir / name).is_file()]
+    files = [p for p in local_dir.rglob("*") if p.is_file() and not p.name.endswith(".tmp")]
+    rels = sorted((p.relative_to(local_dir).as_posix() for p in files), key=_upload_order)
+    if partial:
+        rels = [r for r in rels if r not in _LAST]
     if fs.exists(f"{root}/{SUCCESS}"):  # a re-push (--force): retract completion first
         fs.rm(f"{root}/{SUCCESS}")
-    for p in [*body, *last]:
-        target = f"{root}/{p.relative_to(local_dir).as_posix()}"
+    for rel in rels:
+        target = f"{root}/{rel}"
         fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
-        fs.put_file(str(p), target)
-    log.info("pushed %d files → %s", len(files), url)
-    return len(files)
+        fs.put_file(str(local_dir / rel), target)
+    log.info("pushed %d files%s → %s", len(rels), " (partial stage)" if partial else "", url)
+    return len(rels)
 
 
-def pull(url: str, local_dir: Path) -> int:
-    """Download a finished stage directory into ``local_dir`` (``_SUCCESS`` last). Returns files downloaded."""
+def pull(url: str, local_dir: Path, *, partial: bool = False) -> int:
+    """Download a stage directory into ``local_dir``; returns the files downloaded.
+
+    A finished one (``_SUCCESS`` required, downloaded last) by default; ``partial=True`` takes the shards a
+    stopped run pushed (no ``_SUCCESS`` expected), to resume that stage here.
+    """
     fs, root = filesystem(url)
-    if not fs.exists(f"{root}/{SUCCESS}"):
+    if not partial and not fs.exists(f"{root}/{SUCCESS}"):
         raise FileNotFoundError(f"{url} is not a finished stage directory (no {SUCCESS})")
     staging = local_dir.with_name(f".{local_dir.name}.pull")
     shutil.rmtree(staging, ignore_errors=True)
-    remote = sorted(p for p in fs.find(root) if not p.endswith("/"))
+    remote = sorted(p for p in fs.find(root) if not p.endswith("/")) if fs.exists(root) else []
     prefix = root.rstrip("/") + "/"
-    names = [p.removeprefix(prefix) for p in remote if p.startswith(prefix)]
-    names.sort(key=lambda n: n == SUCCESS)
+    names = sorted((p.removeprefix(prefix) for p in remote if p.startswith(prefix)), key=_upload_order)
+    staging.mkdir(parents=True)
     for name in names:
         target = staging / name
         target.parent.mkdir(parents=True, exist_ok=True)
         fs.get_file(prefix + name, str(target))
     shutil.rmtree(local_dir, ignore_errors=True)
     os.replace(staging, local_dir)
-    log.info("pulled %d files ← %s", len(names), url)
+    log.info("pulled %d files%s ← %s", len(names), " (partial stage)" if partial else "", url)
     return len(names)

@@ -117,3 +117,43 @@ def test_a_finished_stage_whose_push_failed_is_pushed_not_rerun(tmp_path: Path, 
     run_job(spec)
     assert out["chunk"].done and shard.stat().st_mtime_ns == before  # pushed as it was, not recomputed
     assert fsspec.filesystem("memory").exists(f"/{tmp_path.name}/runs/remote/chunk-{out['chunk'].hash}/manifest.json")
+
+
+def test_a_failed_stage_pushes_its_shards_and_resumes_on_another_machine(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine.data.shards import ShardWriter
+
+    url = f"memory://{tmp_path.name}/runs"
+    spec = validate_dict(_job(tmp_path, url))
+    reference = validate_dict(_job(tmp_path, str(tmp_path / "plain")))
+    run_job(reference)
+    expected = read_table(plan(reference)["chunk"].dir).to_pylist()
+
+    monkeypatch.setenv("EMBEDFORGE_SCRATCH", str(tmp_path / "node-a"))
+    real_write = ShardWriter.write
+    written: list[str] = []
+    fail = {"on": True}
+
+    def write(self, name, table, **kwargs):  # noqa: ANN001, ANN202
+        if fail["on"] and "/chunk-" in str(self.out_dir) and name != "part-00000.parquet":
+            raise RuntimeError("node lost")
+        written.append(name)
+        return real_write(self, name, table, **kwargs)
+
+    monkeypatch.setattr(ShardWriter, "write", write)
+    run_job(spec, ["ingest"])
+    written.clear()
+    with pytest.raises(RuntimeError, match="node lost"):
+        run_job(spec)
+    out = plan(spec)["chunk"]
+    fs, root = run_storage.filesystem(out.url)
+    assert fs.exists(f"{root}/shards/part-00000.parquet") and fs.exists(f"{root}/stats/part-00000.json")
+    assert not out.done and not fs.exists(f"{root}/manifest.json")
+
+    monkeypatch.setenv("EMBEDFORGE_SCRATCH", str(tmp_path / "node-b"))
+    written.clear()
+    fail["on"] = False
+    run_job(spec)
+    assert out.done and "part-00000.parquet" not in written and written  # resumed, not redone
+    assert read_table(plan(spec)["chunk"].dir).to_pylist() == expected
+    assert out.manifest()["rows_out"] == len(expected)
