@@ -6,6 +6,10 @@ filters (normalization, length, verbatim copy, exact and near duplicates, round-
 base embedding model), a train/val split by document, then one atomic shard write. A killed run resumes at
 the first unwritten shard; exact duplicates are checked against the queries of the shards already written, so
 a resumed run writes the same rows as an uninterrupted one (given a deterministic generator).
+
+``executor: ray`` runs the LLM calls on a Ray Data actor pool (one engine per worker,
+:mod:`engine.distributed.ray_generate`); everything else stays here, with the same per-shard code
+(:mod:`engine.generation.query_maker`), so both executors write the same shards and resume each other's runs.
 """
 
 from __future__ import annotations
