@@ -18,6 +18,10 @@ class TrainConfig(StageConfig):
     model: str = "base"
     """Model to start from: ``base`` (the job's base model), a packaged name or a local model directory.
     Hook for vocabulary extension: point it at an extended model directory."""
+    query_kinds: list[Literal["llm", "title", "ict", "keyword"]] | None = None
+    """Kinds of generated queries to train on (null: all); the validation queries keep every kind."""
+    ict_keep_sentence: float = Field(0.1, ge=0, le=1)
+    """Inverse cloze: share of ``ict`` rows whose positive keeps the query sentence; the others have it cut out."""
     mode: Literal["full", "lora", "adapter"] = "full"
     """``full``: all weights; ``lora``: low-rank adapters merged into the weights at the end; ``adapter``: a small
     adapter on frozen, cached embeddings (minutes on a CPU)."""

@@ -31,6 +31,7 @@ from engine.training.data import (
     load_queries,
     rows_from_queries,
     rows_from_triples,
+    select_queries,
     split_queries,
     validation_set,
 )
@@ -104,12 +105,17 @@ def load_training_data(ctx: StageContext, cfg: TrainConfig) -> tuple[TrainingRow
         queries = [{"query_id": r["query_id"], "chunk_id": r["pos_chunk_id"], "query": r["query"],
                     "split": "train"} for r in t]
     train_ids, val_ids = split_queries(queries, cfg.val_fraction, ctx.job.seed)
+    try:
+        only, strip = select_queries(queries, cfg.query_kinds, cfg.ict_keep_sentence, ctx.job.seed)
+    except ValueError as exc:
+        raise StageFailed(f"train: {exc}") from None
     if ctx.has_input("mine"):
         val_docs = {doc_key(q["chunk_id"]) for q in queries if q["query_id"] in val_ids}
-        rows = rows_from_triples(ctx.input_dir("mine"), cfg.max_negatives, exclude_ids=val_ids, exclude_docs=val_docs)
+        rows = rows_from_triples(ctx.input_dir("mine"), cfg.max_negatives, exclude_ids=val_ids, exclude_docs=val_docs,
+                                 only_ids=only, strip_ids=strip)
     else:
         shards = [str(p) for p in list_shards(ctx.input_dir("generate"))]
-        rows = rows_from_queries(queries, passages, train_ids, shards)
+        rows = rows_from_queries(queries, passages, train_ids if only is None else train_ids & only, shards, strip)
     val = validation_set(queries, passages, val_ids, cfg.eval_corpus_max, ctx.job.seed)
     if rows.quarantine:
         atomic_write_text(ctx.out_dir / "quarantine.jsonl",

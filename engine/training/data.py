@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,8 +77,32 @@ def load_passages(chunk_dir: Path) -> dict[str, str]:
 
 
 def load_queries(query_dir: Path) -> list[dict[str, Any]]:
-    """QUERIES rows as dicts."""
-    return read_table(query_dir, columns=["query_id", "chunk_id", "query", "split"]).to_pylist()
+    """QUERIES rows as dicts (``kind``: llm | title | ict | keyword)."""
+    return read_table(query_dir, columns=["query_id", "chunk_id", "query", "kind", "split"]).to_pylist()
+
+
+def select_queries(queries: list[dict[str, Any]], kinds: list[str] | None, ict_keep_sentence: float,
+                   seed: int) -> tuple[set[str] | None, set[str]]:
+    """(query ids to train on, or None for all; ICT query ids whose sentence is cut out of the positive).
+
+    Inverse cloze (Lee et al. 2019): the positive of a sentence query is its chunk *without* that sentence, except
+    for a seeded ``ict_keep_sentence`` share of rows, so the model learns context, not string overlap.
+    """
+    if kinds is not None and not any(q.get("kind") for q in queries):
+        raise ValueError("train.query_kinds needs the generate stage's queries (their kind column) in the job")
+    only = None if kinds is None else {q["query_id"] for q in queries if q.get("kind") in set(kinds)}
+    strip = {q["query_id"] for q in queries
+             if q.get("kind") == "ict" and not held_out(q["query_id"], ict_keep_sentence, seed)}
+    return only, strip
+
+
+def cut_sentence(passage: str, sentence: str) -> str:
+    """``passage`` without the first verbatim occurrence of ``sentence`` (unchanged when it does not occur)."""
+    sentence = sentence.strip()
+    i = passage.find(sentence) if sentence else -1
+    if i < 0:
+        return passage
+    return re.sub(r"[ \t]{2,}", " ", (passage[:i] + passage[i + len(sentence):])).strip()
 
 
 def split_queries(queries: list[dict[str, Any]], val_fraction: float, seed: int) -> tuple[set[str], set[str]]:
@@ -91,8 +116,8 @@ def split_queries(queries: list[dict[str, Any]], val_fraction: float, seed: int)
 
 
 def rows_from_queries(queries: list[dict[str, Any]], passages: dict[str, str], train_ids: set[str],
-                      shards: list[str]) -> TrainingRows:
-    """(query, source passage) pairs of the training queries."""
+                      shards: list[str], strip_ids: set[str] = frozenset()) -> TrainingRows:
+    """(query, source passage) pairs of the training queries (``strip_ids``: cut the query out of the passage)."""
     anchors, positives, quarantine = [], [], []
     for q in queries:
         if q["query_id"] not in train_ids:
@@ -102,13 +127,16 @@ def rows_from_queries(queries: list[dict[str, Any]], passages: dict[str, str], t
             quarantine.append({"source": "generate", "query_id": q["query_id"], "reason": reason})
             continue
         anchors.append(q["query"].strip())
-        positives.append(passages[q["chunk_id"]])
+        passage = passages[q["chunk_id"]]
+        positives.append(cut_sentence(passage, q["query"]) if q["query_id"] in strip_ids else passage)
     return TrainingRows({"anchor": anchors, "positive": positives}, "queries", shards, quarantine)
 
 
 def rows_from_triples(triple_dir: Path, max_negatives: int, exclude_ids: set[str],
-                      exclude_docs: set[str] | None = None) -> TrainingRows:
-    """(query, positive, negative_1..k) rows; rows of validation queries/documents are left out.
+                      exclude_docs: set[str] | None = None, only_ids: set[str] | None = None,
+                      strip_ids: set[str] = frozenset()) -> TrainingRows:
+    """(query, positive, negative_1..k) rows; rows of validation queries/documents are left out, and rows not in
+    ``only_ids`` when it is given; ``strip_ids``: cut the query out of its positive (inverse cloze).
 
     Every row gets exactly ``k`` negatives so the columns are rectangular: k = ``max_negatives``, lowered to the
     median count when most rows have fewer; rows with fewer than k negatives are quarantined with the reason.
@@ -119,6 +147,10 @@ def rows_from_triples(triple_dir: Path, max_negatives: int, exclude_ids: set[str
     for r in table.to_pylist():
         if r["query_id"] in exclude_ids or (exclude_docs and doc_key(r["pos_chunk_id"]) in exclude_docs):
             continue
+        if only_ids is not None and r["query_id"] not in only_ids:
+            continue
+        if r["query_id"] in strip_ids and r["positive"]:
+            r["positive"] = cut_sentence(r["positive"], r["query"] or "")
         if not (r["query"] or "").strip() or not (r["positive"] or "").strip():
             quarantine.append({"source": "mine", "query_id": r["query_id"], "reason": "empty query or positive"})
             continue

@@ -14,9 +14,11 @@ from engine.data.schemas import TRIPLES
 from engine.data.shards import ShardWriter, shard_name
 from engine.spec import SpecError, validate_dict
 from engine.training.data import (
+    cut_sentence,
     held_out,
     rows_from_queries,
     rows_from_triples,
+    select_queries,
     split_queries,
     validation_set,
 )
@@ -113,3 +115,33 @@ def test_validation_corpus_keeps_relevant_passages_under_the_cap() -> None:
     val = validation_set(qs, passages, val_ids, corpus_max=20, seed=3)
     assert len(val) == 4 and len(val.corpus) == 20
     assert all(next(iter(val.relevant[q])) in val.corpus for q in val.queries)
+
+
+def test_select_queries_filters_kinds_and_cuts_most_ict_sentences() -> None:
+    qs = [{"query_id": f"q{i}", "kind": kind, "query": "x", "chunk_id": "d-0", "split": "train"}
+          for i, kind in enumerate(["llm", "ict", "title", "keyword"] * 100)]
+    only, strip = select_queries(qs, ["ict", "title"], ict_keep_sentence=0.1, seed=3)
+    assert only == {q["query_id"] for q in qs if q["kind"] in ("ict", "title")}
+    assert strip <= {q["query_id"] for q in qs if q["kind"] == "ict"}
+    assert 80 <= len(strip) <= 98  # ~90% of the 100 ICT queries lose their sentence, seeded
+    assert select_queries(qs, None, 0.1, seed=3)[1] == strip and select_queries(qs, None, 0.1, seed=3)[0] is None
+    assert select_queries(qs, None, 1.0, seed=3)[1] == set()
+    with pytest.raises(ValueError, match="query_kinds needs the generate stage"):
+        select_queries([{"query_id": "a", "chunk_id": "d-0", "query": "x", "split": "train"}], ["ict"], 0.1, 0)
+
+
+def test_cut_sentence_removes_the_query_sentence_only_when_verbatim() -> None:
+    passage = "Title\n\nFirst finding here. The drug lowers blood pressure. Last point."
+    assert cut_sentence(passage, "The drug lowers blood pressure.") == "Title\n\nFirst finding here. Last point."
+    assert cut_sentence(passage, "Not in it.") == passage
+    assert cut_sentence(passage, " ") == passage
+
+
+def test_rows_from_triples_keep_only_selected_ids_and_cut_ict_sentences(tmp_path: Path) -> None:
+    rows = [{"query_id": f"q{i}", "query": f"Sentence {i}.", "pos_chunk_id": f"d{i}-0",
+             "positive": f"Intro. Sentence {i}. Outro.", "neg_chunk_ids": ["n-0"], "negatives": ["neg"],
+             "pos_score": 0.9, "neg_scores": [0.5]} for i in range(4)]
+    ShardWriter(tmp_path).write(shard_name(0), pa.Table.from_pylist(rows, schema=TRIPLES))
+    out = rows_from_triples(tmp_path, 1, exclude_ids=set(), only_ids={"q1", "q2", "q3"}, strip_ids={"q2"})
+    assert out.columns["anchor"] == ["Sentence 1.", "Sentence 2.", "Sentence 3."]
+    assert out.columns["positive"] == ["Intro. Sentence 1. Outro.", "Intro. Outro.", "Intro. Sentence 3. Outro."]
