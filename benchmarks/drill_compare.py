@@ -41,9 +41,10 @@ VOLATILE_KEYS = frozenset({
 how one process got there rather than the result: ``resumed_from``; the loss/eval history and ``train_loss`` (the
 trainer's mean loss over the steps *this process* ran, so a resumed run averages only the steps after its
 checkpoint); ``cache_hits`` (an attempt killed after filling the embedding cache leaves hits for the next)."""
-VOLATILE_PATTERNS = (re.compile(r"(^|_)(ms|latency|qps)(_|$)"), re.compile(r"_per_s$"), re.compile(r"^run_"),
+VOLATILE_PATTERNS = (re.compile(r"(^|_)(ms|latency|qps)(_|$)"), re.compile(r"_s$"), re.compile(r"^run_"),
                      re.compile(r"_seconds$"))
-"""Key patterns of the same kind: latency and throughput figures, and counters of one process (``run_*``)."""
+"""Key patterns of the same kind: latency, durations and rates (``*_s``, ``*_per_s``), and counters of one process
+(``run_*``)."""
 SKIPPED = (
     (re.compile(r"(^|/)checkpoints/"), "training checkpoint (kept/deleted by save_total_limit; the final model is compared)"),
     (re.compile(r"(^|/)model/README\.md$"), "model card: lineage plus wall-clock seconds (its metrics are compared in the manifest)"),
@@ -78,11 +79,16 @@ class StageComparison:
     def ok(self) -> bool:
         return all(c.ok for c in self.checks)
 
+    manifest_rows: tuple[int | None, int | None] = (None, None)
+    """Rows of a stage without shards, from its manifest (train: training rows; evaluate: result rows)."""
+
     @property
     def rows(self) -> tuple[int | None, int | None]:
-        """Rows of the stage's shards (``shards/*.parquet``), reference and drill."""
+        """Rows of the stage's shards (``shards/*.parquet``), reference and drill (else :attr:`manifest_rows`)."""
         ref = [c.rows_ref for c in self.checks if c.kind == "parquet" and c.path.startswith("shards/")]
         drill = [c.rows_drill for c in self.checks if c.kind == "parquet" and c.path.startswith("shards/")]
+        if not ref and not drill:
+            return self.manifest_rows
         return (sum(r or 0 for r in ref) if ref else None, sum(r or 0 for r in drill) if drill else None)
 
     def failures(self) -> list[Check]:
@@ -295,6 +301,17 @@ def leftovers(root: Path) -> list[str]:
                   if LEFTOVER.search(p.relative_to(root).as_posix() + ("/" if p.is_dir() else "")))
 
 
+def _manifest_rows(stage_dir: Path) -> int | None:
+    path = stage_dir / "manifest.json"
+    if not path.is_file():
+        return None
+    m = json.loads(path.read_text())
+    for value in (m.get("rows_out"), m.get("data", {}).get("train_rows"), m.get("counts", {}).get("result_rows")):
+        if value is not None:
+            return int(value)
+    return None
+
+
 def compare_stage(stage: str, ref_dir: Path, drill_dir: Path, rule: str, roots: tuple[str, ...],
                   atol: float = 0.0, vector_atol: float | None = None, weights_atol: float | None = None
                   ) -> StageComparison:
@@ -305,6 +322,7 @@ def compare_stage(stage: str, ref_dir: Path, drill_dir: Path, rule: str, roots: 
     """
     exact = rule == "exact"
     out = StageComparison(stage, rule)
+    out.manifest_rows = (_manifest_rows(ref_dir), _manifest_rows(drill_dir))
     for name in ("_SUCCESS", "manifest.json"):
         if not (drill_dir / name).is_file():
             out.checks.append(Check(name, "marker", False, "missing in the drilled run"))

@@ -201,7 +201,8 @@ class Drill:
     def __init__(self, job: Path, overrides: list[str], root: Path, timeout: float,
                  reference: Path | None = None) -> None:
         self.job, self.overrides, self.root, self.timeout = job, overrides, root, timeout
-        self.homes = {"reference": reference or root / "reference", "drill": root / "drill"}
+        self.homes = {"reference": (reference or root / "reference").resolve(), "drill": (root / "drill").resolve()}
+        self.reuse_only = reference is not None
         self.attempts = 0
 
     def run_dir(self, which: str) -> Path:
@@ -239,6 +240,9 @@ class Drill:
         if saved.is_file() and all(o.done for o in outputs.values()):
             print(f"reference: reusing the finished run in {self.run_dir('reference')}", flush=True)
             return json.loads(saved.read_text())
+        if self.reuse_only:
+            raise SystemExit(f"no finished reference with a timeline in {self.homes['reference']} (--reference and "
+                             "--compare-only never run or delete one)")
         if self.run_dir("reference").exists():
             shutil.rmtree(self.run_dir("reference"))
         print(f"reference: embedforge run {self.job} (uninterrupted) → {self.run_dir('reference')}", flush=True)
@@ -458,6 +462,7 @@ def main() -> None:
     temp_root = args.run_root is None
     root = Path(tempfile.mkdtemp(prefix="drill-")) if temp_root else args.run_root.resolve()
     drill = Drill(args.job, args.overrides, root, args.timeout, args.reference.resolve() if args.reference else None)
+    drill.reuse_only |= args.compare_only
     started = time.time()
 
     ref_timeline = drill.reference()
