@@ -4,14 +4,15 @@
 
 1. **Reference**: ``embedforge run JOB run_dir=<root>/reference/runs`` once, uninterrupted, timing every stage
    from the runner's log lines.
-2. **Drill**: the same job into ``<root>/drill/runs``. Kill ``k`` targets a stage and a moment inside it: every
-   stage gets one kill (when N allows) and the rest are shared in proportion to the stages' reference durations;
-   the moment is uniform over the stage's expected remaining time (``--window`` of its reference duration, less
-   for its later kills; seeded RNG), counted from the ``stage X: running`` line of the attempt that runs it. At that moment the whole process group gets SIGKILL (stages spawn
-   subprocesses: vLLM's engine core, data loader workers) and the drill waits until no process of the group is
-   left. The next attempt (``embedforge run JOB`` again, same run dir) is the resume; after the last kill a final
-   resume runs to completion. A target stage that a longer-than-expected earlier attempt already finished moves
-   to the first unfinished stage.
+2. **Drill**: the same job into ``<root>/drill/runs``. Kill ``k`` targets a stage and a fraction of its
+   reference duration: every stage gets one kill (when N allows) and the rest are shared in proportion to the
+   stages' durations; the fraction is uniform over ``[0, --window)``, less for a stage's later kills (seeded RNG),
+   counted from the ``stage X: running`` line of the attempt that runs it. At that moment the whole process group
+   gets SIGKILL (stages spawn subprocesses: vLLM's engine core, data loader workers) and the drill waits until no
+   process of the group is left. The next attempt (``embedforge run JOB`` again, same run dir) is the resume;
+   after the last kill a final resume runs to completion. A kill that overruns its stage lands in a later one; a
+   target stage already finished moves to the first unfinished one (same fraction of its duration); a kill
+   still pending when the job's last stage is done is delivered then ("clipped") rather than missed.
 3. **Compare** every stage's directory with the reference (see ``benchmarks/drill_compare.py``): Parquet row
    counts and order-defined content hashes, JSON without timing fields, bytes of everything else; no temp files,
    torn shards or duplicated rows; ``_SUCCESS`` and ``manifest.json`` everywhere.
@@ -95,6 +96,11 @@ class Attempt:
         """When this attempt logged ``stage <stage>: running`` (monotonic), or None."""
         return next((t for t, line in list(self.lines) if (m := RUNNING.search(line)) and m.group(1) == stage), None)
 
+    def finished(self, stage: str) -> bool:
+        """This attempt logged that ``stage`` is done (finished or skipped)."""
+        return any(((m := DONE.search(line)) or (m := SKIPPED.search(line))) and m.group(1) == stage
+                   for _, line in list(self.lines))
+
     def current_stage(self) -> str | None:
         """The stage of the last ``running`` line."""
         found = [m.group(1) for _, line in list(self.lines) if (m := RUNNING.search(line))]
@@ -165,12 +171,12 @@ def timeline(attempt: Attempt) -> dict[str, dict[str, float]]:
 
 def schedule(durations: dict[str, float], kills: int, rng: random.Random,
              window: float = 0.9) -> list[tuple[str, float]]:
-    """``kills`` (stage, seconds into the stage) targets in stage order.
+    """``kills`` (stage, fraction of the stage's duration) targets in stage order.
 
     Every stage gets one kill first (the longest stages when there are fewer kills than stages), the rest go to
     the stages in proportion to their reference durations (largest remainder). The ``j``-th of ``c`` kills in a
-    stage of duration ``d`` is uniform over ``[0, window * d * (c - j) / c)``: each earlier kill is assumed to have
-    left part of the stage done (true of shard-resumed stages, early-biased for stages that restart), and
+    stage is at a fraction uniform over ``[0, window * (c - j) / c)`` of its duration: each earlier kill is assumed
+    to have left part of the stage done (true of shard-resumed stages, early-biased for stages that restart), and
     ``window`` < 1 keeps load variance from pushing a kill past the end of the job.
     """
     stages = list(durations)
@@ -188,8 +194,7 @@ def schedule(durations: dict[str, float], kills: int, rng: random.Random,
         left = extra - sum(int(v) for v in shares.values())
         for s in sorted(stages, key=lambda s: -(shares[s] - int(shares[s])))[:left]:
             counts[s] += 1
-    return [(s, rng.uniform(0.0, window * durations[s] * (c - j) / c))
-            for s, c in counts.items() for j in range(c)]
+    return [(s, rng.uniform(0.0, window * (c - j) / c)) for s, c in counts.items() for j in range(c)]
 
 
 # ---------------------------------------------------------------- the drill
@@ -280,33 +285,39 @@ class Drill:
         return {"stage": todo.name, "detail": ", ".join(parts) or ("empty dir" if d.is_dir() else "not started"),
                 "temp_files": temp}
 
-    def run(self, targets: list[tuple[str, float]]) -> tuple[list[dict[str, Any]], Attempt | None, int]:
-        """Deliver the kills; returns the kill records, the final attempt and its exit code."""
+    def run(self, targets: list[tuple[str, float]], durations: dict[str, float]
+            ) -> tuple[list[dict[str, Any]], Attempt | None, int]:
+        """Deliver the kills (``(stage, fraction of its duration)``); returns the kill records, the final attempt and
+        its exit code."""
         if self.run_dir("drill").exists():
             shutil.rmtree(self.run_dir("drill"))
         order = list(self.outputs("drill"))
         records: list[dict[str, Any]] = []
         attempt: Attempt | None = None
         t0 = time.monotonic()
-        for k, (target, offset) in enumerate(targets, 1):
+        for k, (target, fraction) in enumerate(targets, 1):
             outputs = self.outputs("drill")
             unfinished = [s for s in order if not outputs[s].done]
             if not unfinished:
                 records.append({"kill": k, "target": target, "delivered": False, "outcome": "job already finished"})
                 continue
             aimed = target if target in unfinished else unfinished[0]
+            offset = fraction * durations[aimed]
             if attempt is None or attempt.proc.poll() is not None:
                 attempt = self.start("drill")
                 if records and records[-1].get("delivered"):
                     records[-1]["resume_attempt"] = attempt.index
-            record: dict[str, Any] = {"kill": k, "target": target, "aimed": aimed, "offset_s": round(offset, 2),
-                                      "attempt": attempt.index}
+            record: dict[str, Any] = {"kill": k, "target": target, "aimed": aimed, "fraction": round(fraction, 4),
+                                      "offset_s": round(offset, 2), "attempt": attempt.index}
             while (begun := attempt.started_stage(aimed)) is None and attempt.proc.poll() is None:
                 if order.index(attempt.current_stage() or order[0]) > order.index(aimed):
                     break  # a stage after the target is already running: kill now
                 time.sleep(0.02)
             at = (begun or time.monotonic()) + offset
             while time.monotonic() < at and attempt.proc.poll() is None:
+                if attempt.finished(order[-1]):  # the job is about to exit: kill now rather than miss
+                    record["clipped"] = f"at the end of the job ({offset:.1f} s planned)"
+                    break
                 time.sleep(min(0.02, max(at - time.monotonic(), 0)))
             if attempt.proc.poll() is not None:
                 code = attempt.wait(10)
@@ -415,7 +426,7 @@ def print_tables(records: list[dict[str, Any]], stages: list[StageComparison], w
             continue
         state = f"{r.get('after_stage') or '-'}: {r.get('after_detail', '')}"
         print(f"{r['kill']:>3} {r['at_s']:>7.1f} {r['in_attempt_s']:>8.1f}  {r['aimed']:<14} {r['running'] or '(start-up)':<14} "
-              f"{state[:44]:<44} {r.get('outcome', '')}")
+              f"{state[:44]:<44} {r.get('outcome', '')}{' [clipped: ' + r['clipped'] + ']' if r.get('clipped') else ''}")
     print(f"\nstages — {why}")
     print(f"{'stage':<14} {'rule':<10} {'rows ref':>9} {'rows drill':>10} {'files':>6} {'match':>6}  notes")
     for s in stages:
@@ -475,7 +486,7 @@ def main() -> None:
         saved = json.loads(args.out.read_text()) if args.out.is_file() else {}
         records, final, code = saved.get("kill_records", []), None, saved.get("final_exit_code", 0)
     else:
-        records, final, code = drill.run(targets)
+        records, final, code = drill.run(targets, durations)
     if code != 0:
         print(f"the final resume failed (exit {code}):\n{final.tail() if final else ''}", flush=True)
     stages, why = compare(drill, args)

@@ -106,6 +106,6 @@ def test_schedule_hits_every_stage_and_follows_durations() -> None:
     assert len(targets) == 20 and set(stages) == set(durations)
     assert stages == sorted(stages, key=list(durations).index)  # in stage order
     assert stages.count("generate") > stages.count("train") > stages.count("chunk") == 1
-    assert all(0 <= t <= durations[s] for s, t in targets)
+    assert all(0 <= f < 0.9 for _, f in targets)  # fractions of the stage's duration, within the window
     assert [s for s, _ in schedule(durations, 2, random.Random(0))] == ["generate", "train"]
     assert schedule(durations, 20, random.Random(0)) == targets  # seeded
