@@ -13,8 +13,8 @@ Every file of both directories is matched by relative path and compared by kind:
   ``.safetensors`` are reported with their largest absolute difference (a pass only under the ``tolerance`` rule).
 - Skipped, with the reason: ``checkpoints/`` (kept or deleted by ``save_total_limit``, the final model is
   compared instead), the model card and ``report.md`` (wall-clock seconds), ``*.png`` (drawn from the compared
-  JSON). Files of evaluate's ``partial/`` cache are named by the tuned model's weights hash, so under the
-  ``tolerance`` rule they are compared by count only.
+  JSON). Files of evaluate's ``partial/`` cache are named by a digest that includes the model's path (so the run
+  directory): they are matched by dataset and model label.
 
 Anything left by a kill — ``*.tmp`` files or directories, ``.<name>.old`` directories — is a failure.
 """
@@ -291,6 +291,15 @@ def safetensors_max_diff(ref: Path, drill: Path) -> float:
 # ---------------------------------------------------------------- a stage directory
 
 
+_CACHE_DIGEST = re.compile(r"^(partial/.+)-[0-9a-f]{12}(\.json)$")
+
+
+def _key(rel: str) -> str:
+    """Files of evaluate's ``partial/`` cache are named by a digest of the model's path (which holds the run
+    directory) and weights: matched by dataset and model label, their contents compared."""
+    return _CACHE_DIGEST.sub(r"\1\2", rel)
+
+
 def _files(root: Path) -> set[str]:
     return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
 
@@ -328,11 +337,10 @@ def compare_stage(stage: str, ref_dir: Path, drill_dir: Path, rule: str, roots: 
             out.checks.append(Check(name, "marker", False, "missing in the drilled run"))
     bad = leftovers(drill_dir)
     out.checks.append(Check("(temp files)", "leftover", not bad, ", ".join(bad[:5]) or "none"))
-    ref_files, drill_files = _files(ref_dir), _files(drill_dir)
-    for rel in sorted(ref_files | drill_files):
+    ref_names, drill_names = _files(ref_dir), _files(drill_dir)
+    ref_files, drill_files = {_key(f): f for f in ref_names}, {_key(f): f for f in drill_names}
+    for rel in sorted(set(ref_files) | set(drill_files)):
         reason = next((why for pattern, why in SKIPPED if pattern.search(rel)), None)
-        if reason is None and not exact and rel.startswith("partial/"):
-            reason = "evaluate cache named by the tuned model's weights hash (compared by count)"
         if reason is not None:
             out.skipped.setdefault(reason, 0)
             out.skipped[reason] += 1
@@ -344,7 +352,7 @@ def compare_stage(stage: str, ref_dir: Path, drill_dir: Path, rule: str, roots: 
             out.checks.append(Check(rel, "file", False, f"only in {'the drilled run' if rel in drill_files else 'the reference'} "
                                                         f"(missing in {where})"))
             continue
-        a, b = ref_dir / rel, drill_dir / rel
+        a, b = ref_dir / ref_files[rel], drill_dir / drill_files[rel]
         if rel == "_SUCCESS":
             same = a.read_text() == b.read_text()
             out.checks.append(Check(rel, "marker", same, "same stage hash" if same else "different stage hash"))
@@ -355,9 +363,4 @@ def compare_stage(stage: str, ref_dir: Path, drill_dir: Path, rule: str, roots: 
         else:
             tol = None if exact else (weights_atol if rel.endswith(".safetensors") else vector_atol)
             out.checks.append(compare_binary(a, b, rel, tol))
-    if not exact:
-        n_ref = len([f for f in ref_files if f.startswith("partial/")])
-        n_drill = len([f for f in drill_files if f.startswith("partial/")])
-        if n_ref or n_drill:
-            out.checks.append(Check("partial/", "count", n_ref == n_drill, f"{n_ref} vs {n_drill} cached results"))
     return out
