@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ORDER = ["foundation", "vocab", "generate", "mine", "train", "evaluate", "embed", "kernels", "serve", "submit",
+ORDER = ["results", "foundation", "vocab", "generate", "mine", "train", "evaluate", "embed", "kernels", "serve", "submit",
          "status"]
 
 
