@@ -37,6 +37,17 @@ class Bf16Corpus:
     max_norm: float
 
 
+def merge_topk(best_s: torch.Tensor | None, best_i: torch.Tensor | None, scores: torch.Tensor, offset: int,
+               k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Running top-``k`` (unordered) per row: merge a corpus block's ``scores`` (columns start at row ``offset``)."""
+    s, i = torch.topk(scores, min(k, scores.shape[1]), dim=1, sorted=False)
+    i += offset
+    if best_s is None:
+        return s, i
+    s, pos = torch.topk(torch.cat([best_s, s], 1), min(k, best_s.shape[1] + s.shape[1]), dim=1, sorted=False)
+    return s, torch.gather(torch.cat([best_i, i], 1), 1, pos)
+
+
 def bf16_corpus(corpus: np.ndarray, block: int = 65536) -> Bf16Corpus:
     """Convert ``corpus`` (float32, in RAM or memory-mapped) block by block."""
     parts, max_norm = [], 0.0
@@ -65,13 +76,7 @@ def bf16_candidates(queries: np.ndarray, corpus: Bf16Corpus, want: int, block: i
         best_s = best_i = None
         for cs in range(0, n, corpus_block):
             s = qb @ corpus.vectors[cs:cs + corpus_block].T
-            s, i = torch.topk(s, min(want, s.shape[1]), dim=1, sorted=False)
-            i += cs
-            if best_s is not None:
-                s = torch.cat([best_s, s], 1)
-                s, pos = torch.topk(s, min(want, s.shape[1]), dim=1, sorted=False)
-                i = torch.gather(torch.cat([best_i, i], 1), 1, pos)
-            best_s, best_i = s, i
+            best_s, best_i = merge_topk(best_s, best_i, s, cs, want)
         ids_out[qs:qs + q.shape[0]] = best_i.numpy()
         if want < n:
             b = best_s.amin(dim=1).double().numpy()

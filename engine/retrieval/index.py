@@ -38,7 +38,7 @@ import torch
 
 import kernels
 from engine import device as dev
-from engine.retrieval.bf16_candidates import Bf16Corpus, bf16_candidates, bf16_corpus
+from engine.retrieval.bf16_candidates import Bf16Corpus, bf16_candidates, bf16_corpus, merge_topk
 
 log = logging.getLogger("embedforge.index")
 
@@ -273,13 +273,7 @@ def _fp32_candidates(queries: np.ndarray, corpus: np.ndarray, k: int, corpus_blo
     best_s = best_i = None
     for cs in range(0, corpus.shape[0], corpus_block):
         c = torch.from_numpy(np.array(corpus[cs:cs + corpus_block], dtype=np.float32))
-        s, i = torch.topk(q @ c.T, min(k, c.shape[0]), dim=1, sorted=False)
-        i += cs
-        if best_s is not None:
-            s = torch.cat([best_s, s], 1)
-            s, pos = torch.topk(s, min(k, s.shape[1]), dim=1, sorted=False)
-            i = torch.gather(torch.cat([best_i, i], 1), 1, pos)
-        best_s, best_i = s, i
+        best_s, best_i = merge_topk(best_s, best_i, q @ c.T, cs, k)
     assert best_i is not None
     return best_i.numpy()
 
