@@ -251,7 +251,7 @@ def main() -> None:
            "all_runs_s": {k: [round(x, 3) for x in v] for k, v in timings.items()},
            "loadavg_before": [round(x, 2) for x in load_before], "loadavg_after": [round(x, 2) for x in load_after],
            "cpu_bf16_dot": cpu_bf16_dot(), "repeats": args.repeats, "device": "cpu", "threads": os.environ.get("OMP_NUM_THREADS"),
-           "shared_machine": True, "versions": library_versions(), "git": _git_sha(),
+           "quiet_machine": max(load_before[0], load_after[0]) < 1.5, "versions": library_versions(), "git": _git_sha(),
            "timestamp": datetime.now(UTC).isoformat(timespec="seconds")}
     rows.append(row)
     print(f"{'miner':<22}{'seconds':>10}{'peak RSS Δ MiB':>16}")

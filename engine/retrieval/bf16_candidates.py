@@ -11,11 +11,11 @@ is searched again in fp32. So the result is the same exact top-k faiss gives, ne
 The bound, for a query ``q`` and the smallest returned bf16 score ``b`` (``u = 2**-8``, bf16's unit roundoff;
 inputs rounded to nearest, products accumulated in fp32, the sum rounded to bf16)::
 
-    exact(q, c) <= b + |b|·u/(1-u) + ||q||·max||c||·(2u + u² + (1.1·d + 4)·2**-24)
+    exact(q, c) <= b + |b|·u/(1-u) + ||q||·max||c||·(2u + u² + (2.2·d + 4)·2**-24)
 
-(input rounding ``|q̂ᵢĉᵢ - qᵢcᵢ| <= (2u+u²)|qᵢcᵢ|`` with ``Σ|qᵢcᵢ| <= ||q||·||c||``; fp32 accumulation and the
-float32 exact score add the ``2**-24`` terms (norms are taken in fp32 and padded by ``1e-5``); the output
-rounding the ``|b|`` term).
+(input rounding ``|q̂ᵢĉᵢ - qᵢcᵢ| <= (2u+u²)|qᵢcᵢ|`` with ``Σ|qᵢcᵢ| <= ||q||·||c||``; the fp32 accumulation of
+the bf16 matmul and that of the float32 exact score (:func:`engine.retrieval.index.pair_scores`) add
+``1.1·d·2**-24`` each (norms are taken in fp32 and padded by ``1e-5``); the output rounding the ``|b|`` term).
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def bf16_candidates(queries: np.ndarray, corpus: Bf16Corpus, want: int, block: i
     want = min(want, n)
     ids_out = np.empty((queries.shape[0], want), dtype=np.int64)
     bound = np.full(queries.shape[0], -np.inf)
-    slack = 2 * U_BF16 + U_BF16**2 + (1.1 * d + 4) * 2.0**-24
+    slack = 2 * U_BF16 + U_BF16**2 + (2.2 * d + 4) * 2.0**-24
     for qs in range(0, queries.shape[0], block):
         q = torch.from_numpy(np.ascontiguousarray(queries[qs:qs + block], dtype=np.float32))
         qb = q.bfloat16()

@@ -16,8 +16,8 @@ results on identical input:
 ``kind="ivf"`` builds an inverted-file index (faiss only) for corpora too large for flat search: approximate
 candidates, exact scores.
 
-Identical results: every backend fetches a few extra candidates, rescores them exactly (float64 dot products of
-the original float32 vectors, :func:`pair_scores`) and orders them by (score desc, corpus row asc). So faiss's
+Identical results: every backend fetches a few extra candidates, rescores them exactly (one float32 dot product per
+pair of the original vectors, computed the same way whatever the block or candidate list: :func:`pair_scores`) and orders them by (score desc, corpus row asc). So faiss's
 fp16 GPU scores, BLAS summation order and ``topk`` tie order never change which rows come back or their order.
 The bf16 torch path fetches ``BF16_PAD`` extra candidates and proves, per query, that no other row can reach the
 exact top-k (else it searches that query again in fp32), so it returns the same rows and scores.
@@ -29,7 +29,7 @@ block (its bf16 variant keeps a bf16 copy, half the bytes); faiss copies it into
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -51,51 +51,78 @@ EXACT_PAD = 8
 """Extra candidates fetched before exact rescoring, so near-ties at the k-th place resolve the same everywhere."""
 BF16_PAD = 32
 """Extra bf16 candidates per query in the certified torch path (on SciFact MiniLM: 99.9% of queries certified)."""
-_RESCORE_BYTES = 1 << 25
-"""Gathered float32 rows per rescoring sub-block (bytes)."""
 
 
 def pair_scores(queries: np.ndarray, corpus: np.ndarray, ids: np.ndarray) -> np.ndarray:
     """Exact ``queries[i] · corpus[ids[i, j]]`` as float32 ``(q, m)``; ``-inf`` where ``ids < 0``.
 
-    Computed in float64 with a fixed summation order, so the same pair gets the same score whatever the
-    backend, block size or candidate order.
+    One vectorized float32 dot product per pair, read straight from ``corpus`` (in RAM or memory-mapped; no
+    gathered copy of the rows): torch's sampled dense-dense matmul (``torch.sparse.sampled_addmm``, whose CPU
+    kernel computes each pair with the same ``map2_reduce_all`` over ``d``). A pair's score therefore depends on
+    its two vectors alone, never on the backend, block size, candidate list or thread count.
     """
     ids = np.asarray(ids, dtype=np.int64)
     q, m = ids.shape
     out = np.full((q, m), -np.inf, dtype=np.float32)
     if q == 0 or m == 0:
         return out
-    workers = max(1, min(torch.get_num_threads(), q))
-    step = max(1, min(_RESCORE_BYTES // (4 * m * max(queries.shape[1], 1)), -(-q // workers)))
-
-    def score(start: int) -> None:  # numpy's gather and einsum release the GIL: sub-blocks run in parallel
-        sub = ids[start:start + step]
-        valid = sub >= 0
-        rows = np.asarray(corpus[np.where(valid, sub, 0).ravel()], dtype=np.float32).reshape(*sub.shape, -1)
-        qv = np.asarray(queries[start:start + step], dtype=np.float32)
-        scores = np.einsum("qmd,qd->qm", rows, qv, dtype=np.float64, casting="safe", optimize=False)
-        out[start:start + step] = np.where(valid, scores.astype(np.float32), -np.inf)
-
-    starts = range(0, q, step)
-    if workers == 1 or len(starts) == 1:
-        for start in starts:
-            score(start)
+    valid = ids >= 0
+    n = corpus.shape[0]
+    inverse = None
+    if m <= n and valid.all():  # the usual case: m candidates in every row
+        cols, crow = ids.reshape(-1), np.arange(0, q * m + 1, m, dtype=np.int64)
     else:
-        with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(score, starts))
+        rows, cols = np.nonzero(valid)[0], ids[valid]
+        if len(cols) > q * n:  # only with repeated ids: torch takes at most one entry per cell; score pairs once
+            cells, inverse = np.unique(rows * n + cols, return_inverse=True)
+            rows, cols = cells // n, cells % n
+        crow = np.zeros(q + 1, dtype=np.int64)
+        np.cumsum(np.bincount(rows, minlength=q), out=crow[1:])
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
+        pattern = torch.sparse_csr_tensor(torch.from_numpy(crow), torch.from_numpy(cols), torch.zeros(len(cols)),
+                                          size=(q, n), check_invariants=False)
+    qv = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32))
+    scores = torch.sparse.sampled_addmm(pattern, qv, _float32_rows(corpus).T, beta=0.0).values().numpy()
+    if inverse is not None:
+        scores = scores[inverse]
+    out[valid] = scores
     return out
+
+
+def _float32_rows(corpus: np.ndarray) -> torch.Tensor:
+    """``corpus`` as a float32 tensor, sharing memory when it is one already (read-only memory maps included)."""
+    arr = np.asarray(corpus)
+    if arr.dtype != np.float32 or not arr.flags.c_contiguous:
+        arr = np.ascontiguousarray(arr, dtype=np.float32)
+    with warnings.catch_warnings():  # torch warns that a read-only array must not be written: it is only read
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(arr)
 
 
 def exact_order(queries: np.ndarray, corpus: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Rescore candidate ``ids`` exactly and keep the best ``k`` per row, ordered by (score desc, id asc)."""
     scores = pair_scores(queries, corpus, ids)
-    ids = np.where(np.isfinite(scores), ids, np.iinfo(np.int64).max)  # missing candidates sort last
-    order = np.lexsort((ids, -scores.astype(np.float64)), axis=1)[:, :k]
-    ids = np.take_along_axis(ids, order, axis=1)
-    scores = np.take_along_axis(scores, order, axis=1)
-    ids[ids == np.iinfo(np.int64).max] = -1
-    return scores, ids
+    if corpus.shape[0] >= _MISSING:  # (4 billion rows) too many for the packed sort key
+        ids = np.where(np.isfinite(scores), ids, np.iinfo(np.int64).max)  # missing candidates sort last
+        order = np.lexsort((ids, -scores.astype(np.float64)), axis=1)[:, :k]
+        ids, scores = np.take_along_axis(ids, order, axis=1), np.take_along_axis(scores, order, axis=1)
+        ids[ids == np.iinfo(np.int64).max] = -1
+        return scores, ids
+    # one uint64 per candidate: high half orders by score descending, low half by row ascending; one sort
+    bits = (scores + np.float32(0)).view(np.uint32)  # + 0: -0.0 becomes 0.0 (equal scores, equal keys)
+    ascending = np.where(bits >> 31, ~bits, bits | np.uint32(0x80000000))  # float order as unsigned order
+    rows = np.where(ids >= 0, ids, _MISSING).astype(np.uint64)
+    packed = np.sort((~ascending).astype(np.uint64) << np.uint64(32) | rows, axis=1)[:, :k]
+    ascending = ~(packed >> np.uint64(32)).astype(np.uint32)
+    bits = np.where(ascending >> 31, ascending & np.uint32(0x7FFFFFFF), ~ascending)
+    rows = (packed & np.uint64(0xFFFFFFFF)).astype(np.int64)
+    rows[rows == _MISSING] = -1
+    return bits.view(np.float32), rows
+
+
+_MISSING = 0xFFFFFFFF
+"""Row code of a missing candidate in :func:`exact_order`'s packed sort key (sorts after every real row)."""
 
 
 @dataclass

@@ -172,3 +172,43 @@ def test_bf16_search_can_be_switched_off(monkeypatch, data) -> None:
     ref = search(queries, corpus, 40, backend="faiss")
     assert np.array_equal(got[1], ref[1]) and np.array_equal(got[0], ref[0])
     assert index.certified_rows == index.fallback_rows == 0
+
+
+def test_pair_scores_depend_on_the_pair_alone(data, tmp_path) -> None:
+    """The same (query, row) pair gets the same bits in any candidate list, block, order or thread count."""
+    import torch
+
+    queries, corpus = data
+    rng = np.random.default_rng(1)
+    ids = rng.integers(0, len(corpus), size=(len(queries), 30))
+    ids[::5, -4:] = -1
+    full = pair_scores(queries, corpus, ids)
+    assert np.all(full[ids < 0] == -np.inf) and np.all(np.isfinite(full[ids >= 0]))
+    ref = np.einsum("qd,qkd->qk", queries.astype(np.float64), corpus[np.maximum(ids, 0)].astype(np.float64))
+    assert np.allclose(full[ids >= 0], ref[ids >= 0], atol=1e-6)
+    perm = rng.permutation(30)
+    assert np.array_equal(pair_scores(queries, corpus, ids[:, perm]), full[:, perm])  # other candidate order
+    assert np.array_equal(pair_scores(queries[7:40], corpus, ids[7:40, :3]), full[7:40, :3])  # other block
+    np.save(tmp_path / "c.npy", corpus)
+    mapped = np.load(tmp_path / "c.npy", mmap_mode="r")
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert np.array_equal(pair_scores(queries, mapped, ids), full)  # memory-mapped, one thread
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_exact_order_ties_signed_zero_and_missing_rows() -> None:
+    from engine.retrieval.index import exact_order
+
+    corpus = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [-1.0, 0.0], [0.0, -1.0], [0.5, 0.0]], np.float32)
+    query = np.array([[1.0, 0.0]], np.float32)  # scores: 1, 0, 1, -1, -0.0, 0.5
+    scores, ids = exact_order(query, corpus, np.array([[4, 3, -1, 2, 1, 5, 0]]), 7)
+    assert ids.tolist() == [[0, 2, 5, 1, 4, 3, -1]]  # ties (1.0; 0.0 and -0.0) by row; missing last
+    assert scores[0, :6].tolist() == [1.0, 1.0, 0.5, 0.0, 0.0, -1.0] and scores[0, 6] == -np.inf
+    scores, ids = exact_order(query, corpus, np.array([[4, 3, -1, 2, 1, 5, 0]]), 2)
+    assert ids.tolist() == [[0, 2]] and scores.shape == (1, 2)
+    repeated = pair_scores(query, corpus[:2], np.array([[0, 1, 0, 1, 0, -1]]))  # more entries than corpus rows
+    assert repeated.tolist() == [[1.0, 0.0, 1.0, 0.0, 1.0, -np.inf]]
+    assert pair_scores(query, corpus, np.full((1, 3), -1)).tolist() == [[-np.inf] * 3]
