@@ -20,6 +20,12 @@ class EvaluateConfig(StageConfig):
     significance tests."""
     bm25: bool = True
     """Add a BM25 baseline row per dataset (bm25s, k1 0.9, b 0.4)."""
+    hybrid: list[Literal["rrf", "zscore"]] = Field(default_factory=list)
+    """Also fuse each dense model's float search with BM25's top ``top_k`` at every dimension: ``rrf``
+    (reciprocal rank fusion, constant ``rrf_k``) and/or ``zscore`` (standardized scores, equal weights); rows
+    ``<model>+bm25-<fusion>``, tested against the reference model like the others."""
+    rrf_k: float = Field(60.0, gt=0)
+    """Reciprocal rank fusion constant (60, as in Cormack et al. 2009)."""
     datasets: list[str] = Field(default_factory=list)
     """BEIR directories (corpus.jsonl, queries.jsonl, qrels/<split>.tsv) or ``builtin:<name>``."""
     split: str = "test"

@@ -6,7 +6,9 @@ the shared encoder); each dimension is a truncation + re-normalization of those 
 quantization a row holds the quality metrics (pytrec_eval), the search latency and the index size; the float
 row also holds HNSW latency, recall of HNSW's top 10 against exact search, and the HNSW index size. Query
 encode latency and corpus throughput do not depend on the truncation, so they are measured once per model and
-repeated on its rows. ``bm25`` is a model too (one row per dataset, ``dim`` null).
+repeated on its rows. ``bm25`` is a model too (one row per dataset, ``dim`` null). With ``hybrid``, each dense
+model's float search at each dimension is also fused with BM25's top ``top_k`` (:mod:`engine.retrieval.fusion`)
+into rows named ``<model>+bm25-<fusion>``.
 
 Finished (dataset, model) results are cached as JSON under ``cache_dir`` so a killed run resumes.
 """
@@ -36,6 +38,8 @@ from engine.retrieval.metrics import paired_test
 log = logging.getLogger("embedforge.evaluate")
 
 BM25 = "bm25"
+FUSIONS = ("rrf", "zscore")
+"""Hybrid fusions of a dense model with BM25 (:mod:`engine.retrieval.fusion`)."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,9 @@ class EvalOptions:
     dtype: str = "fp32"
     bm25_k1: float = 0.9
     bm25_b: float = 0.4
+    hybrid: list[str] = field(default_factory=list)
+    """Fusions of each dense model with BM25 to report (``rrf``, ``zscore``); rows named ``<model>+bm25-<fusion>``."""
+    rrf_k: float = 60.0
 
 
 @dataclass
@@ -99,12 +106,23 @@ def _per_query_rows(base: dict[str, Any], per_query: dict[str, dict[str, float]]
     return [{**base, "query_id": q, **m} for q, m in per_query.items()]
 
 
-def _bm25(dataset: BeirDataset, model: ModelRef, opts: EvalOptions) -> EvalResult:
+def _bm25_index(dataset: BeirDataset, opts: EvalOptions) -> tuple[Any, float]:
     from engine.retrieval.bm25 import BM25Retriever
 
     t0 = time.perf_counter()
     bm = BM25Retriever(dataset.corpus_texts, k1=opts.bm25_k1, b=opts.bm25_b)
-    build_s = time.perf_counter() - t0
+    return bm, time.perf_counter() - t0
+
+
+def bm25_run(dataset: BeirDataset, opts: EvalOptions) -> tuple[np.ndarray, np.ndarray, int]:
+    """BM25's top ``top_k`` per query (documents matching no query term left out: id ``-1``) and its index bytes."""
+    bm = _bm25_index(dataset, opts)[0]
+    scores, ids = bm.search(dataset.query_texts, opts.top_k)
+    return scores, np.where(scores > 0, ids, -1), bm.index_bytes
+
+
+def _bm25(dataset: BeirDataset, model: ModelRef, opts: EvalOptions) -> EvalResult:
+    bm, build_s = _bm25_index(dataset, opts)
     scores, ids = bm.search(dataset.query_texts, opts.top_k)
     evaluator = RetrievalEvaluator(dataset, opts.hit_ks)
     metrics = evaluator(ids, scores, min_score=0.0)
@@ -121,7 +139,8 @@ def _bm25(dataset: BeirDataset, model: ModelRef, opts: EvalOptions) -> EvalResul
     return EvalResult([row], _per_query_rows(base, evaluator.per_query))
 
 
-def _dense(dataset: BeirDataset, model: ModelRef, opts: EvalOptions) -> EvalResult:
+def _dense(dataset: BeirDataset, model: ModelRef, opts: EvalOptions,
+           bm25: Callable[[], tuple[np.ndarray, np.ndarray, int]] | None = None) -> EvalResult:
     from engine.retrieval.encoder import get_encoder, truncate_normalize
 
     encoder = get_encoder(model.ref, device=opts.device, dtype=opts.dtype)
@@ -165,6 +184,32 @@ def _dense(dataset: BeirDataset, model: ModelRef, opts: EvalOptions) -> EvalResu
             out.rows.append(row)
             out.per_query += _per_query_rows(base, evaluator.per_query)
             log.info("%s / %s / %d / %s: nDCG@10 %.4f", dataset.name, model.label, dim, quant, metrics["ndcg_at_10"])
+            if quant == "none" and opts.hybrid and bm25 is not None:
+                out.extend(_hybrid(dataset, model, dim, (scores, ids), bm25(), evaluator, row, opts))
+    return out
+
+
+def _hybrid(dataset: BeirDataset, model: ModelRef, dim: int, dense: tuple[np.ndarray, np.ndarray],
+            bm25: tuple[np.ndarray, np.ndarray, int], evaluator: RetrievalEvaluator, dense_row: dict[str, Any],
+            opts: EvalOptions) -> EvalResult:
+    """Rows of the dense model's float search at ``dim`` fused with BM25, one per fusion method; the index of a
+    hybrid row is both indexes."""
+    from engine.retrieval.fusion import reciprocal_rank_fusion, zscore_fusion
+
+    out = EvalResult()
+    for fusion in opts.hybrid:
+        if fusion == "rrf":
+            _, ids = reciprocal_rank_fusion([dense[1], bm25[1]], opts.top_k, rrf_k=opts.rrf_k)
+        else:
+            _, ids = zscore_fusion([dense, bm25[:2]], opts.top_k)
+        metrics = evaluator(ids)
+        base = {"dataset": dataset.name, "model": f"{model.label}+bm25-{fusion}", "dim": dim, "quantization": "none"}
+        out.rows.append({**base, **metrics, "fusion": fusion, "fused_with": BM25, "dense_model": model.label,
+                         **{k: dense_row[k] for k in ("model_ref", "model_id", "n_queries", "n_docs")},
+                         "encode_ms_p50": None, "search_ms_p50": None, "search_ms_p99": None,
+                         "index_bytes": dense_row["index_bytes"] + bm25[2]})
+        out.per_query += _per_query_rows(base, evaluator.per_query)
+        log.info("%s / %s / %d: nDCG@10 %.4f", dataset.name, base["model"], dim, metrics["ndcg_at_10"])
     return out
 
 
@@ -200,19 +245,31 @@ def evaluate_models(datasets: Sequence[BeirDataset | Callable[[], BeirDataset]],
     for q in opts.quantizations:
         if q not in QUANTIZATIONS:
             raise ValueError(f"unknown quantization '{q}' (known: {', '.join(QUANTIZATIONS)})")
+    unknown = sorted(set(opts.hybrid) - set(FUSIONS))
+    if unknown:
+        raise ValueError(f"unknown hybrid fusion {unknown} (known: {', '.join(FUSIONS)})")
+    if opts.hybrid and "none" not in opts.quantizations:
+        raise ValueError("hybrid rows fuse the float search: add 'none' to the quantizations")
     labels = [m.label for m in models]
     if len(set(labels)) != len(labels):
         raise ValueError(f"model labels must be unique, got {labels} (name them: label=path)")
     result = EvalResult()
     for item in datasets:
         dataset = item() if callable(item) else item
+        lexical: dict[str, tuple[np.ndarray, np.ndarray, int]] = {}
+
+        def bm25(dataset: BeirDataset = dataset, lexical: dict = lexical) -> tuple[np.ndarray, np.ndarray, int]:
+            if "run" not in lexical:  # built once per dataset, only when a dense model needs it
+                lexical["run"] = bm25_run(dataset, opts)
+            return lexical["run"]
+
         for model in models:
             cached = _cache_path(cache_dir, dataset, model, opts) if cache_dir else None
             if cached and cached.is_file():
                 part = EvalResult(**json.loads(cached.read_text()))
                 log.info("%s / %s: cached result reused (%s)", dataset.name, model.label, cached)
             else:
-                part = _bm25(dataset, model, opts) if model.is_bm25 else _dense(dataset, model, opts)
+                part = _bm25(dataset, model, opts) if model.is_bm25 else _dense(dataset, model, opts, bm25)
                 if cached:
                     atomic_write_json(cached, {"rows": part.rows, "per_query": part.per_query})
             result.extend(part)

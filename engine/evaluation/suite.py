@@ -75,6 +75,8 @@ class Suite(BaseModel):
     """Index variants per dimension."""
     top_k: int = Field(100, ge=10)
     """Results per query."""
+    hybrid: list[Literal["rrf", "zscore"]] = Field(default_factory=list)
+    """Also report each dense model fused with BM25 (``rrf`` and/or ``zscore``) at every dimension."""
     latency: bool = True
     """Measure encode and search latency."""
     latency_queries: int = Field(64, ge=1)
@@ -93,7 +95,7 @@ class Suite(BaseModel):
 
     def options(self, device: str = "auto", dtype: str = "fp32") -> EvalOptions:
         return EvalOptions(dims=sorted(set(self.dims), reverse=True), quantizations=list(self.quantizations),
-                           top_k=self.top_k, latency=self.latency, latency_queries=self.latency_queries,
+                           top_k=self.top_k, hybrid=list(self.hybrid), latency=self.latency, latency_queries=self.latency_queries,
                            search_latency_queries=self.search_latency_queries, device=device, dtype=dtype)
 
 

@@ -63,7 +63,8 @@ def run(ctx: StageContext) -> None:
                        latency=cfg.latency, latency_queries=cfg.latency_queries,
                        search_latency_queries=cfg.search_latency_queries, hnsw_m=cfg.hnsw_m,
                        hnsw_ef_search=cfg.hnsw_ef_search, rescore_multiplier=cfg.rescore_multiplier,
-                       n_resamples=cfg.n_resamples, seed=ctx.job.seed, device=ctx.job.device, dtype=cfg.dtype)
+                       n_resamples=cfg.n_resamples, seed=ctx.job.seed, device=ctx.job.device, dtype=cfg.dtype,
+                       hybrid=list(cfg.hybrid), rrf_k=cfg.rrf_k)
     try:
         result = evaluate_models(datasets, models, opts, cache_dir=ctx.out_dir / "partial")
     except ValueError as exc:
