@@ -24,6 +24,7 @@ def embed(
     format: Annotated[str, typer.Option(help="auto, chunks, parquet, jsonl or beir")] = "auto",
     id_field: Annotated[str | None, typer.Option(help="Row id column/key (default: auto)")] = None,
     index: Annotated[str, typer.Option(help="Indexes to export: comma-separated flat,hnsw,ivfpq or 'none'")] = "flat",
+    bm25: Annotated[bool, typer.Option(help="Also export a BM25 index of the passages (for search --hybrid)")] = False,
     vector_dtype: Annotated[str, typer.Option(help="float32 or float16")] = "float32",
     int8: Annotated[bool, typer.Option(help="Also write int8 + scale columns")] = False,
     binary: Annotated[bool, typer.Option(help="Also write packed binary columns")] = False,
@@ -43,7 +44,7 @@ def embed(
     from engine.progress import track
     from engine.retrieval import bulk_embed
     from engine.retrieval.encoder import Encoder
-    from engine.retrieval.export import KINDS, export_index
+    from engine.retrieval.export import BM25_DIR, KINDS, export_bm25, export_index
     from engine.runner import library_versions
 
     setup_logging()
@@ -79,6 +80,9 @@ def embed(
             "precision": precision}
     indexes = [str(export_index(output, bulk_embed.dim_dir(output, d, opts.dims[0]), output / "index" / f"d{d}-{k}", k, meta))
                for d in opts.dims for k in kinds]
+    if bm25:  # the same rows the vectors came from, with their full texts
+        blocks = bulk_embed.iter_blocks(input, fmt, shard_rows, id_field)
+        indexes.append(str(export_bm25(blocks, output / "index" / BM25_DIR, meta)))
     manifest = {"command": "embed", "input": input, "format": fmt, **meta, "variant": encoder.variant,
                 "dims": opts.dims, "rows_out": count_rows(output / SHARDS), "quarantined": writer.merge_quarantine(),
                 "counts": {**writer.totals(), **{f"run_{k}": v for k, v in totals.items()}},
@@ -99,9 +103,12 @@ def search(
     dim: Annotated[int | None, typer.Option(help="Pick the index of this dim")] = None,
     kind: Annotated[str | None, typer.Option(help="Pick the index of this kind (flat, hnsw, ivfpq)")] = None,
     model: Annotated[str | None, typer.Option(help="Model path, when it moved since the export")] = None,
+    hybrid: Annotated[str | None, typer.Option(
+        help="Fuse with the exported BM25 index (embed --bm25 / index.bm25): zscore or rrf")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines")] = False,
 ) -> None:
-    """Search an exported index: the query is encoded with the index's model, precision and dim."""
+    """Search an exported index: the query is encoded with the index's model, precision and dim (with --hybrid,
+    fused with BM25's results; the score is then the fused score)."""
     import json
     import sys
 
@@ -109,7 +116,7 @@ def search(
 
     from engine.models import model_id as compute_model_id
     from engine.retrieval.encoder import get_encoder
-    from engine.retrieval.export import find_indexes, load_index
+    from engine.retrieval.export import find_bm25, find_indexes, hybrid_search, load_index
 
     candidates = [p for p in find_indexes(index)
                   if (dim is None or json.loads((p / "meta.json").read_text())["dim"] == dim)
@@ -124,7 +131,15 @@ def search(
     if compute_model_id(model_path) != meta["model_id"]:
         _fail(f"model {model_path} has id {compute_model_id(model_path)} but the index was built with {meta['model_id']}")
     encoder = get_encoder(model_path, dtype=meta.get("precision", "fp32"), backend=meta.get("backend", "auto"))
-    scores, rows = loaded.search(encoder.encode([query], dim=meta["dim"]), k)
+    if hybrid is None:
+        scores, rows = loaded.search(encoder.encode([query], dim=meta["dim"]), k)
+    else:
+        bm25_dir = find_bm25(candidates[0])  # the BM25 index sits beside the FAISS index directories
+        if hybrid not in ("zscore", "rrf"):
+            _fail(f"--hybrid {hybrid}: expected zscore or rrf")
+        if bm25_dir is None:
+            _fail(f"--hybrid: no BM25 index beside {candidates[0]} (export one with embed --bm25 or index.bm25: true)")
+        scores, rows = hybrid_search(loaded, bm25_dir, encoder.encode([query], dim=meta["dim"]), [query], k, hybrid)
     ids = loaded.ids
     hits = [{"rank": r + 1, "score": round(float(s), 4), "id": ids.column("id")[int(i)].as_py(),
              "text": ids.column("text")[int(i)].as_py() if "text" in ids.column_names else None}
@@ -132,7 +147,8 @@ def search(
     if as_json:
         sys.stdout.write("".join(json.dumps(h, ensure_ascii=False) + "\n" for h in hits))
         return
-    table = Table("rank", "score", "id", "text", title=f"{candidates[0]} ({meta['kind']}, d{meta['dim']})")
+    how = f"{meta['kind']}, d{meta['dim']}" + (f", + BM25 {hybrid}" if hybrid else "")
+    table = Table("rank", "score", "id", "text", title=f"{candidates[0]} ({how})")
     for h in hits:
         table.add_row(str(h["rank"]), f"{h['score']:.4f}", h["id"], (h["text"] or "")[:160])
     console.print(table)

@@ -14,6 +14,8 @@ class IndexConfig(StageConfig):
 
     kinds: list[Literal["flat", "hnsw", "ivfpq"]] = Field(default_factory=lambda: ["flat"])
     """Index kinds: ``flat`` (exact), ``hnsw`` (graph), ``ivfpq`` (compressed, for very large corpora)."""
+    bm25: bool = False
+    """Also export a BM25 index of the same passages (``index/bm25``), for ``embedforge search --hybrid``."""
     hnsw_m: int = Field(32, ge=4)
     """HNSW neighbours per node."""
     ivf_nlist: int | None = None

@@ -12,7 +12,9 @@ removed. Measured here: SciFact 0.6635, Cranfield 0.3311, ADI 0.4214 (bm25s' def
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -37,6 +39,27 @@ class BM25Retriever:
         tokens = bm25s.tokenize(list(corpus_texts), stopwords=stopwords, token_pattern=token_pattern,
                                 show_progress=False)
         self.model.index(tokens, show_progress=False)
+
+    def save(self, directory: str | Path) -> None:
+        """Write the index (bm25s files) and the tokenization settings to ``directory``."""
+        directory = Path(directory)
+        self.model.save(str(directory), show_progress=False)
+        (directory / "tokenization.json").write_text(json.dumps(
+            {"stopwords": self.stopwords, "token_pattern": self.token_pattern, "n_docs": self.n_docs}))
+
+    @classmethod
+    def load(cls, directory: str | Path) -> BM25Retriever:
+        """An index written by :meth:`save` (queries are tokenized as the corpus was)."""
+        import bm25s
+
+        directory = Path(directory)
+        settings = json.loads((directory / "tokenization.json").read_text())
+        self = cls.__new__(cls)
+        self._bm25s = bm25s
+        self.stopwords, self.token_pattern = settings["stopwords"], settings["token_pattern"]
+        self.n_docs = settings["n_docs"]
+        self.model = bm25s.BM25.load(str(directory), show_progress=False, verbosity=0)
+        return self
 
     @property
     def index_bytes(self) -> int:

@@ -5,6 +5,9 @@ An exported index is a directory ``<root>/d<dim>-<kind>/`` holding ``index.faiss
 encoder variant, dim, kind, rows, parameters). Vectors are L2-normalized, so inner product is cosine.
 Shards are added one at a time (IVF-PQ trains on a bounded sample first), so memory is the index itself.
 
+Beside them, ``<root>/bm25/`` (``index.bm25: true``) holds a BM25 index of the same passages (full texts, bm25s
+files, ``ids.parquet``, ``meta.json``), so :func:`hybrid_search` can fuse dense and lexical results.
+
 Building and querying these ANN structures is what this module is for; exact search elsewhere goes through
 :func:`engine.retrieval.index.search`.
 """
@@ -13,6 +16,8 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -145,3 +150,64 @@ def load_index(path: Path) -> LoadedIndex:
     faiss = dev.optional_import("faiss", "index search")
     meta = json.loads((path / "meta.json").read_text())
     return LoadedIndex(path, faiss.read_index(str(path / "index.faiss")), pq.read_table(path / "ids.parquet"), meta)
+
+
+BM25_DIR = "bm25"
+"""Directory of the BM25 index beside the FAISS index directories."""
+
+
+def export_bm25(blocks: Iterable[Any], out: Path, meta: dict[str, Any]) -> Path:
+    """A BM25 index of the usable rows of ``blocks`` (:func:`engine.retrieval.bulk_embed.iter_blocks`, the same
+    stream the embeddings came from), written to a temp directory and renamed into ``out``."""
+    from engine.retrieval.bm25 import BM25Retriever
+
+    ids: list[str] = []
+    texts: list[str] = []
+    for block in blocks:
+        ids += block.ids
+        texts += block.texts
+    if not texts:
+        raise ValueError(f"no usable rows to build the BM25 index {out} from")
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    bm = BM25Retriever(texts)
+    bm.save(tmp / "index")
+    pq.write_table(pa.table({"id": pa.array(ids, pa.string())}), tmp / "ids.parquet")
+    atomic_write_json(tmp / "meta.json", {**meta, "kind": "bm25", "rows": len(ids), "index_bytes": bm.index_bytes,
+                                          "k1": 0.9, "b": 0.4, "tokenization": "lower-cased word tokens, English "
+                                          "stopwords removed, no stemming"})
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.replace(out)
+    return out
+
+
+def find_bm25(root: Path) -> Path | None:
+    """The BM25 index for the FAISS index(es) at ``root``: ``root/bm25``, a sibling ``../bm25``, or one below."""
+    root = Path(root)
+    for path in (root / BM25_DIR, root.parent / BM25_DIR, *root.rglob(BM25_DIR)):
+        if (path / "meta.json").is_file() and (path / "ids.parquet").is_file():
+            return path
+    return None
+
+
+def hybrid_search(loaded: LoadedIndex, bm25_dir: Path, query_vectors: np.ndarray, query_texts: list[str], k: int,
+                  fusion: str = "zscore", depth: int = 100) -> tuple[np.ndarray, np.ndarray]:
+    """Dense top ``depth`` fused with BM25's top ``depth`` (:mod:`engine.retrieval.fusion`); ``(scores, rows)``
+    with rows of ``loaded``'s id map (BM25 results are matched to them by id)."""
+    from engine.retrieval.bm25 import BM25Retriever
+    from engine.retrieval.fusion import reciprocal_rank_fusion, zscore_fusion
+
+    depth = max(depth, k)
+    dense = loaded.search(query_vectors, depth)
+    bm = BM25Retriever.load(bm25_dir / "index")
+    b_scores, b_rows = bm.search(query_texts, depth)
+    row_of = {v: i for i, v in enumerate(loaded.ids.column("id").to_pylist())}
+    bm_ids = pq.read_table(bm25_dir / "ids.parquet").column("id").to_pylist()
+    mapped = np.array([[row_of.get(bm_ids[r], -1) if s > 0 else -1 for s, r in zip(srow, rrow, strict=True)]
+                       for srow, rrow in zip(b_scores, b_rows, strict=True)], dtype=np.int64).reshape(b_rows.shape)
+    if fusion == "rrf":
+        return reciprocal_rank_fusion([dense[1].astype(np.int64), mapped], k)
+    if fusion == "zscore":
+        return zscore_fusion([(dense[0], dense[1].astype(np.int64)), (b_scores, mapped)], k)
+    raise ValueError(f"unknown fusion '{fusion}' (rrf or zscore)")

@@ -12,7 +12,7 @@ from engine.data.shards import count_rows
 from engine.progress import track
 from engine.retrieval.bulk_embed import OutputOptions, dim_dir, embed_blocks, iter_blocks
 from engine.retrieval.encoder import Encoder
-from engine.retrieval.export import export_index
+from engine.retrieval.export import BM25_DIR, export_bm25, export_index
 from engine.runner import StageContext, StageFailed
 
 
@@ -59,4 +59,7 @@ def run(ctx: StageContext) -> None:
                                    f"d{dim}-{kind}", kind, meta, hnsw_m=cfg.index.hnsw_m, nlist=cfg.index.ivf_nlist,
                                    pq_m=cfg.index.pq_m)
                 exported.append(str(out))
+        if cfg.index.bm25:
+            blocks = iter_blocks(source, fmt, cfg.shard_rows, cfg.id_field)  # the same rows the vectors came from
+            exported.append(str(export_bm25(blocks, ctx.out_dir / "index" / BM25_DIR, meta)))
         ctx.extra["indexes"] = exported

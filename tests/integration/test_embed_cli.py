@@ -13,7 +13,7 @@ def test_embed_stage_then_search(cli, tmp_path: Path) -> None:
     job = tmp_path / "job.yaml"
     job.write_text("# embedforge run job.yaml\nname: emb\nbase_model: all-MiniLM-L6-v2\nstages:\n"
                    "  ingest: {sources: [{path: builtin:adi}]}\n  chunk: {max_tokens: 128}\n"
-                   "  embed: {dims: [384, 64], index: {kinds: [flat, hnsw]}}\n")
+                   "  embed: {dims: [384, 64], index: {kinds: [flat, hnsw], bm25: true}}\n")
     env = {"EMBEDFORGE_CACHE": str(tmp_path / "cache"), "EMBEDFORGE_ENCODER_BACKEND": "torch"}  # a cold cache
     cli("run", str(job), f"run_dir={tmp_path / 'runs'}", env=env)
     stage_dir = next((tmp_path / "runs" / "emb").glob("embed-*"))
@@ -25,11 +25,26 @@ def test_embed_stage_then_search(cli, tmp_path: Path) -> None:
     assert manifest["rows_out"] == table.num_rows and manifest["counts"]["tokens"] > 0
     assert manifest["counts"]["cache_hits"] == 0 and manifest["model"]["backend"] == "torch"
     assert manifest["throughput"]["docs_per_s"] > 0 and manifest["model"]["ref"] == "base"
-    assert len(manifest["indexes"]) == 4 and read_table(stage_dir / "dims" / "d64").num_rows == table.num_rows
+    assert len(manifest["indexes"]) == 5 and read_table(stage_dir / "dims" / "d64").num_rows == table.num_rows
     out = cli("search", str(stage_dir), "computer-based information retrieval", "--k", "5", "--json", env=env).stdout
     hits = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     assert len(hits) == 5 and hits[0]["score"] >= hits[-1]["score"] and hits[0]["text"]
     assert {h["id"] for h in hits} <= set(table.column("id").to_pylist())
+    # hybrid: the BM25 index holds the same rows; a query quoting a passage's rare words finds that passage
+    bm25_meta = json.loads((stage_dir / "index" / "bm25" / "meta.json").read_text())
+    assert bm25_meta["rows"] == table.num_rows and bm25_meta["model_id"] == manifest["model"]["model_id"]
+    chunks = read_table(chunk_dir).to_pylist()
+    target = max(chunks, key=lambda c: len(c["text"]))
+    words = sorted(set(target["text"].split()), key=len, reverse=True)[:6]
+    for fusion in ("zscore", "rrf"):
+        out = cli("search", str(stage_dir), " ".join(words), "--k", "10", "--hybrid", fusion, "--json", env=env).stdout
+        fused = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+        assert len(fused) == 10 and target["chunk_id"] in [h["id"] for h in fused], fusion
+        assert all(a["score"] >= b["score"] for a, b in zip(fused, fused[1:], strict=False))
+        if fusion == "zscore":  # BM25's clear first place outweighs the dense list's flat scores
+            assert fused[0]["id"] == target["chunk_id"]
+    bad = cli("search", str(stage_dir), "x", "--hybrid", "max", env=env, check=False)
+    assert bad.returncode == 2 and "zscore or rrf" in bad.stdout + bad.stderr
 
 
 def test_embed_command_quarantines_and_resumes(cli, tmp_path: Path) -> None:
