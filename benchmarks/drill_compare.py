@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 
 VOLATILE_KEYS = frozenset({
     "seconds", "started", "timings", "throughput", "spec_hash", "code_version", "git", "libraries",
-    "resumed_from", "loss_history", "eval_history", "train_loss", "cache_hits", "retries",
+    "resumed_from", "loss_history", "eval_history", "train_loss", "cache_hits", "corpus_cache_hits", "retries",
     "hnsw_build_s", "hnsw_search_ms_p50", "hnsw_search_ms_p99",
 })
 """Keys that differ between two uninterrupted runs too (timing, latency, environment, git SHA), or that describe

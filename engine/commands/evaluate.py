@@ -78,6 +78,7 @@ def register(app: typer.Typer) -> None:
         search_latency_queries: Annotated[int, typer.Option(help="Queries timed for search latency")] = 100,
         reference: Annotated[str | None, typer.Option(help="Label of the reference model (default: first)")] = None,
         hybrid: Annotated[str, typer.Option(help="Also fuse each dense model with BM25: rrf,zscore (default: none)")] = "",
+        cache: Annotated[bool, typer.Option(help="Reuse vectors from the embedding cache ($EMBEDFORGE_CACHE)")] = True,
         device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
         dtype: Annotated[str, typer.Option(help="fp32, bf16 or fp16")] = "fp32",
         log_level: Annotated[str, typer.Option(help="Log level")] = "INFO",
@@ -99,7 +100,7 @@ def register(app: typer.Typer) -> None:
         opts = EvalOptions(dims=_parse_dims(dims), quantizations=[q.strip() for q in quant.split(",") if q.strip()],
                            latency=latency, latency_queries=latency_queries,
                            search_latency_queries=search_latency_queries, reference=reference, device=device,
-                           dtype=dtype, hybrid=[h.strip() for h in hybrid.split(",") if h.strip()])
+                           dtype=dtype, hybrid=[h.strip() for h in hybrid.split(",") if h.strip()], cache=cache)
         try:
             result = evaluate_models([lambda d=d: load_beir(d, split) for d in dataset], models, opts,
                                      cache_dir=out / "partial")

@@ -56,6 +56,9 @@ class EvaluateConfig(StageConfig):
     """HNSW search breadth of the latency measurement."""
     dtype: str = "fp32"
     """Encoder precision: fp32, bf16 or fp16."""
+    cache: bool = no_hash(True)
+    """Reuse corpus and query vectors from the shared embedding cache (``$EMBEDFORGE_CACHE``), so a re-run with
+    other options does not re-encode; ``corpus_docs_per_s`` is then null."""
 
     @field_validator("dims")
     @classmethod

@@ -86,6 +86,9 @@ class EvalOptions:
     dtype: str = "fp32"
     bm25_k1: float = 0.9
     bm25_b: float = 0.4
+    cache: bool = False
+    """Read and write corpus and query vectors in the shared embedding cache (``$EMBEDFORGE_CACHE``): a run with
+    other options re-encodes nothing; ``corpus_docs_per_s`` is then null (it would time cache reads)."""
     hybrid: list[str] = field(default_factory=list)
     """Fusions of each dense model with BM25 to report (``rrf``, ``zscore``); rows named ``<model>+bm25-<fusion>``."""
     rrf_k: float = 60.0
@@ -148,18 +151,21 @@ def _dense(dataset: BeirDataset, model: ModelRef, opts: EvalOptions,
     too_big = [d for d in dims if d > encoder.dim]
     if too_big:
         raise ValueError(f"dims {too_big} exceed the {encoder.dim} dimensions of model '{model.label}' ({model.ref})")
+    hits_before = encoder.stats.get("cache_hits", 0)
     t0 = time.perf_counter()
-    corpus_full = encoder.encode(dataset.corpus_texts, normalize=False)
+    corpus_full = encoder.encode(dataset.corpus_texts, normalize=False, cache=opts.cache)
     corpus_s = time.perf_counter() - t0
-    queries_full = encoder.encode(dataset.query_texts, normalize=False)
+    corpus_hits = encoder.stats.get("cache_hits", 0) - hits_before
+    queries_full = encoder.encode(dataset.query_texts, normalize=False, cache=opts.cache)
     shared: dict[str, Any] = {"model_ref": model.ref, "model_id": encoder.model_id, "model_dim": encoder.dim,
                               "n_queries": len(dataset.query_ids), "n_docs": len(dataset.corpus_ids),
-                              "corpus_encode_s": corpus_s, "corpus_docs_per_s": len(dataset.corpus_ids) / max(corpus_s, 1e-9)}
+                              "corpus_encode_s": corpus_s, "corpus_cache_hits": corpus_hits,
+                              "corpus_docs_per_s": None if corpus_hits else len(dataset.corpus_ids) / max(corpus_s, 1e-9)}
     if opts.latency:
         shared.update(query_encode_latency(lambda texts: encoder.encode(texts), dataset.query_texts,
                                            sample=opts.latency_queries, seed=opts.seed))
-    log.info("%s / %s: encoded %d docs in %.1fs (%.0f docs/s)", dataset.name, model.label,
-             len(dataset.corpus_ids), corpus_s, shared["corpus_docs_per_s"])
+    log.info("%s / %s: encoded %d docs in %.1fs (%d from the embedding cache)", dataset.name, model.label,
+             len(dataset.corpus_ids), corpus_s, corpus_hits)
     out = EvalResult()
     evaluator = RetrievalEvaluator(dataset, opts.hit_ks)
     for dim in dims:
@@ -233,7 +239,7 @@ def _cache_path(cache_dir: Path, dataset: BeirDataset, model: ModelRef, opts: Ev
 
     weights = None if model.is_bm25 else model_id(resolve_model(model.ref))  # a retrained model never hits
     key = json.dumps([dataset.name, len(dataset.corpus_ids), len(dataset.query_ids), model.label, model.ref,
-                      weights, asdict(opts)], sort_keys=True, default=str)
+                      weights, {k: v for k, v in asdict(opts).items() if k != "cache"}], sort_keys=True, default=str)
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{dataset.name}__{model.label}")
     return cache_dir / f"{safe}-{digest}.json"

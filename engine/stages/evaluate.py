@@ -64,7 +64,7 @@ def run(ctx: StageContext) -> None:
                        search_latency_queries=cfg.search_latency_queries, hnsw_m=cfg.hnsw_m,
                        hnsw_ef_search=cfg.hnsw_ef_search, rescore_multiplier=cfg.rescore_multiplier,
                        n_resamples=cfg.n_resamples, seed=ctx.job.seed, device=ctx.job.device, dtype=cfg.dtype,
-                       hybrid=list(cfg.hybrid), rrf_k=cfg.rrf_k)
+                       hybrid=list(cfg.hybrid), rrf_k=cfg.rrf_k, cache=cfg.cache)
     try:
         result = evaluate_models(datasets, models, opts, cache_dir=ctx.out_dir / "partial")
     except ValueError as exc:

@@ -66,3 +66,18 @@ def test_hybrid_rows_on_adi_are_tested_against_the_reference(adi_dir: Path, enco
     assert "minilm+bm25-rrf" in paths["report"].read_text()
     with pytest.raises(ValueError, match="unknown hybrid fusion"):
         evaluate_models([ds], [ModelRef("bm25", "bm25")], EvalOptions(hybrid=["max"], latency=False))
+
+
+def test_embedding_cache_spares_the_second_encode(adi_dir: Path, encoder, tmp_path: Path, monkeypatch) -> None:
+    from engine.retrieval import cache as cache_module
+
+    monkeypatch.setenv("EMBEDFORGE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(cache_module, "_SHARED", {})
+    ds = load_beir(adi_dir)
+    opts = EvalOptions(dims=[384], quantizations=["none"], latency=False, cache=True)
+    first = evaluate_models([ds], [ModelRef("minilm", "all-MiniLM-L6-v2")], opts).rows[0]
+    second = evaluate_models([ds], [ModelRef("minilm", "all-MiniLM-L6-v2")], opts).rows[0]
+    assert first["corpus_cache_hits"] == 0 and first["corpus_docs_per_s"] > 0
+    assert second["corpus_cache_hits"] == len(ds.corpus_ids) and second["corpus_docs_per_s"] is None
+    assert second["ndcg_at_10"] == first["ndcg_at_10"]
+    assert any((tmp_path / "cache").rglob("*")), "vectors were written to $EMBEDFORGE_CACHE"
