@@ -58,7 +58,7 @@ class BM25Retriever:
         self._bm25s = bm25s
         self.stopwords, self.token_pattern = settings["stopwords"], settings["token_pattern"]
         self.n_docs = settings["n_docs"]
-        self.model = bm25s.BM25.load(str(directory), show_progress=False, verbosity=0)
+        self.model = bm25s.BM25.load(str(directory), show_progress=False)
         return self
 
     @property
