@@ -109,29 +109,38 @@ def _per_query_rows(base: dict[str, Any], per_query: dict[str, dict[str, float]]
     return [{**base, "query_id": q, **m} for q, m in per_query.items()]
 
 
-def _bm25_index(dataset: BeirDataset, opts: EvalOptions) -> tuple[Any, float]:
+@dataclass
+class LexicalRun:
+    """BM25 over one dataset: the index, its build time and its top ``top_k`` per query (built once, used by the
+    ``bm25`` row and by every hybrid row)."""
+
+    index: Any
+    build_s: float
+    scores: np.ndarray
+    ids: np.ndarray
+
+    @property
+    def matched(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(scores, ids)`` with documents that match no query term left out (id ``-1``), for fusion."""
+        return self.scores, np.where(self.scores > 0, self.ids, -1)
+
+
+def bm25_run(dataset: BeirDataset, opts: EvalOptions) -> LexicalRun:
     from engine.retrieval.bm25 import BM25Retriever
 
     t0 = time.perf_counter()
     bm = BM25Retriever(dataset.corpus_texts, k1=opts.bm25_k1, b=opts.bm25_b)
-    return bm, time.perf_counter() - t0
+    build_s = time.perf_counter() - t0
+    return LexicalRun(bm, build_s, *bm.search(dataset.query_texts, opts.top_k))
 
 
-def bm25_run(dataset: BeirDataset, opts: EvalOptions) -> tuple[np.ndarray, np.ndarray, int]:
-    """BM25's top ``top_k`` per query (documents matching no query term left out: id ``-1``) and its index bytes."""
-    bm = _bm25_index(dataset, opts)[0]
-    scores, ids = bm.search(dataset.query_texts, opts.top_k)
-    return scores, np.where(scores > 0, ids, -1), bm.index_bytes
-
-
-def _bm25(dataset: BeirDataset, model: ModelRef, opts: EvalOptions) -> EvalResult:
-    bm, build_s = _bm25_index(dataset, opts)
-    scores, ids = bm.search(dataset.query_texts, opts.top_k)
+def _bm25(dataset: BeirDataset, model: ModelRef, opts: EvalOptions, run: LexicalRun) -> EvalResult:
+    bm = run.index
     evaluator = RetrievalEvaluator(dataset, opts.hit_ks)
-    metrics = evaluator(ids, scores, min_score=0.0)
+    metrics = evaluator(run.ids, run.scores, min_score=0.0)
     base = {"dataset": dataset.name, "model": model.label, "dim": None, "quantization": "none"}
     row = {**base, **metrics, "encode_ms_p50": None, "n_queries": len(dataset.query_ids),
-           "n_docs": len(dataset.corpus_ids), "index_bytes": bm.index_bytes, "index_build_s": build_s,
+           "n_docs": len(dataset.corpus_ids), "index_bytes": bm.index_bytes, "index_build_s": run.build_s,
            "model_ref": model.ref, "k1": opts.bm25_k1, "b": opts.bm25_b}
     if opts.latency:
         lat = [dataset.query_texts[i] for i in range(min(len(dataset.query_texts), opts.search_latency_queries))]
@@ -143,7 +152,7 @@ def _bm25(dataset: BeirDataset, model: ModelRef, opts: EvalOptions) -> EvalResul
 
 
 def _dense(dataset: BeirDataset, model: ModelRef, opts: EvalOptions,
-           bm25: Callable[[], tuple[np.ndarray, np.ndarray, int]] | None = None) -> EvalResult:
+           bm25: Callable[[], LexicalRun] | None = None) -> EvalResult:
     from engine.retrieval.encoder import get_encoder, truncate_normalize
 
     encoder = get_encoder(model.ref, device=opts.device, dtype=opts.dtype)
@@ -196,24 +205,25 @@ def _dense(dataset: BeirDataset, model: ModelRef, opts: EvalOptions,
 
 
 def _hybrid(dataset: BeirDataset, model: ModelRef, dim: int, dense: tuple[np.ndarray, np.ndarray],
-            bm25: tuple[np.ndarray, np.ndarray, int], evaluator: RetrievalEvaluator, dense_row: dict[str, Any],
+            bm25: LexicalRun, evaluator: RetrievalEvaluator, dense_row: dict[str, Any],
             opts: EvalOptions) -> EvalResult:
     """Rows of the dense model's float search at ``dim`` fused with BM25, one per fusion method; the index of a
     hybrid row is both indexes."""
     from engine.retrieval.fusion import reciprocal_rank_fusion, zscore_fusion
 
     out = EvalResult()
+    lexical = bm25.matched
     for fusion in opts.hybrid:
         if fusion == "rrf":
-            _, ids = reciprocal_rank_fusion([dense[1], bm25[1]], opts.top_k, rrf_k=opts.rrf_k)
+            _, ids = reciprocal_rank_fusion([dense[1], lexical[1]], opts.top_k, rrf_k=opts.rrf_k)
         else:
-            _, ids = zscore_fusion([dense, bm25[:2]], opts.top_k)
+            _, ids = zscore_fusion([dense, lexical], opts.top_k)
         metrics = evaluator(ids)
         base = {"dataset": dataset.name, "model": f"{model.label}+bm25-{fusion}", "dim": dim, "quantization": "none"}
         out.rows.append({**base, **metrics, "fusion": fusion, "fused_with": BM25, "dense_model": model.label,
                          **{k: dense_row[k] for k in ("model_ref", "model_id", "n_queries", "n_docs")},
                          "encode_ms_p50": None, "search_ms_p50": None, "search_ms_p99": None,
-                         "index_bytes": dense_row["index_bytes"] + bm25[2]})
+                         "index_bytes": dense_row["index_bytes"] + bm25.index.index_bytes})
         out.per_query += _per_query_rows(base, evaluator.per_query)
         log.info("%s / %s / %d: nDCG@10 %.4f", dataset.name, base["model"], dim, metrics["ndcg_at_10"])
     return out
@@ -262,10 +272,10 @@ def evaluate_models(datasets: Sequence[BeirDataset | Callable[[], BeirDataset]],
     result = EvalResult()
     for item in datasets:
         dataset = item() if callable(item) else item
-        lexical: dict[str, tuple[np.ndarray, np.ndarray, int]] = {}
+        lexical: dict[str, LexicalRun] = {}
 
-        def bm25(dataset: BeirDataset = dataset, lexical: dict = lexical) -> tuple[np.ndarray, np.ndarray, int]:
-            if "run" not in lexical:  # built once per dataset, only when a dense model needs it
+        def bm25(dataset: BeirDataset = dataset, lexical: dict = lexical) -> LexicalRun:
+            if "run" not in lexical:  # built once per dataset, only when a row needs it
                 lexical["run"] = bm25_run(dataset, opts)
             return lexical["run"]
 
@@ -275,7 +285,7 @@ def evaluate_models(datasets: Sequence[BeirDataset | Callable[[], BeirDataset]],
                 part = EvalResult(**json.loads(cached.read_text()))
                 log.info("%s / %s: cached result reused (%s)", dataset.name, model.label, cached)
             else:
-                part = _bm25(dataset, model, opts) if model.is_bm25 else _dense(dataset, model, opts, bm25)
+                part = _bm25(dataset, model, opts, bm25()) if model.is_bm25 else _dense(dataset, model, opts, bm25)
                 if cached:
                     atomic_write_json(cached, {"rows": part.rows, "per_query": part.per_query})
             result.extend(part)

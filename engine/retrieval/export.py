@@ -175,8 +175,8 @@ def export_bm25(blocks: Iterable[Any], out: Path, meta: dict[str, Any]) -> Path:
     bm.save(tmp / "index")
     pq.write_table(pa.table({"id": pa.array(ids, pa.string())}), tmp / "ids.parquet")
     atomic_write_json(tmp / "meta.json", {**meta, "kind": "bm25", "rows": len(ids), "index_bytes": bm.index_bytes,
-                                          "k1": 0.9, "b": 0.4, "tokenization": "lower-cased word tokens, English "
-                                          "stopwords removed, no stemming"})
+                                          "k1": bm.model.k1, "b": bm.model.b, "stopwords": bm.stopwords,
+                                          "token_pattern": bm.token_pattern})
     shutil.rmtree(out, ignore_errors=True)
     tmp.replace(out)
     return out
@@ -199,7 +199,8 @@ def hybrid_search(loaded: LoadedIndex, bm25_dir: Path, query_vectors: np.ndarray
     from engine.retrieval.fusion import reciprocal_rank_fusion, zscore_fusion
 
     depth = max(depth, k)
-    dense = loaded.search(query_vectors, depth)
+    d_scores, d_rows = loaded.search(query_vectors, depth)
+    d_rows = d_rows.astype(np.int64)
     bm = BM25Retriever.load(bm25_dir / "index")
     b_scores, b_rows = bm.search(query_texts, depth)
     row_of = {v: i for i, v in enumerate(loaded.ids.column("id").to_pylist())}
@@ -207,7 +208,7 @@ def hybrid_search(loaded: LoadedIndex, bm25_dir: Path, query_vectors: np.ndarray
     mapped = np.array([[row_of.get(bm_ids[r], -1) if s > 0 else -1 for s, r in zip(srow, rrow, strict=True)]
                        for srow, rrow in zip(b_scores, b_rows, strict=True)], dtype=np.int64).reshape(b_rows.shape)
     if fusion == "rrf":
-        return reciprocal_rank_fusion([dense[1].astype(np.int64), mapped], k)
+        return reciprocal_rank_fusion([d_rows, mapped], k)
     if fusion == "zscore":
-        return zscore_fusion([(dense[0], dense[1].astype(np.int64)), (b_scores, mapped)], k)
+        return zscore_fusion([(d_scores, d_rows), (b_scores, mapped)], k)
     raise ValueError(f"unknown fusion '{fusion}' (rrf or zscore)")

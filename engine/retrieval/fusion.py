@@ -19,6 +19,7 @@ candidates.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -44,11 +45,12 @@ def zscore_fusion(runs: Sequence[tuple[np.ndarray, np.ndarray]], k: int,
     for (scores, ids), w in zip(runs, weights, strict=True):
         valid = ids >= 0
         x = np.where(valid, scores, np.nan).astype(np.float64)
-        with np.errstate(invalid="ignore", divide="ignore"), _quiet_nan():
+        with warnings.catch_warnings():  # a query without candidates in this list: all-NaN row, handled below
+            warnings.simplefilter("ignore", RuntimeWarning)
             mean = np.nanmean(x, axis=1, keepdims=True)
             std = np.nanstd(x, axis=1, keepdims=True)
-            z = (x - mean) / np.where(std > 0, std, 1.0)
-            low = np.nanmin(np.where(valid, z, np.nan), axis=1, keepdims=True)
+            z = (x - mean) / np.where(std > 0, std, 1.0)  # NaN where the slot is empty
+            low = np.nanmin(z, axis=1, keepdims=True)
         z = np.where(valid, z, 0.0)
         contributions.append(w * z)
         missing.append(w * np.nan_to_num(low, nan=0.0))
@@ -98,16 +100,3 @@ def _fuse(id_lists: Sequence[np.ndarray], contributions: Sequence[np.ndarray], k
         scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
     return scores, ids.astype(np.int64)
 
-
-class _quiet_nan:
-    """Silence numpy's all-NaN-slice warnings (a query without candidates in a list)."""
-
-    def __enter__(self) -> None:
-        import warnings
-
-        self._ctx = warnings.catch_warnings()
-        self._ctx.__enter__()
-        warnings.simplefilter("ignore", RuntimeWarning)
-
-    def __exit__(self, *exc: object) -> None:
-        self._ctx.__exit__(*exc)

@@ -102,13 +102,10 @@ def _float32_rows(corpus: np.ndarray) -> torch.Tensor:
 
 def exact_order(queries: np.ndarray, corpus: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Rescore candidate ``ids`` exactly and keep the best ``k`` per row, ordered by (score desc, id asc)."""
+    if corpus.shape[0] >= _MISSING:
+        raise ValueError(f"a corpus of {corpus.shape[0]:,} rows does not fit the 32-bit row codes of the search "
+                         "(split it into shards of under 4 billion rows)")
     scores = pair_scores(queries, corpus, ids)
-    if corpus.shape[0] >= _MISSING:  # (4 billion rows) too many for the packed sort key
-        ids = np.where(np.isfinite(scores), ids, np.iinfo(np.int64).max)  # missing candidates sort last
-        order = np.lexsort((ids, -scores.astype(np.float64)), axis=1)[:, :k]
-        ids, scores = np.take_along_axis(ids, order, axis=1), np.take_along_axis(scores, order, axis=1)
-        ids[ids == np.iinfo(np.int64).max] = -1
-        return scores, ids
     # one uint64 per candidate: high half orders by score descending, low half by row ascending; one sort
     bits = (scores + np.float32(0)).view(np.uint32)  # + 0: -0.0 becomes 0.0 (equal scores, equal keys)
     ascending = np.where(bits >> 31, ~bits, bits | np.uint32(0x80000000))  # float order as unsigned order
