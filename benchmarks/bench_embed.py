@@ -37,19 +37,18 @@ from typing import Any
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from embedforge.runner import git_sha, library_versions
 
-from engine.runner import _git_sha, library_versions  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 SCIFACT = REPO.parent / "shared" / "datasets" / "scifact"
 
 
 def scifact_chunks(n_docs: int) -> tuple[list[str], list[str], dict[str, dict[str, int]], dict[str, str]]:
     """``(chunk texts, chunk → doc id, qrels of test queries, queries)`` over a judged-first sub-corpus."""
-    from engine.data.beir import load_beir
-    from engine.data.chunking import TokenCounter, chunk_text
-    from engine.models import resolve_model
+    from embedforge.data.beir import load_beir
+    from embedforge.data.chunking import TokenCounter, chunk_text
+    from embedforge.models import resolve_model
 
     beir = load_beir(SCIFACT)
     docs = {json.loads(line)["_id"]: json.loads(line) for line in open(SCIFACT / "corpus.jsonl")}
@@ -74,7 +73,7 @@ def ndcg10(query_vecs: np.ndarray, qids: list[str], chunk_vecs: np.ndarray, owne
     """nDCG@10 with documents scored by their best chunk (exact search through the one search API)."""
     import pytrec_eval
 
-    from engine.retrieval.index import search
+    from embedforge.retrieval.index import search
 
     scores, ids = search(query_vecs, chunk_vecs, k=min(100, len(owners)))
     run: dict[str, dict[str, float]] = {}
@@ -91,8 +90,8 @@ def speed_and_quality(args: argparse.Namespace) -> list[dict[str, Any]]:
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from engine.models import resolve_model
-    from engine.retrieval.encoder import Encoder
+    from embedforge.models import resolve_model
+    from embedforge.retrieval.encoder import Encoder
 
     torch.set_num_threads(args.threads)
     texts, owners, qrels, queries = scifact_chunks(args.docs)
@@ -144,8 +143,8 @@ def rss_child(n: int, threads: int) -> None:
     """Embed ``n`` generated docs through the bulk path; print peak RSS (MiB) as JSON."""
     import torch
 
-    from engine.retrieval.bulk_embed import OutputOptions, embed_blocks, iter_blocks
-    from engine.retrieval.encoder import Encoder
+    from embedforge.retrieval.bulk_embed import OutputOptions, embed_blocks, iter_blocks
+    from embedforge.retrieval.encoder import Encoder
 
     torch.set_num_threads(threads)
     rng = random.Random(0)
@@ -202,7 +201,7 @@ def main() -> None:
         else:
             print(r)
     meta = {"benchmark": "bench_embed", "device": "cpu", "threads": args.threads, "shared_machine": True,
-            "git": _git_sha(), "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
+            "git": git_sha(), "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
             "versions": library_versions()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps([{**meta, **r} for r in rows], indent=2) + "\n")

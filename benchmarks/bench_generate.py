@@ -14,21 +14,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from engine.configs.generate import GenerateConfig  # noqa: E402
-from engine.data.chunking import TokenCounter, chunk_text  # noqa: E402
-from engine.generation.backends import Sampling  # noqa: E402
-from engine.generation.parsing import parse_queries  # noqa: E402
-from engine.generation.prompts import PromptBuilder, build_prompts  # noqa: E402
-from engine.models import resolve_model  # noqa: E402
-from engine.runner import _git_sha, library_versions  # noqa: E402
+from embedforge.configs.generate import GenerateConfig
+from embedforge.data.chunking import TokenCounter, chunk_text
+from embedforge.generation.backends import Sampling
+from embedforge.generation.parsing import parse_queries
+from embedforge.generation.prompts import PromptBuilder, build_prompts
+from embedforge.models import resolve_model
+from embedforge.runner import git_sha, library_versions
 
 SCIFACT = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "scifact"
 
@@ -67,7 +64,7 @@ def measure(name: str, backend: Any, prompts: list[list[dict[str, str]]], sampli
 
 
 def run_hf(model_dir: str, prompts: list, sampling: Sampling, seed: int, batch_size: int) -> dict[str, Any]:
-    from engine.generation.hf_backend import HFBackend
+    from embedforge.generation.hf_backend import HFBackend
 
     t0 = time.perf_counter()
     backend = HFBackend(model_dir, device="cpu", batch_size=batch_size)
@@ -77,7 +74,7 @@ def run_hf(model_dir: str, prompts: list, sampling: Sampling, seed: int, batch_s
 
 
 def run_vllm(model_dir: str, prompts: list, sampling: Sampling, seed: int, max_model_len: int) -> dict[str, Any]:
-    from engine.generation.vllm_backend import VLLMBackend
+    from embedforge.generation.vllm_backend import VLLMBackend
 
     t0 = time.perf_counter()
     backend = VLLMBackend(model_dir, seed=seed, max_model_len=max_model_len)
@@ -125,7 +122,7 @@ def main() -> None:
         print(f"{r['backend']:<26}{r['startup_s']:>9}{r['generate_s']:>9}{r['prompt_tokens']:>9}{r['output_tokens']:>9}"
               f"{r['output_tokens_per_s']:>11}{r['prompts_per_s']:>11}{r['parsed_share']:>8}")
     print(f"speedup_vllm_vs_hf (output tokens/s): {speedup}  (target ≥ 3)")
-    result = {"benchmark": "generate", "timestamp": datetime.now(UTC).isoformat(), "git_sha": _git_sha(),
+    result = {"benchmark": "generate", "timestamp": datetime.now(UTC).isoformat(), "git_sha": git_sha(),
               "device": "cpu", "cpu_count": os.cpu_count(), "threads": os.environ.get("OMP_NUM_THREADS"),
               "versions": library_versions(), "chunks": len(prompts), "model": args.model,
               "max_new_tokens": args.max_new_tokens, "temperature": sampling.temperature, "rows": rows,

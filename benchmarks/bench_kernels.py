@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,13 +24,12 @@ from typing import Any
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import embedforge.kernels as kernels
+from embedforge import device as dev
+from embedforge.kernels import reference
+from embedforge.runner import git_sha, library_versions
 
-import kernels  # noqa: E402
-from engine import device as dev  # noqa: E402
-from engine.runner import _git_sha, library_versions  # noqa: E402
-from kernels import reference  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -224,7 +222,7 @@ def main() -> None:
 
     meta = {"bench": "bench_kernels", "mode": mode, "device": str(device), "dtype": args.dtype,
             "gpu": torch.cuda.get_device_name(device) if cuda else None, "versions": library_versions(),
-            "git_sha": _git_sha(), "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            "git_sha": git_sha(), "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     columns = (["kernel", "shape", "correct", "fused_ms", "torch_ms", "speedup", "fused_gbps", "pct_peak_bw",
                 "fused_tflops", "pct_peak_flops"] if cuda else ["kernel", "shape", "correct", "max_err",
                                                                   "interpreter_s"])

@@ -27,7 +27,6 @@ import argparse
 import hashlib
 import json
 import os
-import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,16 +34,14 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from engine.data.shards import read_table  # noqa: E402
-from engine.device import cpu_bf16_dot  # noqa: E402
-from engine.retrieval.encoder import get_encoder  # noqa: E402
-from engine.retrieval.index import auto_backend, build_index  # noqa: E402
-from engine.retrieval.mining_corpus import KnownPositives, load_mining_corpus, normalize_text, stable_keys  # noqa: E402
-from engine.retrieval.negatives import NegativeRules, mine_block  # noqa: E402
-from engine.runner import _git_sha, library_versions, plan, run_job  # noqa: E402
-from engine.spec import validate_dict  # noqa: E402
+from embedforge.data.shards import read_table
+from embedforge.device import cpu_bf16_dot
+from embedforge.retrieval.encoder import get_encoder
+from embedforge.retrieval.index import auto_backend, build_index
+from embedforge.retrieval.mining_corpus import KnownPositives, load_mining_corpus, normalize_text, stable_keys
+from embedforge.retrieval.negatives import NegativeRules, mine_block
+from embedforge.runner import git_sha, library_versions, plan, run_job
+from embedforge.spec import validate_dict
 
 SCIFACT = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "scifact"
 
@@ -251,7 +248,7 @@ def main() -> None:
            "all_runs_s": {k: [round(x, 3) for x in v] for k, v in timings.items()},
            "loadavg_before": [round(x, 2) for x in load_before], "loadavg_after": [round(x, 2) for x in load_after],
            "cpu_bf16_dot": cpu_bf16_dot(), "repeats": args.repeats, "device": "cpu", "threads": os.environ.get("OMP_NUM_THREADS"),
-           "quiet_machine": max(load_before[0], load_after[0]) < 1.5, "versions": library_versions(), "git": _git_sha(),
+           "quiet_machine": max(load_before[0], load_after[0]) < 1.5, "versions": library_versions(), "git": git_sha(),
            "timestamp": datetime.now(UTC).isoformat(timespec="seconds")}
     rows.append(row)
     print(f"{'miner':<22}{'seconds':>10}{'peak RSS Δ MiB':>16}")

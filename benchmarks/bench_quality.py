@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,12 +24,10 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from engine.data.beir import load_beir  # noqa: E402
-from engine.evaluation.harness import EvalOptions, ModelRef, evaluate_models  # noqa: E402
-from engine.evaluation.report import write_report  # noqa: E402
-from engine.runner import _git_sha, library_versions  # noqa: E402
+from embedforge.data.beir import load_beir
+from embedforge.evaluation.harness import EvalOptions, ModelRef, evaluate_models
+from embedforge.evaluation.report import write_report
+from embedforge.runner import git_sha, library_versions
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 MODEL = "all-MiniLM-L6-v2"
@@ -50,8 +47,8 @@ def encoder_vs_reference(texts: list[str]) -> dict[str, float]:
     """Our encoder vs sentence-transformers' ``encode`` on the same passages: docs/s each, ratio, agreement."""
     from sentence_transformers import SentenceTransformer
 
-    from engine.models import resolve_model
-    from engine.retrieval.encoder import get_encoder
+    from embedforge.models import resolve_model
+    from embedforge.retrieval.encoder import get_encoder
 
     ours = get_encoder(MODEL, device="cpu")
     ref = SentenceTransformer(str(resolve_model(MODEL)), device="cpu")
@@ -114,7 +111,7 @@ def main() -> int:
     if ratio:
         print(f"encoder vs sentence-transformers on {ratio['passages']} passages: {ratio['ours_docs_per_s']:.1f} vs "
               f"{ratio['st_docs_per_s']:.1f} docs/s (x{ratio['speedup_vs_st']:.2f}), min cosine {ratio['min_cosine_vs_st']:.6f}")
-    record = {"benchmark": "quality", "timestamp": datetime.now(UTC).isoformat(), "git": _git_sha(),
+    record = {"benchmark": "quality", "timestamp": datetime.now(UTC).isoformat(), "git": git_sha(),
               "device": "cpu", "cpu_shared": True, "versions": library_versions(), "seconds": seconds,
               "anchors": checks, "encoder_vs_st": ratio, "rows": result.rows}
     args.out.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,6 @@ import asyncio
 import json
 import os
 import re
-import sys
 import tempfile
 import time
 from contextlib import ExitStack
@@ -32,11 +31,9 @@ from typing import Any
 import httpx
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from engine.models import resolve_model  # noqa: E402
-from engine.runner import _git_sha, library_versions  # noqa: E402
-from engine.serving.loadgen import ServerProcess, run_load  # noqa: E402
+from embedforge.models import resolve_model
+from embedforge.runner import git_sha, library_versions
+from embedforge.serving.loadgen import ServerProcess, run_load
 
 ADI = Path(__file__).resolve().parents[1] / "engine" / "data" / "builtin" / "adi"
 SERVER_MODES = {
@@ -206,7 +203,7 @@ def main() -> None:
     report = {
         "benchmark": "serve",
         "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
-        "git": _git_sha(),
+        "git": git_sha(),
         "device": "cpu",
         "versions": library_versions(),
         "machine": {

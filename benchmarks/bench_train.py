@@ -15,21 +15,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from transformers import TrainerCallback
 
-from transformers import TrainerCallback  # noqa: E402
-
-from engine import device as dev  # noqa: E402
-from engine.configs.train import TrainConfig  # noqa: E402
-from engine.models import resolve_model  # noqa: E402
-from engine.runner import _git_sha, library_versions  # noqa: E402
+from embedforge import device as dev
+from embedforge.configs.train import TrainConfig
+from embedforge.models import resolve_model
+from embedforge.runner import git_sha, library_versions
 
 SCIFACT = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "scifact"
 
@@ -70,8 +67,8 @@ def measure(loss_name: str, pairs: dict[str, list[str]], args: argparse.Namespac
     from datasets import Dataset
     from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
 
-    from engine.training.arguments import training_arguments
-    from engine.training.losses import build_loss
+    from embedforge.training.arguments import training_arguments
+    from embedforge.training.losses import build_loss
 
     cfg = TrainConfig(loss=loss_name, batch_size=args.batch_size, mini_batch_size=args.mini_batch_size,
                       max_steps=args.steps + args.warmup, precision=args.precision,
@@ -118,7 +115,7 @@ def main() -> None:
               f"{r['seconds_per_step']:>9.2f}{r['steps_per_s']:>10.3f}{r['examples_per_s']:>12.1f}")
     print(f"cached_mnrl / mnrl time per step: {ratio:.2f}x")
     result = {"benchmark": "bench_train", "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
-              "git": _git_sha(), "device": str(dev.device("auto")), "threads": os.environ.get("OMP_NUM_THREADS"),
+              "git": git_sha(), "device": str(dev.device("auto")), "threads": os.environ.get("OMP_NUM_THREADS"),
               "cpu_count": os.cpu_count(), "shared_machine_load": os.getloadavg(),
               "versions": library_versions(), "args": {k: str(v) for k, v in vars(args).items()},
               "rows": rows, "cached_over_mnrl_time_per_step": round(ratio, 3)}

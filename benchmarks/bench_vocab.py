@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import random
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,20 +25,19 @@ from typing import Any
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from embedforge.data.beir import BeirDataset, load_beir
+from embedforge.runner import git_sha, library_versions
+from embedforge.training.vocab_extension import extend_model
+from embedforge.vocab.analysis import analyze, load_tokenizer, words
 
-from engine.data.beir import BeirDataset, load_beir  # noqa: E402
-from engine.runner import _git_sha, library_versions  # noqa: E402
-from engine.training.vocab_extension import extend_model  # noqa: E402
-from engine.vocab.analysis import analyze, load_tokenizer, words  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def ndcg_at_10(data: BeirDataset, corpus_vectors: np.ndarray, query_vectors: np.ndarray,
                query_subset: set[str] | None = None) -> float:
     """Mean nDCG@10 over the judged test queries (or a subset), via the project's metrics (pytrec_eval)."""
-    from engine.retrieval.index import search
-    from engine.retrieval.metrics import evaluate_run, run_from_rankings
+    from embedforge.retrieval.index import search
+    from embedforge.retrieval.metrics import evaluate_run, run_from_rankings
 
     _, ids = search(query_vectors, corpus_vectors, k=100)
     rankings = [[data.corpus_ids[i] for i in row] for row in ids]
@@ -53,7 +51,7 @@ def ndcg_at_10(data: BeirDataset, corpus_vectors: np.ndarray, query_vectors: np.
 
 def encode_and_score(model_dir: str | Path, data: BeirDataset, subset: set[str],
                      max_seq_length: int | None = None) -> dict[str, float]:
-    from engine.retrieval.encoder import Encoder
+    from embedforge.retrieval.encoder import Encoder
 
     encoder = Encoder(model_dir, device="cpu", max_seq_length=max_seq_length)
     t0 = time.perf_counter()
@@ -159,7 +157,7 @@ def main() -> None:
     done("a_base", encode_and_score(args.model, data, with_terms, args.max_seq_length))
     done("b_extended_untrained", encode_and_score(work / "extended", data, with_terms, args.max_seq_length))
     if not args.skip_train:
-        from engine.models import resolve_model
+        from embedforge.models import resolve_model
 
         for name, start in (("c_finetuned_base", args.model), ("c_finetuned_extended", work / "extended")):
             seconds = fine_tune(resolve_model(str(start)), pairs, work / name, args)
@@ -177,7 +175,7 @@ def main() -> None:
         print(f"{name:28s} {r['ndcg_at_10']:8.4f} {r['ndcg_at_10_queries_with_added_terms']:27.4f} "
               f"{r['encode_seconds']:9.1f} {r.get('train_seconds', float('nan')):8.1f}")
     record = {"benchmark": "bench_vocab", "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-              "git": _git_sha(), "device": "cpu", "threads": torch.get_num_threads(), "cpu_shared": True,
+              "git": git_sha(), "device": "cpu", "threads": torch.get_num_threads(), "cpu_shared": True,
               "versions": library_versions(), "args": vars(args), "dataset": data.name,
               "docs": len(data.corpus_ids), "test_queries": len(data.query_ids),
               "queries_with_added_terms": len(with_terms), "train_pairs": len(pairs), "terms_added": len(ext.added),

@@ -46,13 +46,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from drill_compare import StageComparison, compare_stage, leftovers  # noqa: E402
 
-from engine.runner import _git_sha, library_versions, plan  # noqa: E402
-from engine.spec import load_spec  # noqa: E402
+from embedforge.runner import git_sha, library_versions, plan
+from embedforge.spec import load_spec
 
 RUNNING = re.compile(r"stage (\S+): running → (\S+)( \(resuming\))?")
 DONE = re.compile(r"stage (\S+): done in ([\d.]+)s")
@@ -218,7 +217,7 @@ class Drill:
 
     def env(self, which: str) -> dict[str, str]:
         """The user's environment with a cache of this run's own (model folders linked in, embeddings not)."""
-        from engine.retrieval.cache import default_root
+        from embedforge.retrieval.cache import default_root
 
         cache = self.homes[which] / "cache"
         cache.mkdir(parents=True, exist_ok=True)
@@ -234,7 +233,7 @@ class Drill:
         self.attempts += 1
         logs = self.root / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "engine.cli", "run", str(self.job), *self.overrides,
+        cmd = [sys.executable, "-m", "embedforge.cli", "run", str(self.job), *self.overrides,
                f"run_dir={self.run_dir(which)}", "--log-level", "INFO"]
         return Attempt.start(self.attempts, cmd, self.env(which), logs / f"{which}-{self.attempts:02d}.log")
 
@@ -438,7 +437,7 @@ def print_tables(records: list[dict[str, Any]], stages: list[StageComparison], w
 
 
 def _device(args: argparse.Namespace) -> str:
-    from engine import device as dev
+    from embedforge import device as dev
 
     return str(dev.device(load_spec(args.job, args.overrides).device))
 
@@ -504,7 +503,7 @@ def main() -> None:
         "attempts": drill.attempts, "kill_records": records, "comparisons": [s.as_dict() for s in stages],
         "run_root": str(root) if not (temp_root and ok) else None, "seconds": round(time.time() - started, 1),
         "device": _device(args), "cpu_count": os.cpu_count(), "load_avg": os.getloadavg(), "versions": library_versions(),
-        "git": _git_sha(), "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
+        "git": git_sha(), "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2, default=str) + "\n")

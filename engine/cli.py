@@ -1,4 +1,4 @@
-"""The ``embedforge`` command line: validate, run, status, and the command groups in ``engine.commands``."""
+"""The ``embedforge`` command line: validate, run, status, and the command groups in ``embedforge.commands``."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from engine.commands import COMMAND_MODULES
-from engine.progress import console, setup_logging
+from embedforge.commands import COMMAND_MODULES
+from embedforge.progress import console, setup_logging
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="embedforge: domain corpus → domain-tuned embedding model and its embeddings.")
@@ -27,7 +27,7 @@ def fail(message: str, code: int = 2) -> None:
 
 
 def _load(job: Path, overrides: list[str] | None):  # noqa: ANN202
-    from engine.spec import SpecError, load_spec
+    from embedforge.spec import SpecError, load_spec
 
     try:
         return load_spec(job, overrides)
@@ -39,8 +39,8 @@ def _load(job: Path, overrides: list[str] | None):  # noqa: ANN202
 def validate(job: Path, overrides: Overrides = None,
              explain: Annotated[bool, typer.Option(help="List every field of each stage with its description")] = False) -> None:
     """Validate a job spec (and overrides); print the stages, their hashes and output directories."""
-    from engine.runner import plan
-    from engine.spec import describe
+    from embedforge.runner import plan
+    from embedforge.spec import describe
 
     spec = _load(job, overrides)
     table = Table("stage", "hash", "output")
@@ -61,7 +61,7 @@ def run(job: Path, overrides: Overrides = None,
         force: Annotated[bool, typer.Option(help="Re-run the selected stages from scratch")] = False,
         log_level: Annotated[str, typer.Option(help="Log level")] = "INFO") -> None:
     """Run a job: each stage is skipped when finished, resumed when partial, re-run when its config changed."""
-    from engine.runner import StageFailed, run_job
+    from embedforge.runner import StageFailed, run_job
 
     setup_logging(log_level)
     spec = _load(job, overrides)
@@ -80,7 +80,7 @@ def run(job: Path, overrides: Overrides = None,
 def status(job: Path, overrides: Overrides = None,
            as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False) -> None:
     """Per stage: done / partial / stale / missing, rows, quarantined and time."""
-    from engine.runner import status as job_status
+    from embedforge.runner import status as job_status
 
     rows = job_status(_load(job, overrides))
     if as_json:
@@ -93,7 +93,7 @@ def status(job: Path, overrides: Overrides = None,
 
 
 for _module in COMMAND_MODULES:
-    importlib.import_module(f"engine.commands.{_module}").register(app)
+    importlib.import_module(f"embedforge.commands.{_module}").register(app)
 
 
 def main() -> None:

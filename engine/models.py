@@ -22,7 +22,7 @@ def _minilm() -> Path:
 
 
 def _smollm2() -> Path:
-    from engine.generation.gguf_convert import packaged_smollm2_dir
+    from embedforge.generation.gguf_convert import packaged_smollm2_dir
 
     return packaged_smollm2_dir()
 

@@ -7,7 +7,7 @@ skips the shards that are already complete.
 
 ``run_dir`` may also be an fsspec URL (``s3://…``, ``gs://…``, ``file://…``): stages then run in a local scratch
 copy, completion is checked on the storage, upstream outputs are pulled on demand and a finished stage is pushed
-with ``manifest.json`` and ``_SUCCESS`` last (:mod:`engine.data.run_storage`).
+with ``manifest.json`` and ``_SUCCESS`` last (:mod:`embedforge.data.run_storage`).
 """
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from engine import __version__
-from engine.configs.base import StageConfig, hashed_fields
-from engine.data import run_storage
-from engine.data.shards import ShardWriter, atomic_write_json, count_rows, list_shards, remove_stale_temps
-from engine.spec import JobSpec, stage_hash
-from engine.stages import StageInfo, stage_info
+from embedforge import __version__
+from embedforge.configs.base import StageConfig, hashed_fields
+from embedforge.data import run_storage
+from embedforge.data.shards import ShardWriter, atomic_write_json, count_rows, list_shards, remove_stale_temps
+from embedforge.spec import JobSpec, stage_hash
+from embedforge.stages import StageInfo, stage_info
 
 log = logging.getLogger("embedforge.runner")
 
@@ -115,7 +115,7 @@ class StageContext:
     def resolve_model(self, ref: str) -> str:
         """A model reference → local directory: ``base`` is the job's base model; ``train`` is this job's trained
         model (when the job has a train stage); otherwise a packaged name or a path."""
-        from engine.models import resolve_model
+        from embedforge.models import resolve_model
 
         if ref == "base":
             ref = self.job.base_model
@@ -149,7 +149,7 @@ def plan(job: JobSpec) -> dict[str, StageOutput]:
     return outputs
 
 
-def _git_sha() -> str:
+def git_sha() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                               cwd=Path(__file__).parent, timeout=5).stdout.strip() or "unknown"
@@ -182,7 +182,7 @@ def _write_manifest(ctx: StageContext, out: StageOutput, started: float, seconds
         "config": ctx.config.model_dump(mode="json"),
         "hashed_config": hashed_fields(ctx.config),
         "inputs": {k: {"hash": v.hash, "dir": v.location} for k, v in ctx.inputs.items()},
-        "code_version": {"embedforge": __version__, "git": _git_sha(), "stage_version": ctx.info.version},
+        "code_version": {"embedforge": __version__, "git": git_sha(), "stage_version": ctx.info.version},
         "libraries": library_versions(),
         "rows_out": count_rows(ctx.out_dir) if list_shards(ctx.out_dir / "shards") else None,
         "quarantined": quarantined + int(ctx.counts.get("quarantined", 0)),
@@ -248,7 +248,7 @@ def run_stage(job: JobSpec, name: str, outputs: dict[str, StageOutput], force: b
 
 def run_job(job: JobSpec, stages: list[str] | None = None, force: bool = False) -> dict[str, dict[str, Any]]:
     """Run the job's stages in order (``stages`` limits which; ``force`` re-runs them from scratch)."""
-    from engine import device
+    from embedforge import device
 
     device.set_threads(job.threads)
     outputs = plan(job)

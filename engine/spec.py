@@ -22,8 +22,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from engine.configs.base import StageConfig, hashed_fields
-from engine.stages import STAGES, stage_info
+from embedforge.configs.base import StageConfig, hashed_fields
+from embedforge.stages import STAGES, stage_info
 
 
 class SpecError(ValueError):

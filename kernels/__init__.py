@@ -1,6 +1,6 @@
-"""Fused GPU kernels for the hot paths, each with a pure-torch twin in :mod:`kernels.reference`.
+"""Fused GPU kernels for the hot paths, each with a pure-torch twin in :mod:`embedforge.kernels.reference`.
 
-Call these functions (not the per-kernel modules): each asks ``engine.device.kernel_backend()`` once —
+Call these functions (not the per-kernel modules): each asks ``embedforge.device.kernel_backend()`` once —
 compiled Triton on CUDA tensors, the torch reference on CPU, Triton's interpreter when forced
 (``EMBEDFORGE_KERNELS=interpret`` or ``TRITON_INTERPRET=1``) — and Triton is imported only when it is used.
 
@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import torch
 
-from kernels import reference
-from kernels.launch import resolve_backend
+from embedforge.kernels import reference
+from embedforge.kernels.launch import resolve_backend
 
 FUSED_K_MAX = 256
 """Largest k the compiled top-k kernels take on CUDA. Beyond it the unrolled bitonic network (log²K stages on a
@@ -34,7 +34,7 @@ def pool_normalize(hidden: torch.Tensor, mask: torch.Tensor, dim: int | None = N
     chosen = resolve_backend(hidden, backend)
     if chosen == "torch":
         return reference.pool_normalize(hidden, mask, dim, normalize)
-    from kernels import pooling
+    from embedforge.kernels import pooling
 
     return pooling.pool_normalize(hidden, mask, dim, normalize, backend=chosen)
 
@@ -53,7 +53,7 @@ def similarity_topk(queries: torch.Tensor, corpus: torch.Tensor, k: int, *,
             raise ValueError(f"cannot search a corpus of shape {tuple(corpus.shape)} with queries of shape "
                              f"{tuple(queries.shape)}")
         return reference.similarity_topk(queries, corpus, k)
-    from kernels import topk
+    from embedforge.kernels import topk
 
     return topk.similarity_topk(queries, corpus, k, backend=chosen)
 
@@ -63,7 +63,7 @@ def quantize_int8(x: torch.Tensor, *, backend: str | None = None) -> tuple[torch
     chosen = resolve_backend(x, backend)
     if chosen == "torch":
         return reference.quantize_int8(x)
-    from kernels import quant
+    from embedforge.kernels import quant
 
     return quant.quantize_int8(x, backend=chosen)
 
@@ -74,7 +74,7 @@ def int8_topk(q_codes: torch.Tensor, q_scales: torch.Tensor, c_codes: torch.Tens
     chosen = topk_backend(resolve_backend(q_codes, backend), k)
     if chosen == "torch":
         return reference.int8_topk(q_codes, q_scales, c_codes, c_scales, k)
-    from kernels import quant
+    from embedforge.kernels import quant
 
     return quant.int8_topk(q_codes, q_scales, c_codes, c_scales, k, backend=chosen)
 
@@ -84,7 +84,7 @@ def pack_binary(x: torch.Tensor, *, backend: str | None = None) -> torch.Tensor:
     chosen = resolve_backend(x, backend)
     if chosen == "torch":
         return reference.pack_binary(x)
-    from kernels import binary
+    from embedforge.kernels import binary
 
     return binary.pack_binary(x, backend=chosen)
 
@@ -95,7 +95,7 @@ def hamming_topk(q_bits: torch.Tensor, c_bits: torch.Tensor, k: int, *,
     chosen = topk_backend(resolve_backend(q_bits, backend), k)
     if chosen == "torch":
         return reference.hamming_topk(q_bits, c_bits, k)
-    from kernels import hamming
+    from embedforge.kernels import hamming
 
     return hamming.hamming_topk(q_bits, c_bits, k, backend=chosen)
 
@@ -106,6 +106,6 @@ def rescore(queries: torch.Tensor, corpus: torch.Tensor, candidates: torch.Tenso
     chosen = resolve_backend(queries, backend)
     if chosen == "torch":
         return reference.rescore(queries, corpus, candidates, k)
-    from kernels import rescoring
+    from embedforge.kernels import rescoring
 
     return rescoring.rescore(queries, corpus, candidates, k, backend=chosen)

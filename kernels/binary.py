@@ -3,7 +3,7 @@
 The kernel reads a tile of rows as ``[rows, bytes, 8]``, turns ``x > 0`` into bits weighted 128..1 and sums
 each group of 8 into a uint8 — 32× fewer bytes than fp32 (48 bytes for a 384-d vector). The layout equals
 ``numpy.packbits(x > 0, axis=1)``, so codes interoperate with FAISS binary indexes. Semantics:
-``kernels.reference.pack_binary``.
+``embedforge.kernels.reference.pack_binary``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.launch import launcher
+from embedforge.kernels.launch import launcher
 
 
 @triton.jit

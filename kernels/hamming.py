@@ -1,10 +1,10 @@
-"""Hamming-distance top-k over packed binary codes, streaming like ``kernels.topk``.
+"""Hamming-distance top-k over packed binary codes, streaming like ``embedforge.kernels.topk``.
 
-Codes (uint8 ``(n, bytes)`` from ``kernels.binary``) are read as 32-bit words; each program XORs a tile of
+Codes (uint8 ``(n, bytes)`` from ``embedforge.kernels.binary``) are read as 32-bit words; each program XORs a tile of
 query words against a tile of corpus words, counts bits with a SWAR popcount, and merges the tile into a
 running top-``K`` (smallest distance first, ties to the lower corpus id) in registers. A 384-d corpus is 48
-bytes a row — 32× less than fp32 — so this is the cheap first stage before ``kernels.rescore``. Semantics:
-``kernels.reference.hamming_topk``.
+bytes a row — 32× less than fp32 — so this is the cheap first stage before ``embedforge.kernels.rescore``. Semantics:
+``embedforge.kernels.reference.hamming_topk``.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.launch import launcher
-from kernels.selection import merge_running_topk, score_keys, store_keys
-from kernels.topk import default_splits, merge_split_keys
+from embedforge.kernels.launch import launcher
+from embedforge.kernels.selection import merge_running_topk, score_keys, store_keys
+from embedforge.kernels.topk import default_splits, merge_split_keys
 
 
 @triton.jit
@@ -65,7 +65,7 @@ def launch_hamming_topk(q_words: torch.Tensor, c_words: torch.Tensor, out: torch
 
 
 def launch_config(k_pad: int, n_words: int) -> dict[str, int]:
-    """Block sizes and warps: as ``kernels.topk``, with ≈ 8k word XORs per step of the 3-d tile."""
+    """Block sizes and warps: as ``embedforge.kernels.topk``, with ≈ 8k word XORs per step of the 3-d tile."""
     block_q, block_n = (16 if k_pad >= 512 else 32), max(k_pad, 64)
     block_w = max(1, min(triton.next_power_of_2(n_words), 8192 // (block_q * block_n)))
     return {"BLOCK_Q": block_q, "BLOCK_N": block_n, "BLOCK_W": block_w, "K": k_pad,

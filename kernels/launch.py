@@ -4,7 +4,7 @@ Triton decides between compiling and interpreting when a function is decorated: 
 ``TRITON_INTERPRET`` at import time, for our kernels and for ``triton.language``'s own helpers
 (``tl.sum``, ``tl.sort``, ...). A process that imported Triton without that variable therefore cannot
 interpret a kernel later, and one that imported it *with* the variable cannot compile. So that the backend
-stays a run-time choice (``engine.device.kernel_backend()``: ``EMBEDFORGE_KERNELS=interpret`` in tests,
+stays a run-time choice (``embedforge.device.kernel_backend()``: ``EMBEDFORGE_KERNELS=interpret`` in tests,
 compiled kernels on CUDA in the same process), :func:`launcher` wraps a compiled-mode kernel in Triton's
 ``InterpretedFunction`` and, for the duration of the launch only, routes nested ``@triton.jit`` calls through
 the interpreter too. Launches are serialized by a lock while that routing is in place.
@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from engine import device as dev
+from embedforge import device as dev
 
 _LOCK = threading.Lock()
 

@@ -4,7 +4,7 @@ One program per sequence streams its token states ``BLOCK_T`` tokens at a time, 
 features (truncation happens before any byte is loaded) and skipping padded tokens (masked loads issue no memory
 traffic), sums in fp32, divides by the token count and normalizes — the (B, T, H) tensor is read once and only
 (B, dim) fp32 is written. The unfused torch sequence (mask multiply, sum, divide, slice, norm, divide) makes
-~4 passes over (B, T, H) plus temporaries. Semantics: ``kernels.reference.pool_normalize``.
+~4 passes over (B, T, H) plus temporaries. Semantics: ``embedforge.kernels.reference.pool_normalize``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.launch import launcher
+from embedforge.kernels.launch import launcher
 
 
 @triton.jit

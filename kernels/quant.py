@@ -2,9 +2,9 @@
 
 The kernel reads a tile of rows once, finds each row's ``max |x|``, and writes int8 codes and an fp32 scale
 (``x ≈ codes * scale``) — one read of the floats, a quarter of the bytes written. Scoring runs the fused
-top-k kernel of ``kernels.topk`` on the int8 codes (int32 accumulation, ``float(dot) * q_scale * c_scale``):
+top-k kernel of ``embedforge.kernels.topk`` on the int8 codes (int32 accumulation, ``float(dot) * q_scale * c_scale``):
 4× fewer corpus bytes than fp32 and int8 tensor-core throughput on GPU. Semantics:
-``kernels.reference.quantize_int8`` / ``int8_topk`` (IEEE divisions, round half away from zero, codes in [-127, 127]).
+``embedforge.kernels.reference.quantize_int8`` / ``int8_topk`` (IEEE divisions, round half away from zero, codes in [-127, 127]).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.launch import launcher
-from kernels.topk import default_splits, launch_similarity_topk, merge_split_keys
+from embedforge.kernels.launch import launcher
+from embedforge.kernels.topk import default_splits, launch_similarity_topk, merge_split_keys
 
 
 @triton.jit

@@ -1,10 +1,10 @@
 """Float rescoring of candidates: gather each query's candidate rows and take exact fp32 inner products.
 
-The second stage after ``kernels.quant.int8_topk`` or ``kernels.hamming.hamming_topk``: the kernel gathers
+The second stage after ``embedforge.kernels.quant.int8_topk`` or ``embedforge.kernels.hamming.hamming_topk``: the kernel gathers
 candidate rows straight from the float corpus by id (``-1`` = no candidate) and reduces them against the query
 tile, writing only a ``(q, c)`` score matrix — the torch sequence materializes the gathered ``(q, c, d)`` rows
 first. The final top-``k`` over the c candidates is one ``torch.topk`` over packed keys (ties to the lower id).
-Semantics: ``kernels.reference.rescore``.
+Semantics: ``embedforge.kernels.reference.rescore``.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels import reference
-from kernels.launch import launcher
+from embedforge.kernels import reference
+from embedforge.kernels.launch import launcher
 
 
 @triton.jit

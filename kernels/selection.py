@@ -5,7 +5,7 @@ A candidate is one uint64 key: the fp32 score mapped to an order-preserving uint
 id (FAISS's order). Keys are unique, so every sort/merge below is deterministic. Each program keeps a running
 top-``K`` per query sorted in descending key order; a new tile is merged with the bitonic top-k trick:
 ``max(running, flip(topk(tile)))`` holds the ``K`` best of both and is bitonic, so one bitonic merge sorts it.
-Kernels write keys as int64 (sign bit flipped) that ``kernels.reference.decode_keys`` turns back into
+Kernels write keys as int64 (sign bit flipped) that ``embedforge.kernels.reference.decode_keys`` turns back into
 ``(score, id)``.
 """
 

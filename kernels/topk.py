@@ -2,11 +2,11 @@
 
 Each program owns ``BLOCK_Q`` queries and one split of the corpus; it walks that split ``BLOCK_N`` corpus rows
 at a time, computes the score tile with ``tl.dot`` (fp32 accumulation) and merges it into a running top-``K``
-kept in registers (``kernels.selection``). The per-split winners (``splits × q × K`` int64 keys, K = next power
+kept in registers (``embedforge.kernels.selection``). The per-split winners (``splits × q × K`` int64 keys, K = next power
 of two ≥ k) are merged by one ``torch.topk`` over keys. Ties go to the lower corpus id, like FAISS and
-``kernels.reference.similarity_topk``. The kernel takes any k (FAISS-GPU stops at 2048), but past K = 256 the
+``embedforge.kernels.reference.similarity_topk``. The kernel takes any k (FAISS-GPU stops at 2048), but past K = 256 the
 running top-k no longer fits in registers and the unrolled network takes minutes to compile, so on CUDA the
-public ``kernels.similarity_topk`` sends k > ``kernels.FUSED_K_MAX`` to the blocked torch path.
+public ``embedforge.kernels.similarity_topk`` sends k > ``embedforge.kernels.FUSED_K_MAX`` to the blocked torch path.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels import reference
-from kernels.launch import launcher
-from kernels.selection import merge_running_topk, score_keys, store_keys
+from embedforge.kernels import reference
+from embedforge.kernels.launch import launcher
+from embedforge.kernels.selection import merge_running_topk, score_keys, store_keys
 
 
 @triton.jit

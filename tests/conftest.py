@@ -61,7 +61,7 @@ def adi_dir(datasets_dir: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def minilm_path() -> Path:
-    from engine.models import resolve_model
+    from embedforge.models import resolve_model
 
     return resolve_model("all-MiniLM-L6-v2")
 
@@ -69,7 +69,7 @@ def minilm_path() -> Path:
 @pytest.fixture(scope="session")
 def encoder():
     """The shared MiniLM encoder (loaded once per session)."""
-    from engine.retrieval.encoder import get_encoder
+    from embedforge.retrieval.encoder import get_encoder
 
     return get_encoder("all-MiniLM-L6-v2", device="cpu")
 
@@ -86,7 +86,7 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 900, env: dict
             check: bool = True) -> subprocess.CompletedProcess[str]:
     """Run the real ``embedforge`` CLI in a subprocess; on failure the assertion shows its output."""
     full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
-    proc = subprocess.run([sys.executable, "-m", "engine.cli", *args], cwd=cwd or REPO, capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "embedforge.cli", *args], cwd=cwd or REPO, capture_output=True,
                           text=True, timeout=timeout, env=full_env)
     if check:
         assert proc.returncode == 0, f"embedforge {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
@@ -102,7 +102,7 @@ def cli():
 @pytest.fixture(scope="session")
 def smollm2_dir() -> Path:
     """The packaged SmolLM2-135M-Instruct as a plain HF directory (converted from its GGUF once, cached)."""
-    from engine.models import resolve_model
+    from embedforge.models import resolve_model
 
     return resolve_model("smollm2-135m-instruct")
 
@@ -110,6 +110,6 @@ def smollm2_dir() -> Path:
 @pytest.fixture(scope="session")
 def smollm2_hf(smollm2_dir: Path):
     """The hf generate backend over the packaged SmolLM2 (loaded once per session)."""
-    from engine.generation.hf_backend import HFBackend
+    from embedforge.generation.hf_backend import HFBackend
 
     return HFBackend(str(smollm2_dir), device="cpu", batch_size=4)

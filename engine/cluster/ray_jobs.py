@@ -16,8 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from engine import device
-from engine.spec import JobSpec, load_spec
+from embedforge import device
+from embedforge.spec import JobSpec, load_spec
 
 CONNECT_TIMEOUT_S = 15.0
 EXCLUDES = [".venv", "runs", ".git", "**/__pycache__", "bench_out", "*.egg-info", ".pytest_cache", ".ruff_cache"]
@@ -102,7 +102,7 @@ def command_submission(args: list[str], *, working_dir: Path, pip: list[str] | N
                                    "env_vars": {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}}
     if pip:
         runtime_env["pip"] = pip
-    return {"entrypoint": shlex.join([python, "-m", "engine.cli", *args]), "runtime_env": runtime_env,
+    return {"entrypoint": shlex.join([python, "-m", "embedforge.cli", *args]), "runtime_env": runtime_env,
             "metadata": metadata or {"embedforge_job": args[0]}}
 
 

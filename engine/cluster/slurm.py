@@ -13,8 +13,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from engine.runner import job_dir
-from engine.spec import JobSpec
+from embedforge.runner import job_dir
+from embedforge.spec import JobSpec
 
 
 class SlurmError(RuntimeError):

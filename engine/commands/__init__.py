@@ -4,4 +4,4 @@ Modules must import heavy libraries inside the command functions, so ``embedforg
 """
 
 COMMAND_MODULES: list[str] = ["serve", "submit", "evaluate", "vocab", "embed"]
-"""Modules under ``engine.commands`` whose ``register(app)`` adds commands to the CLI."""
+"""Modules under ``embedforge.commands`` whose ``register(app)`` adds commands to the CLI."""

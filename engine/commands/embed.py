@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from engine.progress import console, setup_logging
+from embedforge.progress import console, setup_logging
 
 
 def _fail(message: str) -> None:
@@ -38,14 +38,14 @@ def embed(
     threads: Annotated[int | None, typer.Option(help="torch CPU threads")] = None,
 ) -> None:
     """Embed a corpus into Parquet embedding shards (one dataset per dim) and export FAISS indexes."""
-    from engine import device as dev
-    from engine.data.ingest import resolve_path
-    from engine.data.shards import SHARDS, ShardWriter, atomic_write_json, count_rows
-    from engine.progress import track
-    from engine.retrieval import bulk_embed
-    from engine.retrieval.encoder import Encoder
-    from engine.retrieval.export import BM25_DIR, KINDS, export_bm25, export_index
-    from engine.runner import library_versions
+    from embedforge import device as dev
+    from embedforge.data.ingest import resolve_path
+    from embedforge.data.shards import SHARDS, ShardWriter, atomic_write_json, count_rows
+    from embedforge.progress import track
+    from embedforge.retrieval import bulk_embed
+    from embedforge.retrieval.encoder import Encoder
+    from embedforge.retrieval.export import BM25_DIR, KINDS, export_bm25, export_index
+    from embedforge.runner import library_versions
 
     setup_logging()
     dev.set_threads(threads)
@@ -62,7 +62,7 @@ def embed(
     t0 = time.perf_counter()
     try:
         if executor == "ray":
-            from engine.distributed.ray_embed import embed_with_ray
+            from embedforge.distributed.ray_embed import embed_with_ray
 
             totals = embed_with_ray(input, output, str(encoder.path), opts, fmt=fmt, id_field=id_field,
                                     device=device, precision=precision, backend=backend)
@@ -114,9 +114,9 @@ def search(
 
     from rich.table import Table
 
-    from engine.models import model_id as compute_model_id
-    from engine.retrieval.encoder import get_encoder
-    from engine.retrieval.export import find_bm25, find_indexes, hybrid_search, load_index
+    from embedforge.models import model_id as compute_model_id
+    from embedforge.retrieval.encoder import get_encoder
+    from embedforge.retrieval.export import find_bm25, find_indexes, hybrid_search, load_index
 
     candidates = [p for p in find_indexes(index)
                   if (dim is None or json.loads((p / "meta.json").read_text())["dim"] == dim)

@@ -11,7 +11,7 @@ import typer
 
 
 def _fail(message: str, code: int = 2) -> None:
-    from engine.cli import fail
+    from embedforge.cli import fail
 
     fail(message, code)
 
@@ -19,7 +19,7 @@ def _fail(message: str, code: int = 2) -> None:
 def _summary(rows: list[dict]) -> None:
     from rich.table import Table
 
-    from engine.progress import console
+    from embedforge.progress import console
 
     table = Table("dataset", "model", "dim", "quant", "nDCG@10", "R@100", "search p50 ms", "index bytes")
     for r in rows:
@@ -45,9 +45,9 @@ def _parse_dims(dims: str | None) -> list[int]:
 def _submit_bench(suite: Path, out: Path, device: str, dtype: str, address: str, follow: bool) -> None:
     """``bench --submit``: the same command as a Ray job; results land in ``out`` (shared storage) as locally."""
 
-    from engine.cluster import ray_jobs
-    from engine.commands.submit import submit_to_ray
-    from engine.evaluation.suite import SuiteError, load_suite
+    from embedforge.cluster import ray_jobs
+    from embedforge.commands.submit import submit_to_ray
+    from embedforge.evaluation.suite import SuiteError, load_suite
 
     try:
         load_suite(suite)  # fail here, not on the cluster
@@ -86,11 +86,11 @@ def register(app: typer.Typer) -> None:
         """Evaluate models (and bm25) on BEIR datasets per dimension and quantization: results.json, report.md, plots.
 
         Finished (dataset, model) results are kept in OUT/partial, so an interrupted run resumes."""
-        from engine.data.beir import BeirFormatError, load_beir
-        from engine.data.ingest import resolve_path
-        from engine.evaluation.harness import EvalOptions, evaluate_models, parse_model_ref
-        from engine.evaluation.report import write_report
-        from engine.progress import console, setup_logging
+        from embedforge.data.beir import BeirFormatError, load_beir
+        from embedforge.data.ingest import resolve_path
+        from embedforge.evaluation.harness import EvalOptions, evaluate_models, parse_model_ref
+        from embedforge.evaluation.report import write_report
+        from embedforge.progress import console, setup_logging
 
         setup_logging(log_level)
         for d in dataset:
@@ -126,12 +126,12 @@ def register(app: typer.Typer) -> None:
         if submit:
             _submit_bench(suite, out, device, dtype, submit, follow)
             return
-        from engine.data.beir import BeirFormatError, load_beir
-        from engine.data.shards import atomic_write_json
-        from engine.evaluation.harness import evaluate_models, parse_model_ref
-        from engine.evaluation.report import write_report
-        from engine.evaluation.suite import SuiteError, check_expectations, load_suite
-        from engine.progress import console, setup_logging
+        from embedforge.data.beir import BeirFormatError, load_beir
+        from embedforge.data.shards import atomic_write_json
+        from embedforge.evaluation.harness import evaluate_models, parse_model_ref
+        from embedforge.evaluation.report import write_report
+        from embedforge.evaluation.suite import SuiteError, check_expectations, load_suite
+        from embedforge.progress import console, setup_logging
 
         setup_logging(log_level)
         try:
@@ -169,9 +169,9 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Path | None, typer.Option(help="Write the metrics as JSON here")] = None,
     ) -> None:
         """Compare two embedding sets; exit 1 when drift passes a threshold, 0 otherwise."""
-        from engine.data.shards import atomic_write_json
-        from engine.evaluation.clustering import coherence
-        from engine.evaluation.drift import drift_metrics, drift_verdict, load_embeddings
+        from embedforge.data.shards import atomic_write_json
+        from embedforge.evaluation.clustering import coherence
+        from embedforge.evaluation.drift import drift_metrics, drift_verdict, load_embeddings
 
         try:
             ref_vecs, ref_labels = load_embeddings(reference, label_column)

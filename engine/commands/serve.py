@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from engine.progress import console
+from embedforge.progress import console
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -74,11 +74,11 @@ def register(app: typer.Typer) -> None:
         access_log: Annotated[bool, typer.Option(help="Log every request (uvicorn access log)")] = False,
     ) -> None:
         """Serve MODEL_DIR: POST /v1/embeddings (OpenAI API), GET /v1/models, /health, /metrics."""
-        from engine.models import resolve_model
-        from engine.progress import setup_logging
-        from engine.serving.auth import api_key_from_env
-        from engine.serving.config import ServeConfig
-        from engine.serving.model_dir import ModelDirError, check_model_dir
+        from embedforge.models import resolve_model
+        from embedforge.progress import setup_logging
+        from embedforge.serving.auth import api_key_from_env
+        from embedforge.serving.config import ServeConfig
+        from embedforge.serving.model_dir import ModelDirError, check_model_dir
 
         setup_logging(log_level.upper())
         try:  # cheap checks first, before torch is imported
@@ -105,7 +105,7 @@ def register(app: typer.Typer) -> None:
 
             import uvicorn
 
-            from engine.serving.app import create_app
+            from embedforge.serving.app import create_app
 
             app = create_app(config)
         except (ModelDirError, FileNotFoundError, ValueError, RuntimeError) as exc:

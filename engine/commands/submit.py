@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from engine.progress import console
+from embedforge.progress import console
 
 RayAddress = Annotated[str | None, typer.Option("--ray", help="Ray dashboard address (default: $RAY_ADDRESS)")]
 
@@ -30,7 +30,7 @@ def _address(address: str | None) -> str:
 
 def submit_to_ray(address: str, request: dict, follow: bool, done_note: str = "") -> str:
     """Submit a Ray job request, print its id on stdout and, with ``follow``, stream its logs to the end."""
-    from engine.cluster import ray_jobs
+    from embedforge.cluster import ray_jobs
 
     job_id = ray_jobs.submit(address, request)
     sys.stdout.write(job_id + "\n")
@@ -58,10 +58,10 @@ def submit(
     follow: Annotated[bool, typer.Option(help="Stream the Ray job's logs until it ends")] = False,
 ) -> None:
     """Submit a job spec to a Ray cluster (Jobs API) or to Slurm (sbatch); prints the job id."""
-    from engine.cluster import ray_jobs
-    from engine.cluster import slurm as slurm_mod
-    from engine.runner import job_dir
-    from engine.spec import SpecError, load_spec
+    from embedforge.cluster import ray_jobs
+    from embedforge.cluster import slurm as slurm_mod
+    from embedforge.runner import job_dir
+    from embedforge.spec import SpecError, load_spec
 
     names = stages.split(",") if stages else None
     try:
@@ -99,7 +99,7 @@ jobs_app = typer.Typer(help="Jobs on a Ray cluster: list, status, logs, cancel."
 @jobs_app.command("list")
 def jobs_list(ray: RayAddress = None) -> None:
     """Jobs known to the cluster."""
-    from engine.cluster import ray_jobs
+    from embedforge.cluster import ray_jobs
 
     try:
         rows = ray_jobs.list_jobs(_address(ray))
@@ -114,7 +114,7 @@ def jobs_list(ray: RayAddress = None) -> None:
 @jobs_app.command("status")
 def jobs_status(job_id: str, ray: RayAddress = None) -> None:
     """Status of one job (PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED)."""
-    from engine.cluster import ray_jobs
+    from embedforge.cluster import ray_jobs
 
     try:
         sys.stdout.write(ray_jobs.status(_address(ray), job_id) + "\n")
@@ -128,7 +128,7 @@ def jobs_status(job_id: str, ray: RayAddress = None) -> None:
 def jobs_logs(job_id: str, ray: RayAddress = None,
               follow: Annotated[bool, typer.Option(help="Keep streaming until the job ends")] = False) -> None:
     """Logs of one job."""
-    from engine.cluster import ray_jobs
+    from embedforge.cluster import ray_jobs
 
     try:
         if follow:
@@ -144,7 +144,7 @@ def jobs_logs(job_id: str, ray: RayAddress = None,
 @jobs_app.command("cancel")
 def jobs_cancel(job_id: str, ray: RayAddress = None) -> None:
     """Stop a running job."""
-    from engine.cluster import ray_jobs
+    from embedforge.cluster import ray_jobs
 
     try:
         stopped = ray_jobs.cancel(_address(ray), job_id)

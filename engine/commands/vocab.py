@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from engine.configs.vocab import DEFAULT_THRESHOLD
+from embedforge.configs.vocab import DEFAULT_THRESHOLD
 
 Model = Annotated[str, typer.Option("--model", help="Base model: packaged name or model directory")]
 Corpus = Annotated[str, typer.Option("--corpus", help="JSONL / Parquet file, BEIR dir, folder, or builtin:NAME")]
@@ -20,7 +20,7 @@ TextField = Annotated[str, typer.Option(help="Text field of JSONL/Parquet rows")
 
 
 def _fail(message: str) -> None:
-    from engine.cli import fail
+    from embedforge.cli import fail
 
     fail(message, 1)
 
@@ -36,11 +36,11 @@ def analyze(model: Model = "all-MiniLM-L6-v2", corpus: Corpus = "builtin:adi",
     """Token-to-word ratio, [UNK] rate and most fragmented terms of a corpus, for one or more tokenizers."""
     from rich.table import Table
 
-    from engine.progress import console
-    from engine.vocab.analysis import analyze as run_analysis
-    from engine.vocab.analysis import load_tokenizer
-    from engine.vocab.corpus import CorpusError, SourceReader
-    from engine.vocab.report import REPORT_MD, write_report
+    from embedforge.progress import console
+    from embedforge.vocab.analysis import analyze as run_analysis
+    from embedforge.vocab.analysis import load_tokenizer
+    from embedforge.vocab.corpus import CorpusError, SourceReader
+    from embedforge.vocab.report import REPORT_MD, write_report
 
     try:
         views = [load_tokenizer(model, name=model)] + [load_tokenizer(t, name=t) for t in tokenizer or []]
@@ -69,11 +69,16 @@ def train(out: Annotated[Path, typer.Option(help="Directory for tokenizer-<sha12
           min_frequency: Annotated[int, typer.Option(help="Least occurrences of a learned subword")] = 2,
           fmt: Format = "auto", text_field: TextField = "text") -> None:
     """Train a domain tokenizer with the base tokenizer's normalizer, pre-tokenizer and special-token ids."""
-    from engine.models import resolve_model
-    from engine.progress import console
-    from engine.vocab.analysis import load_tokenizer
-    from engine.vocab.corpus import CorpusError, SourceReader
-    from engine.vocab.tokenizer_training import base_algorithm, save_hf_dir, save_versioned, train_tokenizer
+    from embedforge.models import resolve_model
+    from embedforge.progress import console
+    from embedforge.vocab.analysis import load_tokenizer
+    from embedforge.vocab.corpus import CorpusError, SourceReader
+    from embedforge.vocab.tokenizer_training import (
+        base_algorithm,
+        save_hf_dir,
+        save_versioned,
+        train_tokenizer,
+    )
 
     try:
         base = load_tokenizer(model)
@@ -97,11 +102,11 @@ def extend(out: Annotated[Path, typer.Option(help="Directory for the extended Se
            min_frequency: Annotated[int, typer.Option(help="Least occurrences of an added term")] = 5,
            fmt: Format = "auto", text_field: TextField = "text") -> None:
     """Add the corpus's most frequent shredded terms to the model as whole tokens (mean-of-pieces init)."""
-    from engine.progress import console
-    from engine.training.vocab_extension import extend_model
-    from engine.vocab.analysis import analyze as run_analysis
-    from engine.vocab.analysis import load_tokenizer
-    from engine.vocab.corpus import CorpusError, SourceReader
+    from embedforge.progress import console
+    from embedforge.training.vocab_extension import extend_model
+    from embedforge.vocab.analysis import analyze as run_analysis
+    from embedforge.vocab.analysis import load_tokenizer
+    from embedforge.vocab.corpus import CorpusError, SourceReader
 
     try:
         analysis = run_analysis(SourceReader(corpus, fmt, text_field).batches(), [load_tokenizer(model)])

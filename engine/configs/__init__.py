@@ -1,5 +1,5 @@
 """Typed configuration: one pydantic model per stage, each in its own module (light imports only)."""
 
-from engine.configs.base import StageConfig, hashed_fields
+from embedforge.configs.base import StageConfig, hashed_fields
 
 __all__ = ["StageConfig", "hashed_fields"]

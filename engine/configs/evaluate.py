@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from engine.configs.base import StageConfig, no_hash
+from embedforge.configs.base import StageConfig, no_hash
 
 QuantizationName = Literal["none", "int8", "binary", "binary_rescore"]
 

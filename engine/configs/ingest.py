@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from engine.configs.base import StageConfig, no_hash
+from embedforge.configs.base import StageConfig, no_hash
 
 
 class SourceConfig(StageConfig):
@@ -53,7 +53,7 @@ class IngestConfig(StageConfig):
     def input_fingerprint(self) -> list[str]:
         """Size and edge bytes of every source file, so a changed corpus re-runs ingest (paths not included,
         so the same data on a cluster node and locally hash alike)."""
-        from engine.data.ingest import source_fingerprint
+        from embedforge.data.ingest import source_fingerprint
 
         return [source_fingerprint(src) for src in self.sources]
 

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from engine.configs.base import StageConfig, no_hash
+from embedforge.configs.base import StageConfig, no_hash
 
 
 class MineConfig(StageConfig):

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from engine.configs.base import StageConfig, no_hash
+from embedforge.configs.base import StageConfig, no_hash
 
 IN_BATCH_LOSSES = ("mnrl", "cached_mnrl", "gist")
 """Losses whose negatives are the other rows of the batch (gradient accumulation does not add negatives)."""

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from engine.configs.base import StageConfig, no_hash
+from embedforge.configs.base import StageConfig, no_hash
 
 DEFAULT_THRESHOLD = 1.25
 """Token-to-word ratio above which the base tokenizer is said to shred the corpus."""

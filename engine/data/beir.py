@@ -6,8 +6,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.data.ingest import resolve_path
-from engine.data.schemas import passage_text
+from embedforge.data.ingest import resolve_path
+from embedforge.data.schemas import passage_text
 
 
 class BeirFormatError(ValueError):

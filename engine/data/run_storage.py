@@ -58,7 +58,7 @@ def filesystem(url: str) -> tuple[Any, str]:
 
 def scratch_dir(run_dir: str) -> Path:
     """Local scratch root mirroring the run dir URL ``run_dir`` (``$EMBEDFORGE_SCRATCH/<url hash>``)."""
-    from engine.generation.gguf_convert import cache_root
+    from embedforge.generation.gguf_convert import cache_root
 
     root = Path(os.environ.get("EMBEDFORGE_SCRATCH") or cache_root() / "scratch").expanduser()
     return root / hashlib.sha256(run_dir.rstrip("/").encode()).hexdigest()[:12]

@@ -2,7 +2,7 @@
 
 The chunk shards the run still needs become a Ray dataset with one row per shard (its name and its prompts, as
 JSON); ``map_batches`` sends each row to a :class:`GenerateShard` actor, which runs the job's own backend
-(:func:`engine.generation.backends.open_backend`: one vLLM ``LLM`` per GPU on GPU nodes — ``num_gpus`` from the
+(:func:`embedforge.generation.backends.open_backend`: one vLLM ``LLM`` per GPU on GPU nodes — ``num_gpus`` from the
 stage's ``resources`` —, the ``hf`` or ``openai`` backend elsewhere) over that shard's prompts in one call,
 exactly as the local executor does. The completions stream back to the driver, which hands them to the stage
 in shard order; the stage then parses, filters, splits and writes each shard with the same code as a local run.
@@ -23,10 +23,10 @@ from typing import Any
 
 import pyarrow as pa
 
-from engine import device as dev
-from engine.configs.generate import GenerateConfig
-from engine.generation.backends import Completion, Sampling, Usage
-from engine.generation.query_maker import QueryMaker, ShardCompletions
+from embedforge import device as dev
+from embedforge.configs.generate import GenerateConfig
+from embedforge.generation.backends import Completion, Sampling, Usage
+from embedforge.generation.query_maker import QueryMaker, ShardCompletions
 
 log = logging.getLogger("embedforge.generate.ray")
 
@@ -35,8 +35,8 @@ class GenerateShard:
     """Ray actor: one generator backend; maps rows ``shard, prompts`` to ``shard, completions, generator``."""
 
     def __init__(self, config: dict[str, Any], seed: int) -> None:
-        from engine.generation.backends import open_backend
-        from engine.models import resolve_model
+        from embedforge.generation.backends import open_backend
+        from embedforge.models import resolve_model
 
         cfg = GenerateConfig.model_validate(config)
         model = cfg.model if cfg.backend == "openai" else str(resolve_model(cfg.model))

@@ -18,7 +18,7 @@ def load_embeddings(path: str | Path, label_column: str | None = None) -> tuple[
     """``(vectors float32 (n, d), labels or None)`` from a ``.npy`` file or Parquet embedding shards."""
     import pyarrow.parquet as pq
 
-    from engine.data.shards import list_shards, read_table
+    from embedforge.data.shards import list_shards, read_table
 
     path = Path(path)
     if path.suffix == ".npy":

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.data.beir import BeirDataset
-from engine.data.schemas import passage_text
-from engine.data.shards import read_table
+from embedforge.data.beir import BeirDataset
+from embedforge.data.schemas import passage_text
+from embedforge.data.shards import read_table
 
 
 def heldout_dataset(chunk_dir: str | Path, generate_dir: str | Path, split: str = "val",

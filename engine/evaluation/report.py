@@ -8,9 +8,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from engine.data.shards import atomic_write_json, atomic_write_text
-from engine.evaluation import plots
-from engine.evaluation.harness import EvalResult
+from embedforge.data.shards import atomic_write_json, atomic_write_text
+from embedforge.evaluation import plots
+from embedforge.evaluation.harness import EvalResult
 
 RESULT_KEYS: tuple[str, ...] = (
     "dataset", "model", "dim", "quantization", "ndcg_at_10", "mrr_at_10", "recall_at_10", "recall_at_100",

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from engine.data.beir import BeirDataset
-from engine.retrieval.metrics import PRIMARY_METRIC, RunMetrics, evaluate_run, run_from_rankings
+from embedforge.data.beir import BeirDataset
+from embedforge.retrieval.metrics import PRIMARY_METRIC, RunMetrics, evaluate_run, run_from_rankings
 
 
 class RetrievalEvaluator:

@@ -23,7 +23,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from engine.evaluation.harness import EvalOptions, parse_model_ref
+from embedforge.evaluation.harness import EvalOptions, parse_model_ref
 
 
 class SuiteDataset(BaseModel):

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from engine.configs.generate import GenerateConfig
+    from embedforge.configs.generate import GenerateConfig
 
 Messages = list[dict[str, str]]
 
@@ -79,7 +79,7 @@ class LLMBackend(Protocol):
 def open_backend(cfg: GenerateConfig, model_dir: str | None, seed: int) -> LLMBackend:
     """The backend ``cfg.backend`` for model ``model_dir`` (a local directory; the server's model for openai)."""
     if cfg.backend == "vllm":
-        from engine.generation.vllm_backend import VLLMBackend
+        from embedforge.generation.vllm_backend import VLLMBackend
 
         v = cfg.backend_vllm
         return VLLMBackend(str(model_dir), seed=seed, dtype=v.dtype, max_model_len=v.max_model_len,
@@ -87,10 +87,10 @@ def open_backend(cfg: GenerateConfig, model_dir: str | None, seed: int) -> LLMBa
                            data_parallel_size=v.data_parallel_size,
                            gpu_memory_utilization=v.gpu_memory_utilization, kv_cache_gb=v.kv_cache_gb)
     if cfg.backend == "hf":
-        from engine.generation.hf_backend import HFBackend
+        from embedforge.generation.hf_backend import HFBackend
 
         return HFBackend(str(model_dir), dtype=cfg.backend_hf.dtype, batch_size=cfg.backend_hf.batch_size)
-    from engine.generation.openai_backend import OpenAIBackend
+    from embedforge.generation.openai_backend import OpenAIBackend
 
     o = cfg.backend_openai
     return OpenAIBackend(o.base_url, o.model or cfg.model, api_key_env=o.api_key_env, concurrency=o.concurrency,

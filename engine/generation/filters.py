@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.generation.sources import words
+from embedforge.generation.sources import words
 
 _SPACE_BEFORE_PUNCT = re.compile(r"\s+([?.!,;:])")
 _WRAP = "\"'`“”‘’«»"
@@ -90,7 +90,7 @@ def near_duplicate_mask(queries: Sequence[str], threshold: float) -> list[bool]:
 def roundtrip_mask(query_vectors: np.ndarray, corpus_vectors: np.ndarray, source_rows: Sequence[int],
                    k: int) -> list[bool]:
     """Keep mask: the query's source chunk (row of ``corpus_vectors``) is within its top-``k`` search results."""
-    from engine.retrieval.index import search
+    from embedforge.retrieval.index import search
 
     if len(source_rows) == 0:
         return []
@@ -113,7 +113,7 @@ class Candidate:
 
 @dataclass
 class FilterSettings:
-    """Thresholds of the filters (see :class:`engine.configs.generate.GenerateConfig`)."""
+    """Thresholds of the filters (see :class:`embedforge.configs.generate.GenerateConfig`)."""
 
     min_words: int = 2
     max_words: int = 40

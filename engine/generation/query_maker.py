@@ -2,7 +2,7 @@
 
 The expensive part, the LLM call, sits between :meth:`QueryMaker.prompts` and :meth:`QueryMaker.shard_rows`, so
 the same code serves the local executor (one backend call per shard in this process) and the Ray executor
-(:mod:`engine.distributed.ray_generate`: the call runs in an actor, everything else here on the driver, in
+(:mod:`embedforge.distributed.ray_generate`: the call runs in an actor, everything else here on the driver, in
 shard order, which keeps the exact-duplicate filter and the written rows identical).
 
 >>> maker = QueryMaker.build(cfg, seed=42, corpus_texts=texts)                      # doctest: +SKIP
@@ -22,13 +22,13 @@ from typing import Any
 
 import pyarrow as pa
 
-from engine.configs.generate import GenerateConfig
-from engine.data.schemas import QUERIES
-from engine.generation.backends import Completion, Sampling
-from engine.generation.filters import Candidate, FilterSettings, filter_candidates
-from engine.generation.parsing import parse_queries
-from engine.generation.prompts import Prompt, PromptBuilder, build_prompts, prompt_hash
-from engine.generation.sources import KeywordIdf, ict_queries, keyword_query, stable_fraction, title_query
+from embedforge.configs.generate import GenerateConfig
+from embedforge.data.schemas import QUERIES
+from embedforge.generation.backends import Completion, Sampling
+from embedforge.generation.filters import Candidate, FilterSettings, filter_candidates
+from embedforge.generation.parsing import parse_queries
+from embedforge.generation.prompts import Prompt, PromptBuilder, build_prompts, prompt_hash
+from embedforge.generation.sources import KeywordIdf, ict_queries, keyword_query, stable_fraction, title_query
 
 Roundtrip = Callable[[list[Candidate]], list[bool]]
 

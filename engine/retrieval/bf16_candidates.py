@@ -1,6 +1,6 @@
 """Certified bf16 candidate search: a bf16 matmul + top-k that provably contains the exact top-k.
 
-On CPUs with native bf16 dot products (AVX512-BF16, AMX; :func:`engine.device.cpu_bf16_dot`) a bf16 matmul
+On CPUs with native bf16 dot products (AVX512-BF16, AMX; :func:`embedforge.device.cpu_bf16_dot`) a bf16 matmul
 runs several times faster than fp32 (measured 3.5x on the 2-core Zen 5 dev box: 0.34 s vs 1.17 s for 5,988 x
 9,884 x 384), and faiss-cpu's flat search is an fp32 matmul plus a heap. The torch search path therefore finds
 ``K = k + pad`` candidates per query from bf16 scores and returns, with them, an upper bound on the exact score of
@@ -14,7 +14,7 @@ inputs rounded to nearest, products accumulated in fp32, the sum rounded to bf16
     exact(q, c) <= b + |b|·u/(1-u) + ||q||·max||c||·(2u + u² + (2.2·d + 4)·2**-24)
 
 (input rounding ``|q̂ᵢĉᵢ - qᵢcᵢ| <= (2u+u²)|qᵢcᵢ|`` with ``Σ|qᵢcᵢ| <= ||q||·||c||``; the fp32 accumulation of
-the bf16 matmul and that of the float32 exact score (:func:`engine.retrieval.index.pair_scores`) add
+the bf16 matmul and that of the float32 exact score (:func:`embedforge.retrieval.index.pair_scores`) add
 ``1.1·d·2**-24`` each (norms are taken in fp32 and padded by ``1e-5``); the output rounding the ``|b|`` term).
 """
 

@@ -28,10 +28,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from engine.data.ingest import resolve_path
-from engine.data.schemas import embeddings_schema, passage_text
-from engine.data.shards import ShardWriter, list_shards, shard_name, write_parquet
-from engine.retrieval.encoder import Encoder, truncate_normalize
+from embedforge.data.ingest import resolve_path
+from embedforge.data.schemas import embeddings_schema, passage_text
+from embedforge.data.shards import ShardWriter, list_shards, shard_name, write_parquet
+from embedforge.retrieval.encoder import Encoder, truncate_normalize
 
 ID_FIELDS = ("id", "_id", "chunk_id", "doc_id")
 TEXT_SNIPPET = 1000

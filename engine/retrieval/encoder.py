@@ -12,7 +12,7 @@ How it is fast:
   lossy) and ``st`` (sentence-transformers' own forward, for module stacks the fast path does not know);
   ``auto`` picks ``onnx`` for fp32 on CPU when onnxruntime and onnx are installed, else ``torch``
   (``EMBEDFORGE_ENCODER_BACKEND`` overrides what ``auto`` means, e.g. ``torch`` to skip ONNX exports);
-- an optional on-disk cache (:mod:`engine.retrieval.cache`): a text already encoded by the same model and
+- an optional on-disk cache (:mod:`embedforge.retrieval.cache`): a text already encoded by the same model and
   variant is read back instead of encoded (``Encoder(..., cache=True)`` or ``encode(..., cache=True)``).
 
 Vectors can be truncated to a Matryoshka dimension and re-normalized (:func:`truncate_normalize`).
@@ -32,10 +32,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from engine import device as dev
-from engine.models import model_id as compute_model_id
-from engine.models import resolve_model
-from engine.retrieval.cache import EmbeddingCache, shared_cache
+from embedforge import device as dev
+from embedforge.models import model_id as compute_model_id
+from embedforge.models import resolve_model
+from embedforge.retrieval.cache import EmbeddingCache, shared_cache
 
 log = logging.getLogger("embedforge.encoder")
 
@@ -76,14 +76,14 @@ def token_budget_batches(lengths: Sequence[int], max_tokens: int, max_batch: int
 def pool(hidden: torch.Tensor, mask: torch.Tensor, mode: str, normalize: bool) -> torch.Tensor:
     """Sentence vectors fp32 ``(B, H)`` from token states ``(B, T, H)``: masked mean or CLS, then optional L2.
 
-    The mean path is ``kernels.reference.pool_normalize`` semantics; on CUDA with Triton the fused kernel of
-    ``kernels.pooling`` does it in one pass.
+    The mean path is ``embedforge.kernels.reference.pool_normalize`` semantics; on CUDA with Triton the fused kernel of
+    ``embedforge.kernels.pooling`` does it in one pass.
     """
     if mode == "cls":
         vectors = hidden[:, 0].float()
         return torch.nn.functional.normalize(vectors, dim=-1) if normalize else vectors
     if hidden.is_cuda and dev.kernel_backend() == "triton":
-        from kernels.pooling import pool_normalize
+        from embedforge.kernels.pooling import pool_normalize
 
         return pool_normalize(hidden, mask, None, normalize, backend="triton")
     weights = mask.to(hidden.dtype).unsqueeze(-1)
@@ -221,7 +221,7 @@ class Encoder:
             return run_st
         hf = self.model[0].auto_model
         if self.backend in ("onnx", "onnx-int8"):
-            from engine.retrieval.onnx_runtime import OrtTransformer
+            from embedforge.retrieval.onnx_runtime import OrtTransformer
 
             try:
                 ort_model = OrtTransformer(hf, self.model_id, self.input_names, int8=self.backend == "onnx-int8")

@@ -7,9 +7,9 @@ results on identical input:
 - ``faiss``: a flat inner-product index; on CUDA machines faiss-gpu (``StandardGpuResources`` per GPU, fp16
   vectors, sharded over every visible GPU with ``index_cpu_to_gpu_multiple_py(shard=True)``), else faiss-cpu;
 - ``torch``: matmul + top-k, in query blocks × corpus blocks (never more than ``block × corpus_block`` scores at
-  once), on the job's device. On CPUs with native bf16 dot products (:func:`engine.device.cpu_bf16_dot`) the
+  once), on the job's device. On CPUs with native bf16 dot products (:func:`embedforge.device.cpu_bf16_dot`) the
   candidates come from a bf16 matmul with a certificate that the exact top-k is among them
-  (:mod:`engine.retrieval.bf16_candidates`); queries whose certificate fails are searched again in fp32;
+  (:mod:`embedforge.retrieval.bf16_candidates`); queries whose certificate fails are searched again in fp32;
 - ``auto``: faiss-gpu on CUDA machines; torch on CPUs with native bf16 dot products (3.5x faster matmul than
   faiss-cpu's fp32 one); faiss otherwise; torch when faiss is missing, or on a GPU without faiss-gpu.
 
@@ -36,9 +36,9 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-import kernels
-from engine import device as dev
-from engine.retrieval.bf16_candidates import Bf16Corpus, bf16_candidates, bf16_corpus, merge_topk
+import embedforge.kernels as kernels
+from embedforge import device as dev
+from embedforge.retrieval.bf16_candidates import Bf16Corpus, bf16_candidates, bf16_corpus, merge_topk
 
 log = logging.getLogger("embedforge.index")
 

@@ -23,9 +23,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine.data.schemas import passage_text
-from engine.data.shards import atomic_write_json, list_shards, read_table
-from engine.retrieval.negatives import CorpusKeys
+from embedforge.data.schemas import passage_text
+from embedforge.data.shards import atomic_write_json, list_shards, read_table
+from embedforge.retrieval.negatives import CorpusKeys
 
 _NON_WORD = re.compile(r"[\W_]+", re.UNICODE)
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from engine.data.shards import atomic_write_json
-from engine.retrieval.negatives import RULES
+from embedforge.data.shards import atomic_write_json
+from embedforge.retrieval.negatives import RULES
 
 BINS = np.linspace(-1.0, 1.0, 201)
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from engine import device as dev
+from embedforge import device as dev
 
 log = logging.getLogger("embedforge.onnx")
 

@@ -4,7 +4,7 @@
 >>> app = create_app(config)          # loads the model once; uvicorn.run(app, host=..., port=...)
 
 A request is checked (auth, body size, fields, inputs, dimensions), its tokens counted on the model thread,
-then it joins a dynamic batch (:mod:`engine.serving.batcher`). Vectors are L2-normalized; with ``dimensions``
+then it joins a dynamic batch (:mod:`embedforge.serving.batcher`). Vectors are L2-normalized; with ``dimensions``
 they are truncated to the first N components and re-normalized (Matryoshka).
 """
 
@@ -20,17 +20,17 @@ from pathlib import Path
 
 from fastapi import FastAPI, Response
 
-from engine import device as dev
-from engine.models import resolve_model
-from engine.retrieval.encoder import Encoder, truncate_normalize
-from engine.serving.auth import BearerAuth
-from engine.serving.batcher import DynamicBatcher
-from engine.serving.config import ServeConfig
-from engine.serving.errors import APIError, install_error_handlers
-from engine.serving.limits import BodySizeLimit, apply_token_limit, count_tokens
-from engine.serving.metrics import MetricsMiddleware, ServeMetrics
-from engine.serving.model_dir import check_model_dir
-from engine.serving.protocol import EmbeddingRequest, check_dimensions, embedding_items, parse_inputs
+from embedforge import device as dev
+from embedforge.models import resolve_model
+from embedforge.retrieval.encoder import Encoder, truncate_normalize
+from embedforge.serving.auth import BearerAuth
+from embedforge.serving.batcher import DynamicBatcher
+from embedforge.serving.config import ServeConfig
+from embedforge.serving.errors import APIError, install_error_handlers
+from embedforge.serving.limits import BodySizeLimit, apply_token_limit, count_tokens
+from embedforge.serving.metrics import MetricsMiddleware, ServeMetrics
+from embedforge.serving.model_dir import check_model_dir
+from embedforge.serving.protocol import EmbeddingRequest, check_dimensions, embedding_items, parse_inputs
 
 log = logging.getLogger("embedforge.serve")
 

@@ -11,7 +11,7 @@ import os
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from engine.serving.errors import error_response
+from embedforge.serving.errors import error_response
 
 PROTECTED_PREFIX = "/v1/"
 

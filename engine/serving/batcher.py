@@ -21,8 +21,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from engine.serving.errors import APIError
-from engine.serving.metrics import ServeMetrics
+from embedforge.serving.errors import APIError
+from embedforge.serving.metrics import ServeMetrics
 
 log = logging.getLogger("embedforge.serve")
 T = TypeVar("T")

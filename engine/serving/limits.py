@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from engine.serving.errors import APIError
+from embedforge.serving.errors import APIError
 
 
 class BodySizeLimit:

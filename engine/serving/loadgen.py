@@ -116,7 +116,7 @@ class ServerProcess:
         self.command = [
             sys.executable,
             "-m",
-            "engine.cli",
+            "embedforge.cli",
             "serve",
             str(model),
             "--host",

@@ -12,7 +12,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, StrictInt
 
-from engine.serving.errors import APIError
+from embedforge.serving.errors import APIError
 
 
 class EmbeddingRequest(BaseModel):

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine.configs.base import StageConfig
-from engine.configs.chunk import ChunkConfig
-from engine.configs.embed import EmbedConfig
-from engine.configs.evaluate import EvaluateConfig
-from engine.configs.generate import GenerateConfig
-from engine.configs.ingest import IngestConfig
-from engine.configs.mine import MineConfig
-from engine.configs.train import TrainConfig
-from engine.configs.vocab import AnalyzeVocabConfig, ExtendVocabConfig, TrainTokenizerConfig
+from embedforge.configs.base import StageConfig
+from embedforge.configs.chunk import ChunkConfig
+from embedforge.configs.embed import EmbedConfig
+from embedforge.configs.evaluate import EvaluateConfig
+from embedforge.configs.generate import GenerateConfig
+from embedforge.configs.ingest import IngestConfig
+from embedforge.configs.mine import MineConfig
+from embedforge.configs.train import TrainConfig
+from embedforge.configs.vocab import AnalyzeVocabConfig, ExtendVocabConfig, TrainTokenizerConfig
 
 
 @dataclass(frozen=True)
@@ -36,21 +36,21 @@ class StageInfo:
 
 
 STAGES: list[StageInfo] = [
-    StageInfo("ingest", IngestConfig, "engine.stages.ingest"),
-    StageInfo("analyze_vocab", AnalyzeVocabConfig, "engine.stages.analyze_vocab", inputs=("ingest",),
+    StageInfo("ingest", IngestConfig, "embedforge.stages.ingest"),
+    StageInfo("analyze_vocab", AnalyzeVocabConfig, "embedforge.stages.analyze_vocab", inputs=("ingest",),
               uses_base_model=True),
-    StageInfo("train_tokenizer", TrainTokenizerConfig, "engine.stages.train_tokenizer", inputs=("ingest",),
+    StageInfo("train_tokenizer", TrainTokenizerConfig, "embedforge.stages.train_tokenizer", inputs=("ingest",),
               uses_base_model=True),
-    StageInfo("extend_vocab", ExtendVocabConfig, "engine.stages.extend_vocab", inputs=("ingest", "analyze_vocab"),
+    StageInfo("extend_vocab", ExtendVocabConfig, "embedforge.stages.extend_vocab", inputs=("ingest", "analyze_vocab"),
               uses_base_model=True),
-    StageInfo("chunk", ChunkConfig, "engine.stages.chunk", inputs=("ingest",), uses_base_model=True),
-    StageInfo("generate", GenerateConfig, "engine.stages.generate", inputs=("chunk",), uses_base_model=True),
-    StageInfo("mine", MineConfig, "engine.stages.mine", inputs=("chunk", "generate"), uses_base_model=True),
-    StageInfo("train", TrainConfig, "engine.stages.train", inputs=("chunk", "generate", "mine", "extend_vocab"),
+    StageInfo("chunk", ChunkConfig, "embedforge.stages.chunk", inputs=("ingest",), uses_base_model=True),
+    StageInfo("generate", GenerateConfig, "embedforge.stages.generate", inputs=("chunk",), uses_base_model=True),
+    StageInfo("mine", MineConfig, "embedforge.stages.mine", inputs=("chunk", "generate"), uses_base_model=True),
+    StageInfo("train", TrainConfig, "embedforge.stages.train", inputs=("chunk", "generate", "mine", "extend_vocab"),
               uses_base_model=True),
-    StageInfo("evaluate", EvaluateConfig, "engine.stages.evaluate", inputs=("chunk", "generate", "train"),
+    StageInfo("evaluate", EvaluateConfig, "embedforge.stages.evaluate", inputs=("chunk", "generate", "train"),
               uses_base_model=True),
-    StageInfo("embed", EmbedConfig, "engine.stages.embed", inputs=("chunk", "train"), uses_base_model=True),
+    StageInfo("embed", EmbedConfig, "embedforge.stages.embed", inputs=("chunk", "train"), uses_base_model=True),
 ]
 
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import time
 
-from engine.configs.vocab import AnalyzeVocabConfig
-from engine.data.shards import count_rows
-from engine.progress import track
-from engine.runner import StageContext, StageFailed
-from engine.vocab.analysis import VocabAnalyzer, load_tokenizer
-from engine.vocab.corpus import CorpusError, shard_texts
-from engine.vocab.report import write_report
+from embedforge.configs.vocab import AnalyzeVocabConfig
+from embedforge.data.shards import count_rows
+from embedforge.progress import track
+from embedforge.runner import StageContext, StageFailed
+from embedforge.vocab.analysis import VocabAnalyzer, load_tokenizer
+from embedforge.vocab.corpus import CorpusError, shard_texts
+from embedforge.vocab.report import write_report
 
 
 def run(ctx: StageContext) -> None:

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from engine.configs.chunk import ChunkConfig
-from engine.data.chunking import TokenCounter, chunk_text
-from engine.data.schemas import CHUNKS
-from engine.data.shards import iter_shards
-from engine.progress import track
-from engine.runner import StageContext, StageFailed
+from embedforge.configs.chunk import ChunkConfig
+from embedforge.data.chunking import TokenCounter, chunk_text
+from embedforge.data.schemas import CHUNKS
+from embedforge.data.shards import iter_shards
+from embedforge.progress import track
+from embedforge.runner import StageContext, StageFailed
 
 
 def run(ctx: StageContext) -> None:

@@ -7,13 +7,13 @@ shard. Bad rows (missing id, empty text) are quarantined and counted.
 
 from __future__ import annotations
 
-from engine.configs.embed import EmbedConfig
-from engine.data.shards import count_rows
-from engine.progress import track
-from engine.retrieval.bulk_embed import OutputOptions, dim_dir, embed_blocks, iter_blocks
-from engine.retrieval.encoder import Encoder
-from engine.retrieval.export import BM25_DIR, export_bm25, export_index
-from engine.runner import StageContext, StageFailed
+from embedforge.configs.embed import EmbedConfig
+from embedforge.data.shards import count_rows
+from embedforge.progress import track
+from embedforge.retrieval.bulk_embed import OutputOptions, dim_dir, embed_blocks, iter_blocks
+from embedforge.retrieval.encoder import Encoder
+from embedforge.retrieval.export import BM25_DIR, export_bm25, export_index
+from embedforge.runner import StageContext, StageFailed
 
 
 def run(ctx: StageContext) -> None:
@@ -31,7 +31,7 @@ def run(ctx: StageContext) -> None:
                           "backend": encoder.backend, "variant": encoder.variant, "dims": opts.dims}
 
     if cfg.executor == "ray":
-        from engine.distributed.ray_embed import embed_with_ray
+        from embedforge.distributed.ray_embed import embed_with_ray
 
         totals = embed_with_ray(source, ctx.out_dir, model_path, opts, fmt=fmt, id_field=cfg.id_field,
                                 actors=cfg.ray_actors, batch_rows=cfg.ray_batch_rows, device=ctx.job.device,

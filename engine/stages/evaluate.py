@@ -8,13 +8,13 @@ resumes where it stopped.
 
 from __future__ import annotations
 
-from engine.configs.evaluate import EvaluateConfig
-from engine.data.beir import load_beir
-from engine.data.ingest import resolve_path
-from engine.evaluation.harness import BM25, EvalOptions, ModelRef, evaluate_models, parse_model_ref
-from engine.evaluation.heldout import heldout_dataset
-from engine.evaluation.report import write_report
-from engine.runner import StageContext, StageFailed
+from embedforge.configs.evaluate import EvaluateConfig
+from embedforge.data.beir import load_beir
+from embedforge.data.ingest import resolve_path
+from embedforge.evaluation.harness import BM25, EvalOptions, ModelRef, evaluate_models, parse_model_ref
+from embedforge.evaluation.heldout import heldout_dataset
+from embedforge.evaluation.report import write_report
+from embedforge.runner import StageContext, StageFailed
 
 
 def _models(ctx: StageContext, cfg: EvaluateConfig) -> list[ModelRef]:

@@ -5,7 +5,7 @@
 2. Pick the ``top_n`` most frequent terms (≥ ``min_frequency`` occurrences, ≥ ``min_term_chars`` characters) that
    the start model's tokenizer splits into ≥ ``min_pieces`` pieces.
 3. Add them as whole-word tokens, grow the embedding matrix, start each new row at the mean of its old pieces'
-   rows (``engine.training.vocab_extension``), and save the SentenceTransformer directory ``model/``.
+   rows (``embedforge.training.vocab_extension``), and save the SentenceTransformer directory ``model/``.
 
 Without extension ``model`` is a symbolic link to the start model, so ``train`` can always start from
 ``extend_vocab`` (``stages.train.model: extend_vocab``) and gets the extended model only when it was made.
@@ -18,12 +18,12 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from engine.configs.vocab import ExtendVocabConfig
-from engine.progress import track
-from engine.runner import StageContext, StageFailed
-from engine.training.vocab_extension import extend_model
-from engine.vocab.analysis import VocabAnalysis, VocabAnalyzer, load_tokenizer
-from engine.vocab.corpus import CorpusError, shard_texts
+from embedforge.configs.vocab import ExtendVocabConfig
+from embedforge.progress import track
+from embedforge.runner import StageContext, StageFailed
+from embedforge.training.vocab_extension import extend_model
+from embedforge.vocab.analysis import VocabAnalysis, VocabAnalyzer, load_tokenizer
+from embedforge.vocab.corpus import CorpusError, shard_texts
 
 
 def measure(ctx: StageContext, model_dir: str) -> VocabAnalysis:

@@ -8,8 +8,8 @@ the first unwritten shard; exact duplicates are checked against the queries of t
 a resumed run writes the same rows as an uninterrupted one (given a deterministic generator).
 
 ``executor: ray`` runs the LLM calls on a Ray Data actor pool (one engine per worker,
-:mod:`engine.distributed.ray_generate`); everything else stays here, with the same per-shard code
-(:mod:`engine.generation.query_maker`), so both executors write the same shards and resume each other's runs.
+:mod:`embedforge.distributed.ray_generate`); everything else stays here, with the same per-shard code
+(:mod:`embedforge.generation.query_maker`), so both executors write the same shards and resume each other's runs.
 """
 
 from __future__ import annotations
@@ -23,14 +23,14 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from engine.configs.generate import GenerateConfig
-from engine.data.schemas import passage_text
-from engine.data.shards import count_rows, iter_shards, list_shards, read_table
-from engine.generation.backends import LLMBackend, Usage, open_backend
-from engine.generation.filters import RULES, Candidate, dedup_key, roundtrip_mask
-from engine.generation.query_maker import QueryMaker, ShardCompletions
-from engine.progress import track
-from engine.runner import StageContext, StageFailed
+from embedforge.configs.generate import GenerateConfig
+from embedforge.data.schemas import passage_text
+from embedforge.data.shards import count_rows, iter_shards, list_shards, read_table
+from embedforge.generation.backends import LLMBackend, Usage, open_backend
+from embedforge.generation.filters import RULES, Candidate, dedup_key, roundtrip_mask
+from embedforge.generation.query_maker import QueryMaker, ShardCompletions
+from embedforge.progress import track
+from embedforge.runner import StageContext, StageFailed
 
 log = logging.getLogger("embedforge.generate")
 COLUMNS = ["chunk_id", "doc_id", "idx", "title", "text"]
@@ -56,7 +56,7 @@ def run(ctx: StageContext) -> None:
 
     # The LLM calls run here or on a Ray actor pool; parsing, filters and writes run here, in shard order.
     if cfg.executor == "ray":
-        from engine.distributed.ray_generate import ray_completions
+        from embedforge.distributed.ray_generate import ray_completions
 
         r = cfg.resources
         results = ray_completions(pending, maker, usage, workers=r.workers, gpus=r.gpus, cpus=r.cpus)
@@ -104,7 +104,7 @@ def _open(ctx: StageContext, cfg: GenerateConfig) -> LLMBackend:
 
 def _roundtrip_filter(ctx: StageContext, corpus: pa.Table):  # noqa: ANN202 - returns a closure
     """Encode the corpus once; the returned function keeps candidates whose chunk ranks in the top k."""
-    from engine.retrieval.encoder import get_encoder
+    from embedforge.retrieval.encoder import get_encoder
 
     cfg: GenerateConfig = ctx.config
     encoder = get_encoder(ctx.resolve_model(cfg.roundtrip_model), device=ctx.job.device)

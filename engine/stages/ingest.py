@@ -16,13 +16,13 @@ from typing import Any
 
 import pyarrow as pa
 
-from engine.configs.ingest import IngestConfig
-from engine.data import cleaning
-from engine.data.ingest import BadRow, Record, iter_source
-from engine.data.schemas import DOCUMENTS
-from engine.data.shards import shard_name
-from engine.progress import track
-from engine.runner import StageContext, StageFailed
+from embedforge.configs.ingest import IngestConfig
+from embedforge.data import cleaning
+from embedforge.data.ingest import BadRow, Record, iter_source
+from embedforge.data.schemas import DOCUMENTS
+from embedforge.data.shards import shard_name
+from embedforge.progress import track
+from embedforge.runner import StageContext, StageFailed
 
 log = logging.getLogger("embedforge.ingest")
 

@@ -3,7 +3,7 @@
 1. The chunk corpus is embedded once with the base model into ``corpus_vectors.npy`` (memory-mapped, resumable)
    and indexed (faiss-gpu / faiss-cpu / torch, exact order; IVF optionally).
 2. Every (query text, chunk) and (query id, chunk) pair is indexed as a known positive.
-3. Query shards stream through in blocks: embed, search, apply the rules of :mod:`engine.retrieval.negatives`,
+3. Query shards stream through in blocks: embed, search, apply the rules of :mod:`embedforge.retrieval.negatives`,
    write the shard with its statistics. Only the configured splits (``train``) are mined; other rows are left out
    and counted (the train stage validates on the ``val`` queries of ``generate`` directly).
 4. The manifest gets score distributions and the share each rule removed; ``mine_scores.png`` plots them.
@@ -18,14 +18,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from engine import device as dev
-from engine.configs.mine import MineConfig
-from engine.data.schemas import TRIPLES
-from engine.data.shards import iter_shards, list_shards
-from engine.progress import track
-from engine.retrieval.encoder import Encoder, get_encoder
-from engine.retrieval.index import SearchIndex, build_index
-from engine.retrieval.mining_corpus import (
+from embedforge import device as dev
+from embedforge.configs.mine import MineConfig
+from embedforge.data.schemas import TRIPLES
+from embedforge.data.shards import iter_shards, list_shards
+from embedforge.progress import track
+from embedforge.retrieval.encoder import Encoder, get_encoder
+from embedforge.retrieval.index import SearchIndex, build_index
+from embedforge.retrieval.mining_corpus import (
     KnownPositives,
     MiningCorpus,
     corpus_vectors,
@@ -33,9 +33,9 @@ from engine.retrieval.mining_corpus import (
     normalize_text,
     stable_keys,
 )
-from engine.retrieval.mining_report import MiningStats, plot_stats
-from engine.retrieval.negatives import NegativeRules, Rescorer, mine_block
-from engine.runner import StageContext, StageFailed
+from embedforge.retrieval.mining_report import MiningStats, plot_stats
+from embedforge.retrieval.negatives import NegativeRules, Rescorer, mine_block
+from embedforge.runner import StageContext, StageFailed
 
 QUERY_COLUMNS = ["query_id", "chunk_id", "query", "split"]
 

@@ -16,14 +16,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from engine import device as dev
-from engine.configs.train import TrainConfig
-from engine.data.shards import atomic_write_text, list_shards, read_table
-from engine.models import model_id
-from engine.progress import track
-from engine.runner import StageContext, StageFailed, library_versions
-from engine.training.checkpoints import last_checkpoint, publish_dir
-from engine.training.data import (
+from embedforge import device as dev
+from embedforge.configs.train import TrainConfig
+from embedforge.data.shards import atomic_write_text, list_shards, read_table
+from embedforge.models import model_id
+from embedforge.progress import track
+from embedforge.runner import StageContext, StageFailed, library_versions
+from embedforge.training.checkpoints import last_checkpoint, publish_dir
+from embedforge.training.data import (
     TrainingRows,
     ValidationSet,
     doc_key,
@@ -35,9 +35,9 @@ from engine.training.data import (
     split_queries,
     validation_set,
 )
-from engine.training.losses import TrainConfigError, check_loss_data, check_matryoshka_dims
-from engine.training.matryoshka_evaluator import MatryoshkaRetrievalEvaluator
-from engine.training.model_card import model_card
+from embedforge.training.losses import TrainConfigError, check_loss_data, check_matryoshka_dims
+from embedforge.training.matryoshka_evaluator import MatryoshkaRetrievalEvaluator
+from embedforge.training.model_card import model_card
 
 log = logging.getLogger("embedforge.train")
 
@@ -62,7 +62,7 @@ def run(ctx: StageContext) -> None:
 
 def check_machine(ctx: StageContext, cfg: TrainConfig) -> None:
     """Refuse options this machine cannot run before any work (fp16 without CUDA, missing bitsandbytes/peft)."""
-    from engine.training.arguments import optimizer_name, precision_flags
+    from embedforge.training.arguments import optimizer_name, precision_flags
 
     try:
         if cfg.mode != "adapter":
@@ -77,7 +77,7 @@ def check_machine(ctx: StageContext, cfg: TrainConfig) -> None:
 def start_model_dir(ctx: StageContext, cfg: TrainConfig) -> str:
     """The model to start from: ``base``, a path, or an upstream stage's model (vocabulary extension:
     ``train.model: extend_vocab`` starts from the extended model that stage wrote)."""
-    from engine.stages import STAGES
+    from embedforge.stages import STAGES
 
     if cfg.model in {s.name for s in STAGES} and not ctx.has_input(cfg.model):
         raise StageFailed(f"train.model: '{cfg.model}' names a stage this job does not run "
@@ -139,10 +139,10 @@ def train_with_trainer(ctx: StageContext, cfg: TrainConfig, start_model: str, ro
     from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
     from transformers.trainer_callback import PrinterCallback
 
-    from engine.training.arguments import training_arguments
-    from engine.training.callbacks import FinalEvaluationCallback, HistoryCallback
-    from engine.training.lora import add_lora, merge_lora
-    from engine.training.losses import build_loss
+    from embedforge.training.arguments import training_arguments
+    from embedforge.training.callbacks import FinalEvaluationCallback, HistoryCallback
+    from embedforge.training.lora import add_lora, merge_lora
+    from embedforge.training.losses import build_loss
 
     device = dev.device(ctx.job.device)
     model = SentenceTransformer(start_model, device=str(device), local_files_only=True)
@@ -199,8 +199,8 @@ def eval_dims(cfg: TrainConfig, model_dim: int) -> list[int]:
 
 def train_adapter_mode(ctx: StageContext, cfg: TrainConfig, start_model: str, rows: TrainingRows,
                        val: ValidationSet) -> dict[str, Any]:
-    from engine.retrieval.encoder import Encoder, get_encoder
-    from engine.training.adapter import adapt_vectors, save_with_adapter, train_adapter
+    from embedforge.retrieval.encoder import Encoder, get_encoder
+    from embedforge.training.adapter import adapt_vectors, save_with_adapter, train_adapter
 
     if cfg.max_seq_length:  # a training-time truncation: a private encoder, not the shared one
         encoder = Encoder(start_model, device=ctx.job.device, max_seq_length=cfg.max_seq_length)

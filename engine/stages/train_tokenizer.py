@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from engine.configs.vocab import TrainTokenizerConfig
-from engine.data.shards import count_rows
-from engine.runner import StageContext, StageFailed
-from engine.vocab.analysis import analyze, load_tokenizer, tokenizer_view
-from engine.vocab.corpus import CorpusError, shard_texts
-from engine.vocab.tokenizer_training import (
+from embedforge.configs.vocab import TrainTokenizerConfig
+from embedforge.data.shards import count_rows
+from embedforge.runner import StageContext, StageFailed
+from embedforge.vocab.analysis import analyze, load_tokenizer, tokenizer_view
+from embedforge.vocab.corpus import CorpusError, shard_texts
+from embedforge.vocab.tokenizer_training import (
     base_algorithm,
     save_hf_dir,
     save_versioned,

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.training.data import TrainingRows
+from embedforge.training.data import TrainingRows
 
 log = logging.getLogger("embedforge.train")
 

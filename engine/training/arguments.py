@@ -1,6 +1,6 @@
 """TrainConfig → ``SentenceTransformerTrainingArguments``: precision, optimizer, schedule, checkpoints.
 
-Device and precision decisions come from :mod:`engine.device`; options that need a GPU are refused on a CPU
+Device and precision decisions come from :mod:`embedforge.device`; options that need a GPU are refused on a CPU
 machine with a message naming the field.
 """
 
@@ -12,9 +12,9 @@ from typing import Any
 
 import torch
 
-from engine import device as dev
-from engine.configs.train import TrainConfig
-from engine.training.losses import TrainConfigError
+from embedforge import device as dev
+from embedforge.configs.train import TrainConfig
+from embedforge.training.losses import TrainConfigError
 
 log = logging.getLogger("embedforge.train")
 

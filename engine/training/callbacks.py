@@ -7,7 +7,7 @@ from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from engine.progress import Tracker
+from embedforge.progress import Tracker
 
 log = logging.getLogger("embedforge.train")
 

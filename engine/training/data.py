@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.data.schemas import passage_text
-from engine.data.shards import list_shards, read_table
+from embedforge.data.schemas import passage_text
+from embedforge.data.shards import list_shards, read_table
 
 
 @dataclass

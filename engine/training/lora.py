@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from engine import device as dev
+from embedforge import device as dev
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from engine.configs.train import IN_BATCH_LOSSES, TrainConfig
+from embedforge.configs.train import IN_BATCH_LOSSES, TrainConfig
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer

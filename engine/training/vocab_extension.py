@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from engine.data.shards import atomic_write_json
+from embedforge.data.shards import atomic_write_json
 
 EXTENSION_JSON = "extension.json"
 
@@ -110,7 +110,7 @@ def extend_model(model_dir: str | Path, terms: Sequence[str], out_dir: str | Pat
     """Load the model, add ``terms``, save a SentenceTransformer directory to ``out_dir``."""
     from sentence_transformers import SentenceTransformer
 
-    from engine.models import resolve_model
+    from embedforge.models import resolve_model
 
     source = resolve_model(str(model_dir))
     model = SentenceTransformer(str(source), device="cpu", local_files_only=True)

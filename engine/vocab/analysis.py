@@ -69,7 +69,7 @@ def tokenizer_view(tokenizer: Tokenizer, name: str) -> TokenizerView:
 
 def load_tokenizer(ref: str | Path, name: str | None = None) -> TokenizerView:
     """A tokenizer from a packaged model name, a model directory, or a ``tokenizer.json`` file."""
-    from engine.models import resolve_model
+    from embedforge.models import resolve_model
 
     path = resolve_model(str(ref))
     if path.is_file():

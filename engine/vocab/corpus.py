@@ -1,7 +1,7 @@
 """Document texts for vocabulary work: from a stage's document shards, or straight from a source (CLI).
 
 Both yield ``title + "\\n" + text`` per document. Reading a source reuses the ingest readers
-(:func:`engine.data.ingest.iter_source`) and the same unicode cleaning, so ``embedforge vocab analyze`` sees the
+(:func:`embedforge.data.ingest.iter_source`) and the same unicode cleaning, so ``embedforge vocab analyze`` sees the
 same words as the ``analyze_vocab`` stage. Unusable rows are counted, never dropped silently; a corpus with no
 usable document is a :class:`CorpusError` that names the file and the reasons.
 """
@@ -12,10 +12,10 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-from engine.configs.ingest import SourceConfig
-from engine.data import cleaning
-from engine.data.ingest import BadRow, iter_source
-from engine.data.shards import iter_batches, list_shards
+from embedforge.configs.ingest import SourceConfig
+from embedforge.data import cleaning
+from embedforge.data.ingest import BadRow, iter_source
+from embedforge.data.shards import iter_batches, list_shards
 
 
 class CorpusError(ValueError):

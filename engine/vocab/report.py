@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from engine.data.shards import atomic_write_bytes, atomic_write_json, atomic_write_text
-from engine.vocab.analysis import FragmentedTerm, VocabAnalysis
+from embedforge.data.shards import atomic_write_bytes, atomic_write_json, atomic_write_text
+from embedforge.vocab.analysis import FragmentedTerm, VocabAnalysis
 
 REPORT_MD = "vocab_report.md"
 HISTOGRAM_PNG = "vocab_ratio_hist.png"

@@ -6,7 +6,7 @@ BERT), so a BERT-family model's special-token handling lines up. Only the subwor
 corpus. The result is saved as a versioned artifact: ``tokenizer-<sha12>.json`` (sha256 of its bytes).
 
 A new vocabulary does not fit a pretrained model's embedding matrix: use it to train a model from scratch, or to
-compare ratios; to adapt a pretrained model, extend its vocabulary (``engine.training.vocab_extension``).
+compare ratios; to adapt a pretrained model, extend its vocabulary (``embedforge.training.vocab_extension``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from tokenizers import Tokenizer, pre_tokenizers, trainers
 
-from engine.data.shards import atomic_write_text
+from embedforge.data.shards import atomic_write_text
 
 Algorithm = Literal["auto", "wordpiece", "bpe"]
 

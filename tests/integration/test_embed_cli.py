@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from engine.data.schemas import embeddings_schema
-from engine.data.shards import read_table
+from embedforge.data.schemas import embeddings_schema
+from embedforge.data.shards import read_table
 
 
 def test_embed_stage_then_search(cli, tmp_path: Path) -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.data.beir import load_beir
-from engine.evaluation.harness import EvalOptions, ModelRef, evaluate_models
+from embedforge.data.beir import load_beir
+from embedforge.evaluation.harness import EvalOptions, ModelRef, evaluate_models
 
 pytestmark = pytest.mark.slow
 

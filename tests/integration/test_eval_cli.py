@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.evaluation.report import PLOTS, RESULT_KEYS
+from embedforge.evaluation.report import PLOTS, RESULT_KEYS
 
 
 @pytest.fixture(scope="module")

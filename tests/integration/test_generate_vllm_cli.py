@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from engine.data.shards import read_table
+from embedforge.data.shards import read_table
 
 
 def test_cli_run_with_vllm_backend(tmp_path: Path, repo: Path) -> None:

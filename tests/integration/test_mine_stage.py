@@ -17,13 +17,13 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from engine.data.schemas import QUERIES, TRIPLES
-from engine.data.shards import list_shards, read_table, shard_name, write_parquet
-from engine.device import cpu_bf16_dot
-from engine.retrieval.index import auto_backend
-from engine.retrieval.mining_corpus import normalize_text
-from engine.runner import StageFailed, plan, run_job
-from engine.spec import validate_dict
+from embedforge.data.schemas import QUERIES, TRIPLES
+from embedforge.data.shards import list_shards, read_table, shard_name, write_parquet
+from embedforge.device import cpu_bf16_dot
+from embedforge.retrieval.index import auto_backend
+from embedforge.retrieval.mining_corpus import normalize_text
+from embedforge.runner import StageFailed, plan, run_job
+from embedforge.spec import validate_dict
 
 ADI = Path(__file__).resolve().parents[2] / "engine" / "data" / "builtin" / "adi"
 SHARD_ROWS = 16
@@ -160,7 +160,7 @@ def test_resume_after_kill(adi: dict, mined: dict, tmp_path: Path) -> None:
     out = plan(validate_dict(spec))["mine"].dir
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     with open(tmp_path / "first.log", "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "run", str(job_file)], cwd=tmp_path, env=env,
+        proc = subprocess.Popen([sys.executable, "-m", "embedforge.cli", "run", str(job_file)], cwd=tmp_path, env=env,
                                 stdout=log, stderr=subprocess.STDOUT)
     deadline = time.time() + 600
     while time.time() < deadline and proc.poll() is None and not list_shards(out / "shards"):
@@ -170,7 +170,7 @@ def test_resume_after_kill(adi: dict, mined: dict, tmp_path: Path) -> None:
     n_total = len(list_shards(adi["queries"]))
     done_before = {p.name: p.read_bytes() for p in list_shards(out / "shards")}
     assert not (out / "_SUCCESS").exists() and 0 < len(done_before) < n_total, "the kill did not land mid-stage"
-    subprocess.run([sys.executable, "-m", "engine.cli", "run", str(job_file)], cwd=tmp_path, env=env, check=True,
+    subprocess.run([sys.executable, "-m", "embedforge.cli", "run", str(job_file)], cwd=tmp_path, env=env, check=True,
                    capture_output=True, timeout=900)
     assert (out / "_SUCCESS").exists()
     for name, data in done_before.items():  # finished shards were kept, not redone
@@ -205,7 +205,7 @@ def test_cross_encoder_rescoring(adi: dict, tmp_path: Path) -> None:
     import torch
     from sentence_transformers import CrossEncoder
 
-    from engine.models import resolve_model
+    from embedforge.models import resolve_model
 
     torch.manual_seed(0)
     ce_dir = tmp_path / "ce"

@@ -15,7 +15,7 @@ import numpy as np
 import openai
 import pytest
 
-from engine.serving.loadgen import ServerProcess, run_load
+from embedforge.serving.loadgen import ServerProcess, run_load
 
 KEY = "test-key-3f9a"
 MAX_INPUTS = 64

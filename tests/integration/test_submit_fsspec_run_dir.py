@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from engine.data.shards import read_table
+from embedforge.data.shards import read_table
 
 JOB = {"name": "shared", "seed": 5,
        "stages": {"ingest": {"sources": [{"path": "builtin:adi"}], "shard_rows": 30}, "chunk": {"max_tokens": 128}}}

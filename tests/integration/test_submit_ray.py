@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.cluster import ray_jobs
-from engine.data.shards import list_shards, read_table
+from embedforge.cluster import ray_jobs
+from embedforge.data.shards import list_shards, read_table
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -81,8 +81,8 @@ def test_extend_vocab_stage_makes_a_loadable_model(job_run, st_model) -> None:
 
 
 def test_extend_vocab_auto_follows_the_analysis(job_run) -> None:
-    from engine.runner import plan, run_job
-    from engine.spec import load_spec
+    from embedforge.runner import plan, run_job
+    from embedforge.spec import load_spec
 
     job, _ = job_run
     spec = load_spec(job, ["stages.extend_vocab.when=auto"])

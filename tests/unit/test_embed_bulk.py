@@ -10,10 +10,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from engine.data.schemas import CHUNKS, embeddings_schema
-from engine.data.shards import list_shards, read_table
-from engine.retrieval.bulk_embed import OutputOptions, embed_blocks, iter_blocks
-from engine.retrieval.export import export_index, find_indexes, load_index
+from embedforge.data.schemas import CHUNKS, embeddings_schema
+from embedforge.data.shards import list_shards, read_table
+from embedforge.retrieval.bulk_embed import OutputOptions, embed_blocks, iter_blocks
+from embedforge.retrieval.export import export_index, find_indexes, load_index
 
 DOCS = [("d1", "Vitamin D", "Vitamin D deficiency causes rickets in children."),
         ("d2", "Wing design", "Swept wings delay compressibility effects at transonic speeds."),

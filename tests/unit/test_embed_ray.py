@@ -10,9 +10,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from engine.data.schemas import CHUNKS, embeddings_schema
-from engine.data.shards import read_table
-from engine.retrieval.bulk_embed import OutputOptions
+from embedforge.data.schemas import CHUNKS, embeddings_schema
+from embedforge.data.shards import read_table
+from embedforge.retrieval.bulk_embed import OutputOptions
 
 
 def _chunks(root: Path) -> Path:
@@ -34,7 +34,7 @@ def test_ray_executor_matches_local_schema_and_vectors(tmp_path: Path, minilm_pa
         if not os.environ[var]:
             monkeypatch.delenv(var)
 
-    from engine.distributed.ray_embed import embed_with_ray
+    from embedforge.distributed.ray_embed import embed_with_ray
 
     source = _chunks(tmp_path / "chunks")
     out = tmp_path / "ray-out"

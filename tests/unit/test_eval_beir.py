@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.data.beir import BeirFormatError, load_beir
+from embedforge.data.beir import BeirFormatError, load_beir
 
 
 def _write_beir(root: Path, queries: str, qrels: str) -> Path:

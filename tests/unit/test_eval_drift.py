@@ -8,11 +8,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from engine.data.schemas import embeddings_schema
-from engine.data.shards import ShardWriter, shard_name
-from engine.evaluation.clustering import coherence
-from engine.evaluation.drift import drift_metrics, drift_verdict, load_embeddings
-from engine.evaluation.suite import SuiteError, check_expectations, load_suite
+from embedforge.data.schemas import embeddings_schema
+from embedforge.data.shards import ShardWriter, shard_name
+from embedforge.evaluation.clustering import coherence
+from embedforge.evaluation.drift import drift_metrics, drift_verdict, load_embeddings
+from embedforge.evaluation.suite import SuiteError, check_expectations, load_suite
 
 
 def _clusters(rng: np.random.Generator, centers: np.ndarray, n: int, noise: float = 0.3) -> tuple[np.ndarray, list[int]]:

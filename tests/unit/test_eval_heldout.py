@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from engine.data.beir import load_beir
-from engine.data.schemas import CHUNKS, QUERIES
-from engine.data.shards import ShardWriter, shard_name
-from engine.evaluation.harness import EvalOptions, ModelRef, evaluate_models
-from engine.evaluation.heldout import heldout_dataset
+from embedforge.data.beir import load_beir
+from embedforge.data.schemas import CHUNKS, QUERIES
+from embedforge.data.shards import ShardWriter, shard_name
+from embedforge.evaluation.harness import EvalOptions, ModelRef, evaluate_models
+from embedforge.evaluation.heldout import heldout_dataset
 
 
 def _chunk(cid: str, title: str, text: str) -> dict:

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.data.beir import load_beir
-from engine.evaluation.harness import EvalOptions, ModelRef, evaluate_models, parse_model_ref
-from engine.evaluation.vector_indexes import QuantizedSearcher, binarize, hnsw_index
-from engine.retrieval.encoder import truncate_normalize
+from embedforge.data.beir import load_beir
+from embedforge.evaluation.harness import EvalOptions, ModelRef, evaluate_models, parse_model_ref
+from embedforge.evaluation.vector_indexes import QuantizedSearcher, binarize, hnsw_index
+from embedforge.retrieval.encoder import truncate_normalize
 
 
 def _unit(rng: np.random.Generator, n: int, d: int) -> np.ndarray:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.data.chunking import TokenCounter, chunk_text
+from embedforge.data.chunking import TokenCounter, chunk_text
 
 
 @pytest.fixture(scope="module")

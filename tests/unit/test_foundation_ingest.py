@@ -9,10 +9,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from engine.data import cleaning
-from engine.data.shards import read_table
-from engine.runner import StageFailed, run_job
-from engine.spec import validate_dict
+from embedforge.data import cleaning
+from embedforge.data.shards import read_table
+from embedforge.runner import StageFailed, run_job
+from embedforge.spec import validate_dict
 
 
 def _run(tmp_path: Path, sources: list[dict], **ingest: object) -> tuple[pa.Table, dict]:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.spec import load_spec
+from embedforge.spec import load_spec
 
 JOBS = sorted((Path(__file__).resolve().parents[2] / "jobs").glob("*.yaml"))
 

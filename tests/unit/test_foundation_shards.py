@@ -8,8 +8,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from engine.data import shards
-from engine.data.shards import ShardWriter, count_rows, iter_batches, list_shards, read_table, shard_name
+from embedforge.data import shards
+from embedforge.data.shards import ShardWriter, count_rows, iter_batches, list_shards, read_table, shard_name
 
 
 def _table(n: int, start: int = 0) -> pa.Table:
@@ -70,8 +70,8 @@ def test_remove_stale_temps_reaches_every_subdirectory(tmp_path: Path) -> None:
 def test_runner_removes_temps_of_a_killed_run_before_resuming(tmp_path: Path) -> None:
     """A kill during a write outside ``shards/`` (embed's dims/ and texts/, index export, a model publish) leaves a
     temp file no later write reuses (temp names are random); resuming the stage removes it."""
-    from engine.runner import plan, run_job
-    from engine.spec import validate_dict
+    from embedforge.runner import plan, run_job
+    from embedforge.spec import validate_dict
 
     job = validate_dict({"name": "t", "run_dir": str(tmp_path), "stages": {"ingest": {"sources": [{"path": "builtin:adi"}]}}})
     stage_dir = plan(job)["ingest"].dir

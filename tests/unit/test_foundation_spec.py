@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from engine.configs.base import hashed_fields
-from engine.runner import plan
-from engine.spec import SpecError, load_spec, validate_dict
-from engine.stages import STAGES
+from embedforge.configs.base import hashed_fields
+from embedforge.runner import plan
+from embedforge.spec import SpecError, load_spec, validate_dict
+from embedforge.stages import STAGES
 
 REPO = Path(__file__).resolve().parents[2]
 

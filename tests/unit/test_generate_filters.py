@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.generation.filters import (
+from embedforge.generation.filters import (
     Candidate,
     FilterSettings,
     copies_passage,
@@ -17,8 +17,8 @@ from engine.generation.filters import (
     normalize_query,
     roundtrip_mask,
 )
-from engine.generation.prompts import PromptBuilder, build_prompts, check_template, cut_text
-from engine.generation.sources import (
+from embedforge.generation.prompts import PromptBuilder, build_prompts, check_template, cut_text
+from embedforge.generation.sources import (
     KeywordIdf,
     ict_queries,
     keyword_query,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.generation.gguf_convert import cache_root, convert_gguf, file_hash, packaged_smollm2_gguf
+from embedforge.generation.gguf_convert import cache_root, convert_gguf, file_hash, packaged_smollm2_gguf
 
 
 def test_converted_dir_is_cached_by_file_hash(smollm2_dir: Path) -> None:

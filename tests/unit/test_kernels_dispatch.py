@@ -1,4 +1,4 @@
-"""Kernel dispatch: one decision in ``engine.device.kernel_backend()``, no leaks, both interpreter modes work."""
+"""Kernel dispatch: one decision in ``embedforge.device.kernel_backend()``, no leaks, both interpreter modes work."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-import kernels
-from engine import device as dev
-from kernels import reference
+import embedforge.kernels as kernels
+from embedforge import device as dev
+from embedforge.kernels import reference
 
 
 @pytest.fixture
@@ -72,10 +72,10 @@ def test_native_triton_interpret_mode_in_a_fresh_process(repo: Path) -> None:
     """``TRITON_INTERPRET=1`` set before Triton is imported (Triton's own mode): every kernel vs its reference."""
     script = textwrap.dedent("""
         import torch, kernels
-        from engine import device
-        from kernels import reference as R
+        from embedforge import device
+        from embedforge.kernels import reference as R
         from triton.runtime.interpreter import InterpretedFunction
-        from kernels.topk import _similarity_topk_kernel
+        from embedforge.kernels.topk import _similarity_topk_kernel
         assert device.kernel_backend() == "interpret"
         assert isinstance(_similarity_topk_kernel, InterpretedFunction)
         g = torch.Generator().manual_seed(0)

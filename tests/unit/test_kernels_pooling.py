@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-import kernels
-from kernels import reference
+import embedforge.kernels as kernels
+from embedforge.kernels import reference
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 ATOL = {torch.float32: 2e-6, torch.float16: 2e-6, torch.bfloat16: 2e-6}
@@ -75,7 +75,7 @@ def test_bool_mask_unnormalized_and_strided_input(interpret: None) -> None:
 
 
 def test_every_output_element_is_written(interpret: None) -> None:
-    from kernels.pooling import launch_pool_normalize
+    from embedforge.kernels.pooling import launch_pool_normalize
 
     hidden, mask = _batch(6, 11, 70, torch.float16)
     mask[2] = 0
@@ -88,7 +88,7 @@ def test_every_output_element_is_written(interpret: None) -> None:
 def test_pooling_minilm_token_states_matches_sentence_transformers(interpret: None, st_model) -> None:
     """Parity with the reference library on a real model: MiniLM's token states through the fused kernel equal
     ``SentenceTransformer.encode`` (mean pooling + Normalize), and Matryoshka truncation equals the encoder's."""
-    from engine.retrieval.encoder import truncate_normalize
+    from embedforge.retrieval.encoder import truncate_normalize
 
     texts = ["a short query", "a longer passage about exact vector search, padding and pooling", "x"]
     with torch.inference_mode():

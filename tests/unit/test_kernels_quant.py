@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-import kernels
-from kernels import reference
+import embedforge.kernels as kernels
+from embedforge.kernels import reference
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 SHAPES = [(1, 1), (7, 385), (1023, 384)]
@@ -113,10 +113,10 @@ def test_int8_then_rescore_recovers_exact_top10(interpret: None) -> None:
 
 
 def test_every_output_element_is_written(interpret: None) -> None:
-    from kernels.binary import launch_pack_binary
-    from kernels.hamming import code_words, launch_hamming_topk
-    from kernels.quant import launch_quantize_int8
-    from kernels.rescoring import launch_rescore
+    from embedforge.kernels.binary import launch_pack_binary
+    from embedforge.kernels.hamming import code_words, launch_hamming_topk
+    from embedforge.kernels.quant import launch_quantize_int8
+    from embedforge.kernels.rescoring import launch_rescore
 
     x = _vectors(45, 100, torch.float16, seed=11)
     codes, scales = torch.full((45, 100), -128, dtype=torch.int8), torch.full((45,), float("nan"))

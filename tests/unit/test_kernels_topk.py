@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-import kernels
-from kernels import reference
+import embedforge.kernels as kernels
+from embedforge.kernels import reference
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 TOL = {torch.float32: 1e-5, torch.float16: 1e-3, torch.bfloat16: 1e-2}
@@ -74,7 +74,7 @@ def test_topk_k_2048_and_beyond(interpret: None) -> None:
 
 def test_ties_go_to_the_lower_id_like_faiss(interpret: None) -> None:
     """Integer data with duplicated corpus rows and all-zero (padding-only) queries: exact, deterministic ids."""
-    from engine.retrieval.index import search
+    from embedforge.retrieval.index import search
 
     gen = torch.Generator().manual_seed(6)
     base = torch.randint(-2, 3, (60, 24), generator=gen).float()
@@ -92,14 +92,14 @@ def test_ties_go_to_the_lower_id_like_faiss(interpret: None) -> None:
 
 
 def test_every_partial_result_is_written(interpret: None) -> None:
-    from kernels.topk import launch_similarity_topk
+    from embedforge.kernels.topk import launch_similarity_topk
 
     queries, corpus = _vectors(37, 20, torch.float16, 7), _vectors(300, 20, torch.float16, 8)
     sentinel = 0x5EED
     out = torch.full((3, 37, 16), sentinel, dtype=torch.int64)
     launch_similarity_topk(queries, corpus, out, "interpret")
     assert not (out == sentinel).any()
-    from kernels.topk import merge_split_keys
+    from embedforge.kernels.topk import merge_split_keys
 
     scores, ids = merge_split_keys(out, 10)
     assert_topk_close(queries, corpus, scores, ids, 10, TOL[torch.float16])

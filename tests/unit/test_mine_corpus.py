@@ -8,17 +8,17 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from engine.configs.mine import MineConfig
-from engine.data.schemas import CHUNKS
-from engine.data.shards import shard_name, write_parquet
-from engine.retrieval.mining_corpus import (
+from embedforge.configs.mine import MineConfig
+from embedforge.data.schemas import CHUNKS
+from embedforge.data.shards import shard_name, write_parquet
+from embedforge.retrieval.mining_corpus import (
     KnownPositives,
     corpus_vectors,
     load_mining_corpus,
     normalize_text,
     stable_keys,
 )
-from engine.retrieval.mining_report import MiningStats, plot_stats
+from embedforge.retrieval.mining_report import MiningStats, plot_stats
 
 
 def _chunks(tmp_path, texts: list[str], docs: list[str] | None = None):

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from engine.serving.app import create_app
-from engine.serving.config import ServeConfig
+from embedforge.serving.app import create_app
+from embedforge.serving.config import ServeConfig
 
 LONG = "information retrieval systems index scientific documents " * 60  # ~360 tokens > 256
 

@@ -7,8 +7,8 @@ import asyncio
 import numpy as np
 import pytest
 
-from engine.serving.batcher import DynamicBatcher
-from engine.serving.errors import APIError
+from embedforge.serving.batcher import DynamicBatcher
+from embedforge.serving.errors import APIError
 
 TEXTS = [f"document number {i} about information retrieval" + " and indexing" * (i % 4) for i in range(8)]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from engine.cli import app
+from embedforge.cli import app
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.serving.model_dir import ModelDirError, check_model_dir
+from embedforge.serving.model_dir import ModelDirError, check_model_dir
 
 
 def _copy(src: Path, dst: Path, skip: set[str] = frozenset()) -> Path:

@@ -7,12 +7,12 @@ import base64
 import numpy as np
 import pytest
 
-from engine.serving.app import served_name
-from engine.serving.auth import api_key_from_env, key_matches
-from engine.serving.config import ServeConfig
-from engine.serving.errors import APIError
-from engine.serving.limits import apply_token_limit
-from engine.serving.protocol import (
+from embedforge.serving.app import served_name
+from embedforge.serving.auth import api_key_from_env, key_matches
+from embedforge.serving.config import ServeConfig
+from embedforge.serving.errors import APIError
+from embedforge.serving.limits import apply_token_limit
+from embedforge.serving.protocol import (
     EmbeddingRequest,
     check_dimensions,
     embedding_items,

@@ -8,10 +8,10 @@ from pathlib import Path
 import fsspec
 import pytest
 
-from engine.data import run_storage
-from engine.data.shards import read_table
-from engine.runner import plan, run_job, status
-from engine.spec import validate_dict
+from embedforge.data import run_storage
+from embedforge.data.shards import read_table
+from embedforge.runner import plan, run_job, status
+from embedforge.spec import validate_dict
 
 
 def _stage_dir(root: Path) -> Path:
@@ -121,7 +121,7 @@ def test_a_finished_stage_whose_push_failed_is_pushed_not_rerun(tmp_path: Path, 
 
 def test_a_failed_stage_pushes_its_shards_and_resumes_on_another_machine(tmp_path: Path,
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    from engine.data.shards import ShardWriter
+    from embedforge.data.shards import ShardWriter
 
     url = f"memory://{tmp_path.name}/runs"
     spec = validate_dict(_job(tmp_path, url))

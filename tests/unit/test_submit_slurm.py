@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.cluster.slurm import SlurmError, sbatch_script, submit
-from engine.spec import SpecError, validate_dict
+from embedforge.cluster.slurm import SlurmError, sbatch_script, submit
+from embedforge.spec import SpecError, validate_dict
 
 
 def _spec(tmp_path: Path):  # noqa: ANN202

@@ -9,11 +9,11 @@ import pyarrow as pa
 import pytest
 from pydantic import ValidationError
 
-from engine.configs.train import TrainConfig
-from engine.data.schemas import TRIPLES
-from engine.data.shards import ShardWriter, shard_name
-from engine.spec import SpecError, validate_dict
-from engine.training.data import (
+from embedforge.configs.train import TrainConfig
+from embedforge.data.schemas import TRIPLES
+from embedforge.data.shards import ShardWriter, shard_name
+from embedforge.spec import SpecError, validate_dict
+from embedforge.training.data import (
     cut_sentence,
     held_out,
     rows_from_queries,
@@ -22,7 +22,7 @@ from engine.training.data import (
     split_queries,
     validation_set,
 )
-from engine.training.losses import TrainConfigError, check_loss_data, check_matryoshka_dims
+from embedforge.training.losses import TrainConfigError, check_loss_data, check_matryoshka_dims
 
 
 def test_matryoshka_dims_must_be_sorted_descending_and_name_the_field() -> None:
@@ -43,7 +43,7 @@ def test_matryoshka_dims_are_checked_against_the_model_dimension() -> None:
 
 
 def test_hashed_fields_leave_out_speed_only_settings() -> None:
-    from engine.configs.base import hashed_fields
+    from embedforge.configs.base import hashed_fields
 
     fields = hashed_fields(TrainConfig())
     assert "learning_rate" in fields and "batch_size" in fields

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from engine.configs.train import TrainConfig
-from engine.training.adapter import adapter_modules, apply_adapter, matryoshka_mnrl
-from engine.training.arguments import precision_flags, training_arguments
-from engine.training.checkpoints import last_checkpoint, publish_dir
-from engine.training.losses import TrainConfigError, build_loss
+from embedforge.configs.train import TrainConfig
+from embedforge.training.adapter import adapter_modules, apply_adapter, matryoshka_mnrl
+from embedforge.training.arguments import precision_flags, training_arguments
+from embedforge.training.checkpoints import last_checkpoint, publish_dir
+from embedforge.training.losses import TrainConfigError, build_loss
 
 
 def test_default_loss_is_mnrl_in_matryoshka(st_model) -> None:
@@ -104,7 +104,7 @@ def test_publish_dir_replaces_atomically(tmp_path: Path) -> None:
 def test_lora_merge_keeps_the_adapted_outputs_and_saves_a_plain_model(minilm_path: Path, tmp_path: Path) -> None:
     from sentence_transformers import SentenceTransformer
 
-    from engine.training.lora import add_lora, merge_lora
+    from embedforge.training.lora import add_lora, merge_lora
 
     model = SentenceTransformer(str(minilm_path), device="cpu")
     total = sum(p.numel() for p in model.parameters())

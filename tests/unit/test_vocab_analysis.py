@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.vocab.analysis import analyze, load_tokenizer, words
-from engine.vocab.corpus import CorpusError, SourceReader
-from engine.vocab.report import HISTOGRAM_PNG, REPORT_MD, STATS_JSON, TERMS_TSV, write_report
+from embedforge.vocab.analysis import analyze, load_tokenizer, words
+from embedforge.vocab.corpus import CorpusError, SourceReader
+from embedforge.vocab.report import HISTOGRAM_PNG, REPORT_MD, STATS_JSON, TERMS_TSV, write_report
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.training.vocab_extension import EXTENSION_JSON, extend_model, load_extension
+from embedforge.training.vocab_extension import EXTENSION_JSON, extend_model, load_extension
 
 TERMS = ["chromatin", "apoptosis", "phosphorylation", "cat", "Chromatin", "chromatin"]
 OLD_TEXTS = [

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from tokenizers import Tokenizer
 
-from engine.vocab.analysis import analyze, load_tokenizer, tokenizer_view
-from engine.vocab.corpus import SourceReader
-from engine.vocab.tokenizer_training import save_hf_dir, save_versioned, special_tokens, train_tokenizer
+from embedforge.vocab.analysis import analyze, load_tokenizer, tokenizer_view
+from embedforge.vocab.corpus import SourceReader
+from embedforge.vocab.tokenizer_training import save_hf_dir, save_versioned, special_tokens, train_tokenizer
 
 BERT_SPECIALS = {"[PAD]": 0, "[UNK]": 100, "[CLS]": 101, "[SEP]": 102, "[MASK]": 103}
 

@@ -1,0 +1,1 @@
+"""Synthetic query generation: backends (vLLM, HF, OpenAI-compatible), prompts, parsing, filters."""

@@ -1,0 +1,1 @@
+"""Fine-tuning: training data, losses, arguments, callbacks, adapters, model cards."""
