@@ -7,7 +7,7 @@ quickstart:
 
 test:
 	bash scripts/setup.sh
-	.venv/bin/python -m pytest -q
+	.venv/bin/python -P -m pytest -q
 
 lint:
 	.venv/bin/ruff check .

@@ -73,7 +73,7 @@ def ndcg10(query_vecs: np.ndarray, qids: list[str], chunk_vecs: np.ndarray, owne
     """nDCG@10 with documents scored by their best chunk (exact search through the one search API)."""
     import pytrec_eval
 
-    from embedforge.retrieval.index import search
+    from embedforge.search.index import search
 
     scores, ids = search(query_vecs, chunk_vecs, k=min(100, len(owners)))
     run: dict[str, dict[str, float]] = {}
@@ -90,8 +90,8 @@ def speed_and_quality(args: argparse.Namespace) -> list[dict[str, Any]]:
     import torch
     from sentence_transformers import SentenceTransformer
 
+    from embedforge.encoding.encoder import Encoder
     from embedforge.models import resolve_model
-    from embedforge.retrieval.encoder import Encoder
 
     torch.set_num_threads(args.threads)
     texts, owners, qrels, queries = scifact_chunks(args.docs)
@@ -143,8 +143,8 @@ def rss_child(n: int, threads: int) -> None:
     """Embed ``n`` generated docs through the bulk path; print peak RSS (MiB) as JSON."""
     import torch
 
-    from embedforge.retrieval.bulk_embed import OutputOptions, embed_blocks, iter_blocks
-    from embedforge.retrieval.encoder import Encoder
+    from embedforge.encoding.bulk_embed import OutputOptions, embed_blocks, iter_blocks
+    from embedforge.encoding.encoder import Encoder
 
     torch.set_num_threads(threads)
     rng = random.Random(0)

@@ -36,11 +36,11 @@ import numpy as np
 
 from embedforge.data.shards import read_table
 from embedforge.device import cpu_bf16_dot
-from embedforge.retrieval.encoder import get_encoder
-from embedforge.retrieval.index import auto_backend, build_index
-from embedforge.retrieval.mining_corpus import KnownPositives, load_mining_corpus, normalize_text, stable_keys
-from embedforge.retrieval.negatives import NegativeRules, mine_block
+from embedforge.encoding.encoder import get_encoder
+from embedforge.mining.corpus import KnownPositives, load_mining_corpus, normalize_text, stable_keys
+from embedforge.mining.negatives import NegativeRules, mine_block
 from embedforge.runner import git_sha, library_versions, plan, run_job
+from embedforge.search.index import auto_backend, build_index
 from embedforge.spec import validate_dict
 
 SCIFACT = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "scifact"

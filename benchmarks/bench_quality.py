@@ -47,8 +47,8 @@ def encoder_vs_reference(texts: list[str]) -> dict[str, float]:
     """Our encoder vs sentence-transformers' ``encode`` on the same passages: docs/s each, ratio, agreement."""
     from sentence_transformers import SentenceTransformer
 
+    from embedforge.encoding.encoder import get_encoder
     from embedforge.models import resolve_model
-    from embedforge.retrieval.encoder import get_encoder
 
     ours = get_encoder(MODEL, device="cpu")
     ref = SentenceTransformer(str(resolve_model(MODEL)), device="cpu")

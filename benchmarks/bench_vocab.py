@@ -36,8 +36,8 @@ REPO = Path(__file__).resolve().parents[1]
 def ndcg_at_10(data: BeirDataset, corpus_vectors: np.ndarray, query_vectors: np.ndarray,
                query_subset: set[str] | None = None) -> float:
     """Mean nDCG@10 over the judged test queries (or a subset), via the project's metrics (pytrec_eval)."""
-    from embedforge.retrieval.index import search
-    from embedforge.retrieval.metrics import evaluate_run, run_from_rankings
+    from embedforge.evaluation.metrics import evaluate_run, run_from_rankings
+    from embedforge.search.index import search
 
     _, ids = search(query_vectors, corpus_vectors, k=100)
     rankings = [[data.corpus_ids[i] for i in row] for row in ids]
@@ -51,7 +51,7 @@ def ndcg_at_10(data: BeirDataset, corpus_vectors: np.ndarray, query_vectors: np.
 
 def encode_and_score(model_dir: str | Path, data: BeirDataset, subset: set[str],
                      max_seq_length: int | None = None) -> dict[str, float]:
-    from embedforge.retrieval.encoder import Encoder
+    from embedforge.encoding.encoder import Encoder
 
     encoder = Encoder(model_dir, device="cpu", max_seq_length=max_seq_length)
     t0 = time.perf_counter()

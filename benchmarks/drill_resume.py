@@ -217,7 +217,7 @@ class Drill:
 
     def env(self, which: str) -> dict[str, str]:
         """The user's environment with a cache of this run's own (model folders linked in, embeddings not)."""
-        from embedforge.retrieval.cache import default_root
+        from embedforge.encoding.cache import default_root
 
         cache = self.homes[which] / "cache"
         cache.mkdir(parents=True, exist_ok=True)
@@ -233,7 +233,7 @@ class Drill:
         self.attempts += 1
         logs = self.root / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "embedforge.cli", "run", str(self.job), *self.overrides,
+        cmd = [sys.executable, "-P", "-m", "embedforge.cli", "run", str(self.job), *self.overrides,
                f"run_dir={self.run_dir(which)}", "--log-level", "INFO"]
         return Attempt.start(self.attempts, cmd, self.env(which), logs / f"{which}-{self.attempts:02d}.log")
 

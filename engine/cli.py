@@ -61,7 +61,8 @@ def run(job: Path, overrides: Overrides = None,
         force: Annotated[bool, typer.Option(help="Re-run the selected stages from scratch")] = False,
         log_level: Annotated[str, typer.Option(help="Log level")] = "INFO") -> None:
     """Run a job: each stage is skipped when finished, resumed when partial, re-run when its config changed."""
-    from embedforge.runner import StageFailed, run_job
+    from embedforge.runner import run_job
+    from embedforge.stages.base import StageFailed
 
     setup_logging(log_level)
     spec = _load(job, overrides)

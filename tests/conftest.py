@@ -69,7 +69,7 @@ def minilm_path() -> Path:
 @pytest.fixture(scope="session")
 def encoder():
     """The shared MiniLM encoder (loaded once per session)."""
-    from embedforge.retrieval.encoder import get_encoder
+    from embedforge.encoding.encoder import get_encoder
 
     return get_encoder("all-MiniLM-L6-v2", device="cpu")
 
@@ -86,7 +86,7 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 900, env: dict
             check: bool = True) -> subprocess.CompletedProcess[str]:
     """Run the real ``embedforge`` CLI in a subprocess; on failure the assertion shows its output."""
     full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
-    proc = subprocess.run([sys.executable, "-m", "embedforge.cli", *args], cwd=cwd or REPO, capture_output=True,
+    proc = subprocess.run([sys.executable, "-P", "-m", "embedforge.cli", *args], cwd=cwd or REPO, capture_output=True,
                           text=True, timeout=timeout, env=full_env)
     if check:
         assert proc.returncode == 0, f"embedforge {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"

@@ -102,7 +102,7 @@ def command_submission(args: list[str], *, working_dir: Path, pip: list[str] | N
                                    "env_vars": {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}}
     if pip:
         runtime_env["pip"] = pip
-    return {"entrypoint": shlex.join([python, "-m", "embedforge.cli", *args]), "runtime_env": runtime_env,
+    return {"entrypoint": shlex.join([python, "-P", "-m", "embedforge.cli", *args]), "runtime_env": runtime_env,
             "metadata": metadata or {"embedforge_job": args[0]}}
 
 

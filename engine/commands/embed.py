@@ -41,11 +41,11 @@ def embed(
     from embedforge import device as dev
     from embedforge.data.ingest import resolve_path
     from embedforge.data.shards import SHARDS, ShardWriter, atomic_write_json, count_rows
+    from embedforge.encoding.encoder import Encoder
     from embedforge.progress import track
-    from embedforge.retrieval import bulk_embed
-    from embedforge.retrieval.encoder import Encoder
-    from embedforge.retrieval.export import BM25_DIR, KINDS, export_bm25, export_index
+    from embedforge.encoding import bulk_embed
     from embedforge.runner import library_versions
+    from embedforge.search.export import BM25_DIR, KINDS, export_bm25, export_index
 
     setup_logging()
     dev.set_threads(threads)
@@ -114,9 +114,9 @@ def search(
 
     from rich.table import Table
 
+    from embedforge.encoding.encoder import get_encoder
     from embedforge.models import model_id as compute_model_id
-    from embedforge.retrieval.encoder import get_encoder
-    from embedforge.retrieval.export import find_bm25, find_indexes, hybrid_search, load_index
+    from embedforge.search.export import find_bm25, find_indexes, hybrid_search, load_index
 
     candidates = [p for p in find_indexes(index)
                   if (dim is None or json.loads((p / "meta.json").read_text())["dim"] == dim)

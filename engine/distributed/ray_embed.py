@@ -1,11 +1,11 @@
 """Ray Data executor of bulk embedding: ``read_parquet`` → ``map_batches`` (actor pool of encoders) →
 ``write_parquet``, then a driver pass that lays the result out exactly like the local executor.
 
-Each actor loads one :class:`~engine.retrieval.encoder.Encoder` (one per GPU on a GPU cluster: set
+Each actor loads one :class:`~embedforge.encoding.encoder.Encoder` (one per GPU on a GPU cluster: set
 ``num_gpus``) and turns a batch of input rows into ``id, chunk_id, doc_version, text, bad, full`` where
 ``full`` is the full-dimension model output and ``bad`` the quarantine reason of an unusable row. The driver
 then reads Ray's output files one at a time and writes ``part-NNNNN.parquet`` shards per Matryoshka dim with
-:func:`embedforge.retrieval.bulk_embed.write_block` — same schema, same quarantine, same texts. A run is not
+:func:`embedforge.encoding.bulk_embed.write_block` — same schema, same quarantine, same texts. A run is not
 resumable mid-way (Ray owns the intermediate files); a killed run starts its Ray pass over.
 """
 
@@ -23,14 +23,14 @@ import pyarrow.parquet as pq
 
 from embedforge import device as dev
 from embedforge.data.shards import ShardWriter, list_shards, shard_name
-from embedforge.retrieval.bulk_embed import ID_FIELDS, Block, OutputOptions, _Blocks, write_block
+from embedforge.encoding.bulk_embed import ID_FIELDS, Block, OutputOptions, _Blocks, write_block
 
 
 class EncodeBatch:
     """Ray actor: an encoder that maps a pyarrow batch of input rows to full-dimension vectors."""
 
     def __init__(self, model_path: str, device: str, precision: str, backend: str, id_field: str | None) -> None:
-        from embedforge.retrieval.encoder import Encoder
+        from embedforge.encoding.encoder import Encoder
 
         self.encoder = Encoder(model_path, device=device, dtype=precision, backend=backend)
         self.id_field = id_field

@@ -2,12 +2,12 @@
 
 Per dense model and dataset, the corpus and the queries are encoded once at the model's full dimension (through
 the shared encoder); each dimension is a truncation + re-normalization of those vectors
-(:func:`embedforge.retrieval.encoder.truncate_normalize`), as a Matryoshka model is deployed. Per dimension and
+(:func:`embedforge.encoding.encoder.truncate_normalize`), as a Matryoshka model is deployed. Per dimension and
 quantization a row holds the quality metrics (pytrec_eval), the search latency and the index size; the float
 row also holds HNSW latency, recall of HNSW's top 10 against exact search, and the HNSW index size. Query
 encode latency and corpus throughput do not depend on the truncation, so they are measured once per model and
 repeated on its rows. ``bm25`` is a model too (one row per dataset, ``dim`` null). With ``hybrid``, each dense
-model's float search at each dimension is also fused with BM25's top ``top_k`` (:mod:`embedforge.retrieval.fusion`)
+model's float search at each dimension is also fused with BM25's top ``top_k`` (:mod:`embedforge.search.fusion`)
 into rows named ``<model>+bm25-<fusion>``.
 
 Finished (dataset, model) results are cached as JSON under ``cache_dir`` so a killed run resumes.
@@ -30,16 +30,16 @@ import numpy as np
 from embedforge.data.beir import BeirDataset
 from embedforge.data.shards import atomic_write_json
 from embedforge.evaluation.latency import percentiles, query_encode_latency, search_latency, time_calls
+from embedforge.evaluation.metrics import paired_test
 from embedforge.evaluation.retrieval_evaluator import RetrievalEvaluator
-from embedforge.evaluation.vector_indexes import QUANTIZATIONS, QuantizedSearcher, faiss_threads, hnsw_index
-from embedforge.evaluation.vector_indexes import index_bytes as faiss_index_bytes
-from embedforge.retrieval.metrics import paired_test
+from embedforge.search.vector_indexes import QUANTIZATIONS, QuantizedSearcher, faiss_threads, hnsw_index
+from embedforge.search.vector_indexes import index_bytes as faiss_index_bytes
 
 log = logging.getLogger("embedforge.evaluate")
 
 BM25 = "bm25"
 FUSIONS = ("rrf", "zscore")
-"""Hybrid fusions of a dense model with BM25 (:mod:`embedforge.retrieval.fusion`)."""
+"""Hybrid fusions of a dense model with BM25 (:mod:`embedforge.search.fusion`)."""
 
 
 @dataclass(frozen=True)
@@ -126,7 +126,7 @@ class LexicalRun:
 
 
 def bm25_run(dataset: BeirDataset, opts: EvalOptions) -> LexicalRun:
-    from embedforge.retrieval.bm25 import BM25Retriever
+    from embedforge.search.bm25 import BM25Retriever
 
     t0 = time.perf_counter()
     bm = BM25Retriever(dataset.corpus_texts, k1=opts.bm25_k1, b=opts.bm25_b)
@@ -153,7 +153,7 @@ def _bm25(dataset: BeirDataset, model: ModelRef, opts: EvalOptions, run: Lexical
 
 def _dense(dataset: BeirDataset, model: ModelRef, opts: EvalOptions,
            bm25: Callable[[], LexicalRun] | None = None) -> EvalResult:
-    from embedforge.retrieval.encoder import get_encoder, truncate_normalize
+    from embedforge.encoding.encoder import get_encoder, truncate_normalize
 
     encoder = get_encoder(model.ref, device=opts.device, dtype=opts.dtype)
     dims = opts.dims or [encoder.dim]
@@ -209,7 +209,7 @@ def _hybrid(dataset: BeirDataset, model: ModelRef, dim: int, dense: tuple[np.nda
             opts: EvalOptions) -> EvalResult:
     """Rows of the dense model's float search at ``dim`` fused with BM25, one per fusion method; the index of a
     hybrid row is both indexes."""
-    from embedforge.retrieval.fusion import reciprocal_rank_fusion, zscore_fusion
+    from embedforge.search.fusion import reciprocal_rank_fusion, zscore_fusion
 
     out = EvalResult()
     lexical = bm25.matched

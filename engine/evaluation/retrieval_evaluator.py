@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from embedforge.data.beir import BeirDataset
-from embedforge.retrieval.metrics import PRIMARY_METRIC, RunMetrics, evaluate_run, run_from_rankings
+from embedforge.evaluation.metrics import PRIMARY_METRIC, RunMetrics, evaluate_run, run_from_rankings
 
 
 class RetrievalEvaluator:

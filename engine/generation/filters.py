@@ -90,7 +90,7 @@ def near_duplicate_mask(queries: Sequence[str], threshold: float) -> list[bool]:
 def roundtrip_mask(query_vectors: np.ndarray, corpus_vectors: np.ndarray, source_rows: Sequence[int],
                    k: int) -> list[bool]:
     """Keep mask: the query's source chunk (row of ``corpus_vectors``) is within its top-``k`` search results."""
-    from embedforge.retrieval.index import search
+    from embedforge.search.index import search
 
     if len(source_rows) == 0:
         return []

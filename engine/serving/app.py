@@ -21,8 +21,8 @@ from pathlib import Path
 from fastapi import FastAPI, Response
 
 from embedforge import device as dev
+from embedforge.encoding.encoder import Encoder, truncate_normalize
 from embedforge.models import resolve_model
-from embedforge.retrieval.encoder import Encoder, truncate_normalize
 from embedforge.serving.auth import BearerAuth
 from embedforge.serving.batcher import DynamicBatcher
 from embedforge.serving.config import ServeConfig

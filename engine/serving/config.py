@@ -28,7 +28,7 @@ class ServeConfig:
     """``auto`` (bf16/fp16 on GPU, fp32 on CPU), ``fp32``, ``bf16`` or ``fp16``."""
     backend: str = "auto"
     """Encoder backend: ``auto`` (ONNX Runtime for fp32 on CPU when installed, else torch), ``torch``,
-    ``onnx``, ``onnx-int8`` (lossy) or ``st``; see :class:`embedforge.retrieval.encoder.Encoder`."""
+    ``onnx``, ``onnx-int8`` (lossy) or ``st``; see :class:`embedforge.encoding.encoder.Encoder`."""
     max_inputs: int = 256
     """Most texts accepted in one request (400 above)."""
     max_tokens_per_input: int | None = None

@@ -115,6 +115,7 @@ class ServerProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.command = [
             sys.executable,
+            "-P",  # not the working directory on sys.path: a checkout's folders must not shadow packages
             "-m",
             "embedforge.cli",
             "serve",

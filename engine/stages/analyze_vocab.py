@@ -14,7 +14,7 @@ import time
 from embedforge.configs.vocab import AnalyzeVocabConfig
 from embedforge.data.shards import count_rows
 from embedforge.progress import track
-from embedforge.runner import StageContext, StageFailed
+from embedforge.stages.base import StageContext, StageFailed
 from embedforge.vocab.analysis import VocabAnalyzer, load_tokenizer
 from embedforge.vocab.corpus import CorpusError, shard_texts
 from embedforge.vocab.report import write_report

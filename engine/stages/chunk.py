@@ -13,7 +13,7 @@ from embedforge.data.chunking import TokenCounter, chunk_text
 from embedforge.data.schemas import CHUNKS
 from embedforge.data.shards import iter_shards
 from embedforge.progress import track
-from embedforge.runner import StageContext, StageFailed
+from embedforge.stages.base import StageContext, StageFailed
 
 
 def run(ctx: StageContext) -> None:

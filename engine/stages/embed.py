@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from embedforge.configs.embed import EmbedConfig
 from embedforge.data.shards import count_rows
+from embedforge.encoding.bulk_embed import OutputOptions, dim_dir, embed_blocks, iter_blocks
+from embedforge.encoding.encoder import Encoder
 from embedforge.progress import track
-from embedforge.retrieval.bulk_embed import OutputOptions, dim_dir, embed_blocks, iter_blocks
-from embedforge.retrieval.encoder import Encoder
-from embedforge.retrieval.export import BM25_DIR, export_bm25, export_index
-from embedforge.runner import StageContext, StageFailed
+from embedforge.search.export import BM25_DIR, export_bm25, export_index
+from embedforge.stages.base import StageContext, StageFailed
 
 
 def run(ctx: StageContext) -> None:

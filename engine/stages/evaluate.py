@@ -14,7 +14,7 @@ from embedforge.data.ingest import resolve_path
 from embedforge.evaluation.harness import BM25, EvalOptions, ModelRef, evaluate_models, parse_model_ref
 from embedforge.evaluation.heldout import heldout_dataset
 from embedforge.evaluation.report import write_report
-from embedforge.runner import StageContext, StageFailed
+from embedforge.stages.base import StageContext, StageFailed
 
 
 def _models(ctx: StageContext, cfg: EvaluateConfig) -> list[ModelRef]:

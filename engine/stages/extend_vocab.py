@@ -20,7 +20,7 @@ from typing import Any
 
 from embedforge.configs.vocab import ExtendVocabConfig
 from embedforge.progress import track
-from embedforge.runner import StageContext, StageFailed
+from embedforge.stages.base import StageContext, StageFailed
 from embedforge.training.vocab_extension import extend_model
 from embedforge.vocab.analysis import VocabAnalysis, VocabAnalyzer, load_tokenizer
 from embedforge.vocab.corpus import CorpusError, shard_texts

@@ -30,7 +30,7 @@ from embedforge.generation.backends import LLMBackend, Usage, open_backend
 from embedforge.generation.filters import RULES, Candidate, dedup_key, roundtrip_mask
 from embedforge.generation.query_maker import QueryMaker, ShardCompletions
 from embedforge.progress import track
-from embedforge.runner import StageContext, StageFailed
+from embedforge.stages.base import StageContext, StageFailed
 
 log = logging.getLogger("embedforge.generate")
 COLUMNS = ["chunk_id", "doc_id", "idx", "title", "text"]
@@ -104,7 +104,7 @@ def _open(ctx: StageContext, cfg: GenerateConfig) -> LLMBackend:
 
 def _roundtrip_filter(ctx: StageContext, corpus: pa.Table):  # noqa: ANN202 - returns a closure
     """Encode the corpus once; the returned function keeps candidates whose chunk ranks in the top k."""
-    from embedforge.retrieval.encoder import get_encoder
+    from embedforge.encoding.encoder import get_encoder
 
     cfg: GenerateConfig = ctx.config
     encoder = get_encoder(ctx.resolve_model(cfg.roundtrip_model), device=ctx.job.device)

@@ -22,7 +22,7 @@ from embedforge.data.ingest import BadRow, Record, iter_source
 from embedforge.data.schemas import DOCUMENTS
 from embedforge.data.shards import shard_name
 from embedforge.progress import track
-from embedforge.runner import StageContext, StageFailed
+from embedforge.stages.base import StageContext, StageFailed
 
 log = logging.getLogger("embedforge.ingest")
 

@@ -3,7 +3,7 @@
 1. The chunk corpus is embedded once with the base model into ``corpus_vectors.npy`` (memory-mapped, resumable)
    and indexed (faiss-gpu / faiss-cpu / torch, exact order; IVF optionally).
 2. Every (query text, chunk) and (query id, chunk) pair is indexed as a known positive.
-3. Query shards stream through in blocks: embed, search, apply the rules of :mod:`embedforge.retrieval.negatives`,
+3. Query shards stream through in blocks: embed, search, apply the rules of :mod:`embedforge.mining.negatives`,
    write the shard with its statistics. Only the configured splits (``train``) are mined; other rows are left out
    and counted (the train stage validates on the ``val`` queries of ``generate`` directly).
 4. The manifest gets score distributions and the share each rule removed; ``mine_scores.png`` plots them.
@@ -22,10 +22,8 @@ from embedforge import device as dev
 from embedforge.configs.mine import MineConfig
 from embedforge.data.schemas import TRIPLES
 from embedforge.data.shards import iter_shards, list_shards
-from embedforge.progress import track
-from embedforge.retrieval.encoder import Encoder, get_encoder
-from embedforge.retrieval.index import SearchIndex, build_index
-from embedforge.retrieval.mining_corpus import (
+from embedforge.encoding.encoder import Encoder, get_encoder
+from embedforge.mining.corpus import (
     KnownPositives,
     MiningCorpus,
     corpus_vectors,
@@ -33,9 +31,11 @@ from embedforge.retrieval.mining_corpus import (
     normalize_text,
     stable_keys,
 )
-from embedforge.retrieval.mining_report import MiningStats, plot_stats
-from embedforge.retrieval.negatives import NegativeRules, Rescorer, mine_block
-from embedforge.runner import StageContext, StageFailed
+from embedforge.mining.negatives import NegativeRules, Rescorer, mine_block
+from embedforge.mining.report import MiningStats, plot_stats
+from embedforge.progress import track
+from embedforge.search.index import SearchIndex, build_index
+from embedforge.stages.base import StageContext, StageFailed
 
 QUERY_COLUMNS = ["query_id", "chunk_id", "query", "split"]
 

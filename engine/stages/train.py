@@ -21,7 +21,8 @@ from embedforge.configs.train import TrainConfig
 from embedforge.data.shards import atomic_write_text, list_shards, read_table
 from embedforge.models import model_id
 from embedforge.progress import track
-from embedforge.runner import StageContext, StageFailed, library_versions
+from embedforge.runner import library_versions
+from embedforge.stages.base import StageContext, StageFailed
 from embedforge.training.checkpoints import last_checkpoint, publish_dir
 from embedforge.training.data import (
     TrainingRows,
@@ -199,7 +200,7 @@ def eval_dims(cfg: TrainConfig, model_dim: int) -> list[int]:
 
 def train_adapter_mode(ctx: StageContext, cfg: TrainConfig, start_model: str, rows: TrainingRows,
                        val: ValidationSet) -> dict[str, Any]:
-    from embedforge.retrieval.encoder import Encoder, get_encoder
+    from embedforge.encoding.encoder import Encoder, get_encoder
     from embedforge.training.adapter import adapt_vectors, save_with_adapter, train_adapter
 
     if cfg.max_seq_length:  # a training-time truncation: a private encoder, not the shared one

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 from embedforge.configs.vocab import TrainTokenizerConfig
 from embedforge.data.shards import count_rows
-from embedforge.runner import StageContext, StageFailed
+from embedforge.stages.base import StageContext, StageFailed
 from embedforge.vocab.analysis import analyze, load_tokenizer, tokenizer_view
 from embedforge.vocab.corpus import CorpusError, shard_texts
 from embedforge.vocab.tokenizer_training import (

@@ -3,7 +3,7 @@
 Encodes queries and corpus once per evaluation at full dimension with the model being trained, then truncates
 and re-normalizes for each dimension (``truncate_normalize``) and searches with the one search API — one
 encoding pass instead of one per dimension as a ``SequentialEvaluator`` of ``InformationRetrievalEvaluator`` s
-would need. Scores come from the house metrics (``embedforge.retrieval.metrics``, pytrec_eval). Returns ``{"val_ndcg@10_d384": ..., "val_recall@10_d384": ..., ...}``; the primary metric is nDCG@10
+would need. Scores come from the house metrics (``embedforge.evaluation.metrics``, pytrec_eval). Returns ``{"val_ndcg@10_d384": ..., "val_recall@10_d384": ..., ...}``; the primary metric is nDCG@10
 at the largest dimension.
 """
 
@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 from sentence_transformers.base.evaluation.evaluator import BaseEvaluator
 
-from embedforge.retrieval.encoder import truncate_normalize
-from embedforge.retrieval.index import search
-from embedforge.retrieval.metrics import evaluate_run, run_from_rankings
+from embedforge.encoding.encoder import truncate_normalize
+from embedforge.evaluation.metrics import evaluate_run, run_from_rankings
+from embedforge.search.index import search
 from embedforge.training.data import ValidationSet
 
 if TYPE_CHECKING:

@@ -85,7 +85,7 @@ def test_killed_ingest_resumes_without_torn_or_duplicated_rows(tmp_path: Path, c
     cli("run", str(_job(tmp_path, corpus, reference, 300)), "--stages", "ingest")
 
     job = _job(tmp_path, corpus, killed, 300)
-    proc = subprocess.Popen([sys.executable, "-m", "embedforge.cli", "run", str(job), "--stages", "ingest"],
+    proc = subprocess.Popen([sys.executable, "-P", "-m", "embedforge.cli", "run", str(job), "--stages", "ingest"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ})
     deadline = time.time() + 120
     shards_dir = next(iter([]), None)

@@ -81,7 +81,7 @@ def test_output_contract_split_and_counts(uninterrupted: Path) -> None:
 def test_resume_after_sigkill_matches_uninterrupted_run(uninterrupted: Path, cli, tmp_path: Path) -> None:  # noqa: ANN001
     job = write_job(tmp_path / "job.yaml")
     run_dir = tmp_path / "runs"
-    args = [sys.executable, "-m", "embedforge.cli", "run", str(job), f"run_dir={run_dir}"]
+    args = [sys.executable, "-P", "-m", "embedforge.cli", "run", str(job), f"run_dir={run_dir}"]
     proc = subprocess.Popen(args, cwd=Path(__file__).resolve().parents[2], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 3600

@@ -20,10 +20,11 @@ import yaml
 from embedforge.data.schemas import QUERIES, TRIPLES
 from embedforge.data.shards import list_shards, read_table, shard_name, write_parquet
 from embedforge.device import cpu_bf16_dot
-from embedforge.retrieval.index import auto_backend
-from embedforge.retrieval.mining_corpus import normalize_text
-from embedforge.runner import StageFailed, plan, run_job
+from embedforge.mining.corpus import normalize_text
+from embedforge.runner import plan, run_job
+from embedforge.search.index import auto_backend
 from embedforge.spec import validate_dict
+from embedforge.stages.base import StageFailed
 
 ADI = Path(__file__).resolve().parents[2] / "engine" / "data" / "builtin" / "adi"
 SHARD_ROWS = 16
@@ -160,7 +161,7 @@ def test_resume_after_kill(adi: dict, mined: dict, tmp_path: Path) -> None:
     out = plan(validate_dict(spec))["mine"].dir
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     with open(tmp_path / "first.log", "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "embedforge.cli", "run", str(job_file)], cwd=tmp_path, env=env,
+        proc = subprocess.Popen([sys.executable, "-P", "-m", "embedforge.cli", "run", str(job_file)], cwd=tmp_path, env=env,
                                 stdout=log, stderr=subprocess.STDOUT)
     deadline = time.time() + 600
     while time.time() < deadline and proc.poll() is None and not list_shards(out / "shards"):
@@ -170,7 +171,7 @@ def test_resume_after_kill(adi: dict, mined: dict, tmp_path: Path) -> None:
     n_total = len(list_shards(adi["queries"]))
     done_before = {p.name: p.read_bytes() for p in list_shards(out / "shards")}
     assert not (out / "_SUCCESS").exists() and 0 < len(done_before) < n_total, "the kill did not land mid-stage"
-    subprocess.run([sys.executable, "-m", "embedforge.cli", "run", str(job_file)], cwd=tmp_path, env=env, check=True,
+    subprocess.run([sys.executable, "-P", "-m", "embedforge.cli", "run", str(job_file)], cwd=tmp_path, env=env, check=True,
                    capture_output=True, timeout=900)
     assert (out / "_SUCCESS").exists()
     for name, data in done_before.items():  # finished shards were kept, not redone

@@ -23,15 +23,17 @@ import pytest
 
 from embedforge.data.schemas import CHUNKS, QUERIES, TRIPLES
 from embedforge.data.shards import ShardWriter, shard_name
-from embedforge.runner import StageFailed, StageOutput, run_stage
+from embedforge.runner import run_stage
 from embedforge.spec import validate_dict
+from embedforge.stages.base import StageFailed, StageOutput
 
 N_TRAIN, N_VAL, N_DISTRACTORS = 200, 20, 40
 
 RUN_TRAIN = """
 import json, sys
 from pathlib import Path
-from embedforge.runner import StageOutput, run_stage
+from embedforge.stages.base import StageOutput
+from embedforge.runner import run_stage
 from embedforge.spec import validate_dict
 spec, inputs, out = json.loads(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3]
 outputs = {n: StageOutput(n, h, Path(d)) for n, (h, d) in inputs.items()}

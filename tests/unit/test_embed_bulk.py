@@ -12,8 +12,8 @@ import pytest
 
 from embedforge.data.schemas import CHUNKS, embeddings_schema
 from embedforge.data.shards import list_shards, read_table
-from embedforge.retrieval.bulk_embed import OutputOptions, embed_blocks, iter_blocks
-from embedforge.retrieval.export import export_index, find_indexes, load_index
+from embedforge.encoding.bulk_embed import OutputOptions, embed_blocks, iter_blocks
+from embedforge.search.export import export_index, find_indexes, load_index
 
 DOCS = [("d1", "Vitamin D", "Vitamin D deficiency causes rickets in children."),
         ("d2", "Wing design", "Swept wings delay compressibility effects at transonic speeds."),

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from embedforge.retrieval.cache import EmbeddingCache
-from embedforge.retrieval.encoder import Encoder, token_budget_batches, truncate_normalize
+from embedforge.encoding.cache import EmbeddingCache
+from embedforge.encoding.encoder import Encoder, token_budget_batches, truncate_normalize
 
 TEXTS = ["Vitamin D deficiency is linked to bone loss.", "  leading and trailing spaces  ", "x",
          "A much longer passage about aerodynamic heating of blunt bodies at hypersonic speeds, " * 6,

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 
 from embedforge.data.schemas import CHUNKS, embeddings_schema
 from embedforge.data.shards import read_table
-from embedforge.retrieval.bulk_embed import OutputOptions
+from embedforge.encoding.bulk_embed import OutputOptions
 
 
 def _chunks(root: Path) -> Path:

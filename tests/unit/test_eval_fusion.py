@@ -10,7 +10,7 @@ import pytest
 from embedforge.data.beir import load_beir
 from embedforge.evaluation.harness import EvalOptions, ModelRef, evaluate_models
 from embedforge.evaluation.report import write_report
-from embedforge.retrieval.fusion import reciprocal_rank_fusion, zscore_fusion
+from embedforge.search.fusion import reciprocal_rank_fusion, zscore_fusion
 
 
 def test_rrf_sums_reciprocal_ranks_over_the_lists_that_hold_a_document() -> None:
@@ -69,7 +69,7 @@ def test_hybrid_rows_on_adi_are_tested_against_the_reference(adi_dir: Path, enco
 
 
 def test_embedding_cache_spares_the_second_encode(adi_dir: Path, encoder, tmp_path: Path, monkeypatch) -> None:
-    from embedforge.retrieval import cache as cache_module
+    from embedforge.encoding import cache as cache_module
 
     monkeypatch.setenv("EMBEDFORGE_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(cache_module, "_SHARED", {})

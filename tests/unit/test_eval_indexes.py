@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from embedforge.data.beir import load_beir
+from embedforge.encoding.encoder import truncate_normalize
 from embedforge.evaluation.harness import EvalOptions, ModelRef, evaluate_models, parse_model_ref
-from embedforge.evaluation.vector_indexes import QuantizedSearcher, binarize, hnsw_index
-from embedforge.retrieval.encoder import truncate_normalize
+from embedforge.search.vector_indexes import QuantizedSearcher, binarize, hnsw_index
 
 
 def _unit(rng: np.random.Generator, n: int, d: int) -> np.ndarray:

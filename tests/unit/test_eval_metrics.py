@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from embedforge.data.beir import BeirDataset
+from embedforge.evaluation.metrics import evaluate_run, metric_names, paired_test, run_from_rankings
 from embedforge.evaluation.retrieval_evaluator import RetrievalEvaluator
-from embedforge.retrieval.metrics import evaluate_run, metric_names, paired_test, run_from_rankings
 
 QRELS = {"q1": {"d1": 1, "d2": 2}, "q2": {"d4": 1}, "q3": {"d9": 1}}
 RANKINGS = {"q1": ["d3", "d1", "d2"], "q2": ["d4", "d5"], "q3": ["d5", "d6"]}

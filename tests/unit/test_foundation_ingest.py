@@ -11,8 +11,9 @@ import pytest
 
 from embedforge.data import cleaning
 from embedforge.data.shards import read_table
-from embedforge.runner import StageFailed, run_job
+from embedforge.runner import run_job
 from embedforge.spec import validate_dict
+from embedforge.stages.base import StageFailed
 
 
 def _run(tmp_path: Path, sources: list[dict], **ingest: object) -> tuple[pa.Table, dict]:

@@ -88,7 +88,7 @@ def test_every_output_element_is_written(interpret: None) -> None:
 def test_pooling_minilm_token_states_matches_sentence_transformers(interpret: None, st_model) -> None:
     """Parity with the reference library on a real model: MiniLM's token states through the fused kernel equal
     ``SentenceTransformer.encode`` (mean pooling + Normalize), and Matryoshka truncation equals the encoder's."""
-    from embedforge.retrieval.encoder import truncate_normalize
+    from embedforge.encoding.encoder import truncate_normalize
 
     texts = ["a short query", "a longer passage about exact vector search, padding and pooling", "x"]
     with torch.inference_mode():

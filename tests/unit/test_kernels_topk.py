@@ -74,7 +74,7 @@ def test_topk_k_2048_and_beyond(interpret: None) -> None:
 
 def test_ties_go_to_the_lower_id_like_faiss(interpret: None) -> None:
     """Integer data with duplicated corpus rows and all-zero (padding-only) queries: exact, deterministic ids."""
-    from embedforge.retrieval.index import search
+    from embedforge.search.index import search
 
     gen = torch.Generator().manual_seed(6)
     base = torch.randint(-2, 3, (60, 24), generator=gen).float()

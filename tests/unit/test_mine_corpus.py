@@ -11,14 +11,14 @@ import pytest
 from embedforge.configs.mine import MineConfig
 from embedforge.data.schemas import CHUNKS
 from embedforge.data.shards import shard_name, write_parquet
-from embedforge.retrieval.mining_corpus import (
+from embedforge.mining.corpus import (
     KnownPositives,
     corpus_vectors,
     load_mining_corpus,
     normalize_text,
     stable_keys,
 )
-from embedforge.retrieval.mining_report import MiningStats, plot_stats
+from embedforge.mining.report import MiningStats, plot_stats
 
 
 def _chunks(tmp_path, texts: list[str], docs: list[str] | None = None):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from embedforge.retrieval.index import build_index, pair_scores, search
-from embedforge.retrieval.negatives import CorpusKeys, NegativeRules, mine_block
+from embedforge.mining.negatives import CorpusKeys, NegativeRules, mine_block
+from embedforge.search.index import build_index, pair_scores, search
 
 
 def _unit(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
@@ -134,7 +134,7 @@ def test_faiss_gpu_matches_cpu(data) -> None:
 
 def test_bf16_bound_covers_every_row_left_out() -> None:
     """No row outside the bf16 candidates scores above the bound (checked against every exact score)."""
-    from embedforge.retrieval.bf16_candidates import bf16_candidates, bf16_corpus
+    from embedforge.search.bf16_candidates import bf16_candidates, bf16_corpus
 
     rng = np.random.default_rng(3)
     corpus = _unit(rng, 2000, 384) * rng.uniform(0.5, 2.0, size=(2000, 1)).astype(np.float32)  # not unit rows
@@ -200,7 +200,7 @@ def test_pair_scores_depend_on_the_pair_alone(data, tmp_path) -> None:
 
 
 def test_exact_order_ties_signed_zero_and_missing_rows() -> None:
-    from embedforge.retrieval.index import exact_order
+    from embedforge.search.index import exact_order
 
     corpus = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [-1.0, 0.0], [0.0, -1.0], [0.5, 0.0]], np.float32)
     query = np.array([[1.0, 0.0]], np.float32)  # scores: 1, 0, 1, -1, -0.0, 0.5

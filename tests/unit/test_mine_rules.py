@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from embedforge.retrieval.index import build_index
-from embedforge.retrieval.mining_corpus import KnownPositives, normalize_text, stable_keys
-from embedforge.retrieval.negatives import CorpusKeys, NegativeRules, mine_block
+from embedforge.mining.corpus import KnownPositives, normalize_text, stable_keys
+from embedforge.mining.negatives import CorpusKeys, NegativeRules, mine_block
+from embedforge.search.index import build_index
 
 # (text, doc, score against the query e0)
 CORPUS = [

@@ -7,6 +7,8 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -23,9 +25,12 @@ def test_every_package_folder_is_installed_under_embedforge() -> None:
     assert found == listed
 
 
-def test_no_top_level_engine_or_kernels_and_transformers_is_quiet(tmp_path: Path) -> None:
-    """Outside the repository (where users run), only ``embedforge`` imports; transformers and bitsandbytes
-    probe the Hugging Face ``kernels`` package and must not find our folder under that name."""
+@pytest.mark.parametrize("where", ["elsewhere", "repo root with -P"])
+def test_no_top_level_engine_or_kernels_and_transformers_is_quiet(where: str, tmp_path: Path) -> None:
+    """Only ``embedforge`` imports; transformers and bitsandbytes probe the Hugging Face ``kernels`` package and must
+    not find our folder under that name. From the repository root, ``python -P`` (what the tests, the Makefile and
+    the CLI's own subprocesses use) keeps the working directory off ``sys.path``; the ``embedforge`` script never
+    puts it there."""
     code = (
         "import importlib.util as u, pathlib, sys\n"
         "repo = pathlib.Path(sys.argv[1])\n"
@@ -37,7 +42,8 @@ def test_no_top_level_engine_or_kernels_and_transformers_is_quiet(tmp_path: Path
         "import transformers, bitsandbytes\n"
         "print('ok')\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code, str(REPO)], cwd=tmp_path, capture_output=True, text=True,
+    args, cwd = ([sys.executable, "-c"], tmp_path) if where == "elsewhere" else ([sys.executable, "-P", "-c"], REPO)
+    proc = subprocess.run([*args, code, str(REPO)], cwd=cwd, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "ok"

@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 
 from embedforge.data.schemas import passage_text
 from embedforge.data.shards import atomic_write_json, list_shards, read_table
-from embedforge.retrieval.negatives import CorpusKeys
+from embedforge.mining.negatives import CorpusKeys
 
 _NON_WORD = re.compile(r"[\W_]+", re.UNICODE)
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from embedforge.data.shards import atomic_write_json
-from embedforge.retrieval.negatives import RULES
+from embedforge.mining.negatives import RULES
 
 BINS = np.linspace(-1.0, 1.0, 201)
 

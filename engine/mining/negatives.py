@@ -30,7 +30,7 @@ from typing import Literal
 
 import numpy as np
 
-from embedforge.retrieval.index import SearchIndex, pair_scores
+from embedforge.search.index import SearchIndex, pair_scores
 
 RULES = ("same_doc", "equal_to_positive", "duplicate_text", "absolute_margin", "relative_margin", "max_score",
          "min_score")

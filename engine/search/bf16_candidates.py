@@ -14,7 +14,7 @@ inputs rounded to nearest, products accumulated in fp32, the sum rounded to bf16
     exact(q, c) <= b + |b|·u/(1-u) + ||q||·max||c||·(2u + u² + (2.2·d + 4)·2**-24)
 
 (input rounding ``|q̂ᵢĉᵢ - qᵢcᵢ| <= (2u+u²)|qᵢcᵢ|`` with ``Σ|qᵢcᵢ| <= ||q||·||c||``; the fp32 accumulation of
-the bf16 matmul and that of the float32 exact score (:func:`embedforge.retrieval.index.pair_scores`) add
+the bf16 matmul and that of the float32 exact score (:func:`embedforge.search.index.pair_scores`) add
 ``1.1·d·2**-24`` each (norms are taken in fp32 and padded by ``1e-5``); the output rounding the ``|b|`` term).
 """
 

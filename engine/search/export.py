@@ -9,7 +9,7 @@ Beside them, ``<root>/bm25/`` (``index.bm25: true``) holds a BM25 index of the s
 files, ``ids.parquet``, ``meta.json``), so :func:`hybrid_search` can fuse dense and lexical results.
 
 Building and querying these ANN structures is what this module is for; exact search elsewhere goes through
-:func:`embedforge.retrieval.index.search`.
+:func:`embedforge.search.index.search`.
 """
 
 from __future__ import annotations
@@ -157,9 +157,9 @@ BM25_DIR = "bm25"
 
 
 def export_bm25(blocks: Iterable[Any], out: Path, meta: dict[str, Any]) -> Path:
-    """A BM25 index of the usable rows of ``blocks`` (:func:`embedforge.retrieval.bulk_embed.iter_blocks`, the same
+    """A BM25 index of the usable rows of ``blocks`` (:func:`embedforge.encoding.bulk_embed.iter_blocks`, the same
     stream the embeddings came from), written to a temp directory and renamed into ``out``."""
-    from embedforge.retrieval.bm25 import BM25Retriever
+    from embedforge.search.bm25 import BM25Retriever
 
     ids: list[str] = []
     texts: list[str] = []
@@ -193,10 +193,10 @@ def find_bm25(root: Path) -> Path | None:
 
 def hybrid_search(loaded: LoadedIndex, bm25_dir: Path, query_vectors: np.ndarray, query_texts: list[str], k: int,
                   fusion: str = "zscore", depth: int = 100) -> tuple[np.ndarray, np.ndarray]:
-    """Dense top ``depth`` fused with BM25's top ``depth`` (:mod:`embedforge.retrieval.fusion`); ``(scores, rows)``
+    """Dense top ``depth`` fused with BM25's top ``depth`` (:mod:`embedforge.search.fusion`); ``(scores, rows)``
     with rows of ``loaded``'s id map (BM25 results are matched to them by id)."""
-    from embedforge.retrieval.bm25 import BM25Retriever
-    from embedforge.retrieval.fusion import reciprocal_rank_fusion, zscore_fusion
+    from embedforge.search.bm25 import BM25Retriever
+    from embedforge.search.fusion import reciprocal_rank_fusion, zscore_fusion
 
     depth = max(depth, k)
     d_scores, d_rows = loaded.search(query_vectors, depth)

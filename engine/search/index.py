@@ -9,7 +9,7 @@ results on identical input:
 - ``torch``: matmul + top-k, in query blocks × corpus blocks (never more than ``block × corpus_block`` scores at
   once), on the job's device. On CPUs with native bf16 dot products (:func:`embedforge.device.cpu_bf16_dot`) the
   candidates come from a bf16 matmul with a certificate that the exact top-k is among them
-  (:mod:`embedforge.retrieval.bf16_candidates`); queries whose certificate fails are searched again in fp32;
+  (:mod:`embedforge.search.bf16_candidates`); queries whose certificate fails are searched again in fp32;
 - ``auto``: faiss-gpu on CUDA machines; torch on CPUs with native bf16 dot products (3.5x faster matmul than
   faiss-cpu's fp32 one); faiss otherwise; torch when faiss is missing, or on a GPU without faiss-gpu.
 
@@ -38,7 +38,7 @@ import torch
 
 import embedforge.kernels as kernels
 from embedforge import device as dev
-from embedforge.retrieval.bf16_candidates import Bf16Corpus, bf16_candidates, bf16_corpus, merge_topk
+from embedforge.search.bf16_candidates import Bf16Corpus, bf16_candidates, bf16_corpus, merge_topk
 
 log = logging.getLogger("embedforge.index")
 

@@ -12,7 +12,7 @@ How it is fast:
   lossy) and ``st`` (sentence-transformers' own forward, for module stacks the fast path does not know);
   ``auto`` picks ``onnx`` for fp32 on CPU when onnxruntime and onnx are installed, else ``torch``
   (``EMBEDFORGE_ENCODER_BACKEND`` overrides what ``auto`` means, e.g. ``torch`` to skip ONNX exports);
-- an optional on-disk cache (:mod:`embedforge.retrieval.cache`): a text already encoded by the same model and
+- an optional on-disk cache (:mod:`embedforge.encoding.cache`): a text already encoded by the same model and
   variant is read back instead of encoded (``Encoder(..., cache=True)`` or ``encode(..., cache=True)``).
 
 Vectors can be truncated to a Matryoshka dimension and re-normalized (:func:`truncate_normalize`).
@@ -33,9 +33,9 @@ import numpy as np
 import torch
 
 from embedforge import device as dev
+from embedforge.encoding.cache import EmbeddingCache, shared_cache
 from embedforge.models import model_id as compute_model_id
 from embedforge.models import resolve_model
-from embedforge.retrieval.cache import EmbeddingCache, shared_cache
 
 log = logging.getLogger("embedforge.encoder")
 
@@ -221,7 +221,7 @@ class Encoder:
             return run_st
         hf = self.model[0].auto_model
         if self.backend in ("onnx", "onnx-int8"):
-            from embedforge.retrieval.onnx_runtime import OrtTransformer
+            from embedforge.encoding.onnx_runtime import OrtTransformer
 
             try:
                 ort_model = OrtTransformer(hf, self.model_id, self.input_names, int8=self.backend == "onnx-int8")

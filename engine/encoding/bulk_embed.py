@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 from embedforge.data.ingest import resolve_path
 from embedforge.data.schemas import embeddings_schema, passage_text
 from embedforge.data.shards import ShardWriter, list_shards, shard_name, write_parquet
-from embedforge.retrieval.encoder import Encoder, truncate_normalize
+from embedforge.encoding.encoder import Encoder, truncate_normalize
 
 ID_FIELDS = ("id", "_id", "chunk_id", "doc_id")
 TEXT_SNIPPET = 1000

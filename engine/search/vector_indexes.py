@@ -1,6 +1,6 @@
 """FAISS indexes the evaluation measures beside exact float search: HNSW, int8 scalar-quantized, binary.
 
-Quality of the float (``none``) variant comes from :func:`embedforge.retrieval.index.search` (exact). The quantized
+Quality of the float (``none``) variant comes from :func:`embedforge.search.index.search` (exact). The quantized
 variants search their own index, as a deployment would:
 
 - ``int8``: ``IndexScalarQuantizer(QT_8bit)``, inner product, per-dimension ranges trained on the corpus;
@@ -23,7 +23,7 @@ from typing import Any, Literal
 import numpy as np
 
 from embedforge import device as dev
-from embedforge.retrieval.index import search as exact_search
+from embedforge.search.index import search as exact_search
 
 Quantization = Literal["none", "int8", "binary", "binary_rescore"]
 QUANTIZATIONS: tuple[str, ...] = ("none", "int8", "binary", "binary_rescore")
@@ -34,7 +34,7 @@ def _faiss() -> Any:
 
 
 def flat_index(corpus: np.ndarray) -> Any:
-    """Exact inner-product ``IndexFlatIP`` (the index :func:`embedforge.retrieval.index.search` uses)."""
+    """Exact inner-product ``IndexFlatIP`` (the index :func:`embedforge.search.index.search` uses)."""
     index = _faiss().IndexFlatIP(corpus.shape[1])
     index.add(np.ascontiguousarray(corpus, dtype=np.float32))
     return index
@@ -121,7 +121,7 @@ class QuantizedSearcher:
     def search(self, queries: np.ndarray, k: int, prebuilt: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` per query: ``(scores (q, k'), ids int64 (q, k'))``; higher score is better.
 
-        Float search goes through the one search API (:func:`embedforge.retrieval.index.search`), which builds its
+        Float search goes through the one search API (:func:`embedforge.search.index.search`), which builds its
         index per call; ``prebuilt=True`` searches this object's flat index instead (for latency timing).
         """
         queries = np.ascontiguousarray(queries, dtype=np.float32)

@@ -1,0 +1,1 @@
+"""Encoding: the one encoder (token-budget batches, torch/ONNX backends), its embedding cache, bulk embedding."""
