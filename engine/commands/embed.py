@@ -41,9 +41,9 @@ def embed(
     from embedforge import device as dev
     from embedforge.data.ingest import resolve_path
     from embedforge.data.shards import SHARDS, ShardWriter, atomic_write_json, count_rows
+    from embedforge.encoding import bulk_embed
     from embedforge.encoding.encoder import Encoder
     from embedforge.progress import track
-    from embedforge.encoding import bulk_embed
     from embedforge.runner import library_versions
     from embedforge.search.export import BM25_DIR, KINDS, export_bm25, export_index
 
