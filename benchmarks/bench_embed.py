@@ -37,11 +37,12 @@ from typing import Any
 
 import numpy as np
 
+from embedforge.data.datasets import require as require_dataset
 from embedforge.runner import git_sha, library_versions
 
 REPO = Path(__file__).resolve().parents[1]
 
-SCIFACT = REPO.parent / "shared" / "datasets" / "scifact"
+SCIFACT = require_dataset("scifact")  # embedforge datasets get scifact
 
 
 def scifact_chunks(n_docs: int) -> tuple[list[str], list[str], dict[str, dict[str, int]], dict[str, str]]:

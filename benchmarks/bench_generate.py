@@ -21,13 +21,14 @@ from typing import Any
 
 from embedforge.configs.generate import GenerateConfig
 from embedforge.data.chunking import TokenCounter, chunk_text
+from embedforge.data.datasets import require as require_dataset
 from embedforge.generation.backends import Sampling
 from embedforge.generation.parsing import parse_queries
 from embedforge.generation.prompts import PromptBuilder, build_prompts
 from embedforge.models import resolve_model
 from embedforge.runner import git_sha, library_versions
 
-SCIFACT = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "scifact"
+SCIFACT = require_dataset("scifact")  # embedforge datasets get scifact
 
 
 def scifact_chunks(n: int, max_tokens: int = 256) -> list[dict[str, Any]]:

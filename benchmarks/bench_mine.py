@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from embedforge.data.datasets import require as require_dataset
 from embedforge.data.shards import read_table
 from embedforge.device import cpu_bf16_dot
 from embedforge.encoding.encoder import get_encoder
@@ -43,7 +44,7 @@ from embedforge.runner import git_sha, library_versions, plan, run_job
 from embedforge.search.index import auto_backend, build_index
 from embedforge.spec import validate_dict
 
-SCIFACT = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "scifact"
+SCIFACT = require_dataset("scifact")  # embedforge datasets get scifact
 
 
 def _hwm_reset() -> None:

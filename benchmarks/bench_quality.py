@@ -29,7 +29,6 @@ from embedforge.evaluation.harness import EvalOptions, ModelRef, evaluate_models
 from embedforge.evaluation.report import write_report
 from embedforge.runner import git_sha, library_versions
 
-DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 MODEL = "all-MiniLM-L6-v2"
 ANCHORS: list[dict[str, Any]] = [
     {"dataset": "scifact", "model": MODEL, "dim": 384, "value": 0.645, "tolerance": 0.003},
@@ -67,7 +66,7 @@ def encoder_vs_reference(texts: list[str]) -> dict[str, float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--datasets", default="scifact,cranfield", help="names under ../shared/datasets")
+    parser.add_argument("--datasets", default="scifact,cranfield", help="adi (built in) or datasets fetched by `embedforge datasets get NAME`")
     parser.add_argument("--dims", default="384,192,96,48")
     parser.add_argument("--quant", default="none,int8,binary,binary_rescore")
     parser.add_argument("--sample", type=int, default=256, help="passages for the encoder-vs-ST ratio (0: skip)")
@@ -80,7 +79,7 @@ def main() -> int:
     names = [n.strip() for n in args.datasets.split(",") if n.strip()]
     opts = EvalOptions(dims=[int(d) for d in args.dims.split(",")], quantizations=args.quant.split(","))
     t0 = time.perf_counter()
-    result = evaluate_models([lambda n=n: load_beir(DATASETS / n) for n in names],
+    result = evaluate_models([lambda n=n: load_beir("builtin:adi" if n == "adi" else f"beir:{n}") for n in names],
                              [ModelRef(MODEL, MODEL), ModelRef("bm25", "bm25")], opts,
                              cache_dir=args.cache_dir or args.out / "partial")
     seconds = time.perf_counter() - t0
@@ -94,7 +93,7 @@ def main() -> int:
         checks.append({**a, "measured": measured, "ok": measured is not None and abs(measured - a["value"]) <= a["tolerance"]})
     ratio = {}
     if args.sample:
-        sample_ds = load_beir(DATASETS / names[0])
+        sample_ds = load_beir("builtin:adi" if names[0] == "adi" else f"beir:{names[0]}")
         ratio = encoder_vs_reference(sample_ds.corpus_texts[: args.sample])
     notes = [f"{c['dataset']} {c['model']} {c['dim']}: nDCG@10 {c['measured']:.4f} vs reference {c['value']} "
              f"± {c['tolerance']} → {'ok' if c['ok'] else 'missed (informative)' if c.get('informative') else 'MISSED'}" for c in checks if c["measured"] is not None]

@@ -25,10 +25,11 @@ from transformers import TrainerCallback
 
 from embedforge import device as dev
 from embedforge.configs.train import TrainConfig
+from embedforge.data.datasets import require as require_dataset
 from embedforge.models import resolve_model
 from embedforge.runner import git_sha, library_versions
 
-SCIFACT = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "scifact"
+SCIFACT = require_dataset("scifact")  # embedforge datasets get scifact
 
 
 def scifact_pairs(n: int) -> dict[str, list[str]]:

@@ -104,7 +104,7 @@ def subset_corpus(data: BeirDataset, keep_ids: set[str], max_docs: int | None, s
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", default=str(REPO.parent / "shared" / "datasets" / "scifact"))
+    parser.add_argument("--dataset", default="beir:scifact")  # embedforge datasets get scifact
     parser.add_argument("--model", default="all-MiniLM-L6-v2")
     parser.add_argument("--top-n", type=int, default=500, help="terms added by the extension")
     parser.add_argument("--min-pieces", type=int, default=3)

@@ -1,5 +1,9 @@
 """Shared fixtures: packaged models loaded once per session, real datasets, the real CLI.
 
+Datasets: the ADI collection shipped with the package, and small slices of SciFact and Cranfield in
+``tests/fixtures/`` (rebuilt by ``tests/fixtures/make_slices.py``). The slow correctness anchors need the full
+collections: ``embedforge datasets get scifact`` and ``embedforge datasets get cranfield --from PATH``.
+
 GPU-only tests carry ``@pytest.mark.gpu`` (or use :data:`gpu_test`) and are skipped when CUDA is absent;
 nothing else is ever skipped.
 """
@@ -18,7 +22,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATASETS = REPO.parent / "shared" / "datasets"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 def _cuda() -> bool:
@@ -49,14 +53,37 @@ def repo() -> Path:
 
 
 @pytest.fixture(scope="session")
-def datasets_dir() -> Path:
-    assert SHARED_DATASETS.is_dir(), f"shared datasets not found at {SHARED_DATASETS}"
-    return SHARED_DATASETS
+def adi_dir() -> Path:
+    """The ADI collection shipped with embedforge (82 documents, 35 judged queries)."""
+    from embedforge.data.ingest import resolve_path
+
+    return resolve_path("builtin:adi")
 
 
 @pytest.fixture(scope="session")
-def adi_dir(datasets_dir: Path) -> Path:
-    return datasets_dir / "adi"
+def scifact_slice() -> Path:
+    """218 SciFact abstracts, 220 judged train claims (``qrels/train.tsv``) and 10 judged test claims."""
+    return FIXTURES / "scifact-slice"
+
+
+@pytest.fixture(scope="session")
+def cranfield_slice() -> Path:
+    """124 Cranfield documents and 12 queries with graded (1-4) judgements."""
+    return FIXTURES / "cranfield-slice"
+
+
+@pytest.fixture(scope="session")
+def full_dataset():
+    """``full_dataset("scifact")`` → the full collection from the dataset cache (``embedforge datasets get``)."""
+    from embedforge.data.datasets import DatasetError, resolve_dataset
+
+    def get(name: str) -> Path:
+        try:
+            return resolve_dataset(f"beir:{name}")
+        except DatasetError as exc:
+            pytest.fail(f"this slow test needs the full {name}: {exc}")
+
+    return get
 
 
 @pytest.fixture(scope="session")

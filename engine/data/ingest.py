@@ -45,7 +45,12 @@ class BadRow:
 
 
 def resolve_path(path: str) -> Path:
-    """``builtin:adi`` → the corpus shipped in the package; anything else as a path."""
+    """``builtin:adi`` → the corpus shipped in the package; ``beir:scifact`` → the dataset cache
+    (``embedforge datasets get``, :mod:`embedforge.data.datasets`); anything else as a path."""
+    if path.startswith("beir:"):
+        from embedforge.data.datasets import resolve_dataset
+
+        return resolve_dataset(path)
     if path.startswith("builtin:"):
         name = path.split(":", 1)[1]
         target = BUILTIN_DIR / name
@@ -82,7 +87,7 @@ def iter_source(src: SourceConfig) -> Iterator[Record | BadRow]:
         items = _iter_mapping_rows(_parquet_rows(path), src)
     else:
         items = _iter_folder(path, src)
-    if not src.path.startswith("builtin:"):
+    if not src.path.startswith(("builtin:", "beir:")):
         yield from items
         return
     prefix = str(path)

@@ -5,13 +5,14 @@ with optional reference figures the run is checked against.
 
     # embedforge bench benchmarks/suites/shared.yaml --out runs/bench/shared
     name: shared
-    datasets: [../../../shared/datasets/scifact, {path: ../../../shared/datasets/adi}]
+    datasets: [beir:scifact, {path: builtin:adi}]
     models: [all-MiniLM-L6-v2, bm25]
     dims: [384, 192, 96, 48]
     expect:
       - {dataset: scifact, model: all-MiniLM-L6-v2, dim: 384, value: 0.645, tolerance: 0.003}
 
-Relative dataset and model paths are resolved against the suite file's directory.
+Relative dataset and model paths are resolved against the suite file's directory; ``beir:NAME`` is a dataset
+fetched by ``embedforge datasets get NAME``.
 """
 
 from __future__ import annotations
@@ -104,7 +105,7 @@ class SuiteError(ValueError):
 
 
 def _resolve(base: Path, ref: str) -> str:
-    if ref.startswith("builtin:") or Path(ref).is_absolute():
+    if ref.startswith(("builtin:", "beir:")) or Path(ref).is_absolute():
         return ref
     candidate = base / ref
     return str(candidate.resolve()) if candidate.exists() else ref

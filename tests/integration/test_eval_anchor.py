@@ -1,10 +1,8 @@
 """Correctness anchor (slow, opt-in: ``pytest -m slow``): the packaged all-MiniLM-L6-v2 on the full SciFact
-corpus and its 300 test queries gives MTEB's published nDCG@10 0.645 ± 0.003 (and the Matryoshka-truncated
+corpus and its 300 test queries (the full collections come from ``embedforge datasets get``) gives MTEB's published nDCG@10 0.645 ± 0.003 (and the Matryoshka-truncated
 references 0.614 / 0.553 / 0.441); Cranfield BM25 0.333."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 
@@ -14,8 +12,8 @@ from embedforge.evaluation.harness import EvalOptions, ModelRef, evaluate_models
 pytestmark = pytest.mark.slow
 
 
-def test_minilm_scifact_anchor(datasets_dir: Path, encoder) -> None:
-    ds = load_beir(datasets_dir / "scifact")
+def test_minilm_scifact_anchor(full_dataset, encoder) -> None:
+    ds = load_beir(full_dataset("scifact"))
     assert len(ds.corpus_ids) == 5183 and len(ds.query_ids) == 300
     opts = EvalOptions(dims=[384, 192, 96, 48], quantizations=["none"], latency=False, device="cpu")
     result = evaluate_models([ds], [ModelRef("minilm", "all-MiniLM-L6-v2")], opts)
@@ -26,9 +24,9 @@ def test_minilm_scifact_anchor(datasets_dir: Path, encoder) -> None:
     assert ndcg[48] == pytest.approx(0.441, abs=0.003)
 
 
-def test_minilm_and_bm25_cranfield(datasets_dir: Path, encoder) -> None:
+def test_minilm_and_bm25_cranfield(full_dataset, encoder) -> None:
     opts = EvalOptions(quantizations=["none"], latency=False, device="cpu")
-    result = evaluate_models([load_beir(datasets_dir / "cranfield")],
+    result = evaluate_models([load_beir(full_dataset("cranfield"))],
                              [ModelRef("minilm", "all-MiniLM-L6-v2"), ModelRef("bm25", "bm25")], opts)
     ndcg = {r["model"]: r["ndcg_at_10"] for r in result.rows}
     # The datasets README says 0.368; this harness measures 0.3817 (0.3682 at 192 d) with the same code that

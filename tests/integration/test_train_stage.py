@@ -42,9 +42,8 @@ run_stage(validate_dict(spec), "train", outputs)
 """
 
 
-def _scifact_pairs(datasets_dir: Path) -> tuple[list[tuple[str, str, str]], dict[str, dict]]:
+def _scifact_pairs(root: Path) -> tuple[list[tuple[str, str, str]], dict[str, dict]]:
     """(query id, claim, cited doc id) of the first judged train claims, and the corpus rows by id."""
-    root = datasets_dir / "scifact"
     corpus = {str(d["_id"]): d for d in map(json.loads, (root / "corpus.jsonl").read_text().splitlines())}
     queries = {str(q["_id"]): q["text"] for q in map(json.loads, (root / "queries.jsonl").read_text().splitlines())}
     pairs, seen = [], set()
@@ -58,10 +57,10 @@ def _scifact_pairs(datasets_dir: Path) -> tuple[list[tuple[str, str, str]], dict
 
 
 @pytest.fixture(scope="module")
-def inputs(tmp_path_factory: pytest.TempPathFactory, datasets_dir: Path) -> dict[str, tuple[str, str]]:
+def inputs(tmp_path_factory: pytest.TempPathFactory, scifact_slice: Path) -> dict[str, tuple[str, str]]:
     """chunk, generate and mine outputs (finished stage directories) over SciFact train pairs."""
     root = tmp_path_factory.mktemp("train_inputs")
-    pairs, corpus = _scifact_pairs(datasets_dir)
+    pairs, corpus = _scifact_pairs(scifact_slice)
     used = [did for _, _, did in pairs]
     distractors = [d for d in sorted(corpus) if d not in set(used)][:N_DISTRACTORS]
     chunk_of: dict[str, str] = {}

@@ -19,20 +19,21 @@ def _write_beir(root: Path, queries: str, qrels: str) -> Path:
     return root
 
 
-def test_cranfield_graded_qrels_and_judged_queries(datasets_dir: Path) -> None:
-    ds = load_beir(datasets_dir / "cranfield")
-    assert len(ds.corpus_ids) == 1400
-    assert len(ds.query_ids) == 225
+def test_cranfield_graded_qrels_and_judged_queries(cranfield_slice: Path) -> None:
+    ds = load_beir(cranfield_slice)
+    assert len(ds.corpus_ids) == 124
+    assert len(ds.query_ids) == 12
     grades = {g for docs in ds.qrels.values() for g in docs.values()}
     assert grades == {1, 2, 3, 4}
-    assert sum(len(d) for d in ds.qrels.values()) == 1612
+    assert sum(len(d) for d in ds.qrels.values()) == 109
     assert set(ds.query_ids) == set(ds.qrels)
 
 
-def test_scifact_keeps_only_test_judged_queries(datasets_dir: Path) -> None:
-    ds = load_beir(datasets_dir / "scifact")
-    assert len(ds.query_ids) == 300 and len(ds.corpus_ids) == 5183
-    assert len(ds.query_texts) == 300
+def test_scifact_keeps_only_test_judged_queries(scifact_slice: Path) -> None:
+    ds = load_beir(scifact_slice)  # 230 claims in queries.jsonl: 220 judged in train.tsv, 10 in test.tsv
+    assert len(ds.query_ids) == 10 and len(ds.corpus_ids) == 218
+    assert len(ds.query_texts) == 10
+    assert len(load_beir(scifact_slice, "train").query_ids) == 220
 
 
 def test_malformed_qrels_line_is_named(tmp_path: Path) -> None:

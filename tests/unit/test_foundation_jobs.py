@@ -22,9 +22,9 @@ def test_scifact_job_trains_on_the_corpus_only_and_evaluates_on_the_test_claims(
     stages = spec.stages
     assert list(stages) == ["ingest", "analyze_vocab", "chunk", "generate", "mine", "train", "evaluate", "embed"]
     sources = [s.path for s in stages["ingest"].sources]
-    assert sources == ["../shared/datasets/scifact/corpus.jsonl"]  # never queries.jsonl or qrels
+    assert sources == ["beir:scifact"]  # a BEIR directory: ingest reads its corpus.jsonl, never queries or qrels
     assert stages["generate"].backend == "vllm"
     assert stages["train"].loss in ("mnrl", "cached_mnrl") and stages["train"].matryoshka_dims[0] == 384
-    assert stages["evaluate"].datasets == ["../shared/datasets/scifact"] and stages["evaluate"].split == "test"
+    assert stages["evaluate"].datasets == ["beir:scifact"] and stages["evaluate"].split == "test"
     assert stages["evaluate"].dims == [384, 192, 96, 48] and "base" in stages["evaluate"].models
     assert stages["evaluate"].bm25

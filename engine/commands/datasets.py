@@ -1,0 +1,63 @@
+"""``embedforge datasets get|list``: evaluation datasets in the local cache, named ``beir:NAME`` in jobs.
+
+``get NAME`` downloads BEIR's archive (checked against its published sha256 and md5); ``get NAME --from PATH``
+copies a local BEIR directory instead (offline). Either way the copy is checked against the dataset's known
+document, query and judgement counts before a job may use it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def get(name: Annotated[str, typer.Argument(help="Dataset name (scifact, nfcorpus, fiqa, cranfield) or beir:NAME")],
+        from_path: Annotated[Path | None, typer.Option("--from", help="Copy this local BEIR directory instead of "
+                                                        "downloading")] = None,
+        force: Annotated[bool, typer.Option("--force", "-f", help="Fetch again even when present")] = False) -> None:
+    """Fetch a dataset into the cache ($EMBEDFORGE_DATASETS) and check it; jobs then name it beir:NAME."""
+    from embedforge.cli import fail
+    from embedforge.data.datasets import DatasetError
+    from embedforge.data.datasets import get as get_dataset
+    from embedforge.progress import console
+
+    try:
+        target = get_dataset(name, from_path, force=force)
+    except DatasetError as exc:
+        fail(str(exc))
+    from embedforge.data.datasets import count
+
+    counts = count(target)
+    console.print(f"{target}: {counts['docs']:,} documents, {counts['test_queries']} judged test queries, "
+                  f"{counts['test_judgements']:,} judgements — use it as beir:{target.name}", highlight=False)
+
+
+def list_datasets() -> None:
+    """Datasets in the cache and the ones ``get`` can download."""
+    from rich.table import Table
+
+    from embedforge.data.datasets import KNOWN, cache_root, present
+    from embedforge.progress import console
+
+    here = {d["name"]: d for d in present()}
+    table = Table("name", "state", "docs", "judged queries", "source")
+    for name in sorted(set(KNOWN) | set(here)):
+        d = here.get(name)
+        known = KNOWN.get(name)
+        state = "present" if d else ("downloadable" if known and known.url else "--from PATH only")
+        docs = d["docs"] if d else (known.docs if known else "")
+        queries = d["test_queries"] if d else (known.test_queries if known else "")
+        table.add_row(name, state, f"{docs:,}" if docs != "" else "", str(queries),
+                      d["source"] if d else (known.url or "") if known else "")
+    console.print(f"cache: {cache_root()}", highlight=False)
+    console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    group = typer.Typer(no_args_is_help=True, help="Evaluation datasets: fetch BEIR datasets into the local cache "
+                        "(jobs name them beir:NAME).")
+    group.command("get")(get)
+    group.command("list")(list_datasets)
+    app.add_typer(group, name="datasets")
