@@ -22,7 +22,7 @@ Overrides = Annotated[list[str] | None, typer.Argument(help="key.sub=value overr
 
 def fail(message: str, code: int = 2) -> None:
     """Print a clear error and exit (no traceback)."""
-    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -39,12 +39,18 @@ def _load(job: Path, overrides: list[str] | None):  # noqa: ANN202
 def validate(job: Path, overrides: Overrides = None,
              explain: Annotated[bool, typer.Option(help="List every field of each stage with its description")] = False) -> None:
     """Validate a job spec (and overrides); print the stages, their hashes and output directories."""
+    from embedforge.preflight import preflight
     from embedforge.runner import plan
-    from embedforge.spec import describe
+    from embedforge.spec import SpecError, describe
 
     spec = _load(job, overrides)
+    try:
+        outputs = plan(spec)
+        preflight(spec, str(job))
+    except SpecError as exc:
+        fail(str(exc))
     table = Table("stage", "hash", "output")
-    for name, out in plan(spec).items():
+    for name, out in outputs.items():
         table.add_row(name, out.hash, out.location)
     console.print(f"[green]{job}: valid[/] — job '{spec.name}', {len(spec.stages)} stages")
     console.print(table)
@@ -62,12 +68,15 @@ def run(job: Path, overrides: Overrides = None,
         log_level: Annotated[str, typer.Option(help="Log level")] = "INFO") -> None:
     """Run a job: each stage is skipped when finished, resumed when partial, re-run when its config changed."""
     from embedforge.runner import run_job
+    from embedforge.spec import SpecError
     from embedforge.stages.base import StageFailed
 
     setup_logging(log_level)
     spec = _load(job, overrides)
     try:
         results = run_job(spec, stages.split(",") if stages else None, force=force)
+    except SpecError as exc:  # found before the first stage ran: a problem of the job spec
+        fail(str(exc))
     except (StageFailed, FileNotFoundError, ValueError) as exc:
         fail(str(exc), 1)
     table = Table("stage", "rows out", "quarantined", "seconds")
@@ -82,8 +91,12 @@ def status(job: Path, overrides: Overrides = None,
            as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False) -> None:
     """Per stage: done / partial / stale / missing, rows, quarantined and time."""
     from embedforge.runner import status as job_status
+    from embedforge.spec import SpecError
 
-    rows = job_status(_load(job, overrides))
+    try:
+        rows = job_status(_load(job, overrides))
+    except SpecError as exc:
+        fail(str(exc))
     if as_json:
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         return

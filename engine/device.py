@@ -12,6 +12,7 @@ import contextlib
 import functools
 import importlib
 import os
+import re
 from types import ModuleType
 from typing import Literal
 
@@ -61,6 +62,22 @@ def cuda_available() -> bool:
     if os.environ.get("EMBEDFORGE_DEVICE", "").lower() == "cpu":
         return False
     return torch.cuda.is_available()
+
+
+_DEVICE_STRING = re.compile(r"^(auto|cpu|cuda(:\d{1,3})?)$")
+
+
+def check_device_string(value: str) -> str:
+    """``value`` when it is a device this project can use (``auto``, ``cpu``, ``cuda``, ``cuda:N``), else a
+    ``ValueError`` saying what is accepted. Checks the spelling only; CUDA's presence is checked at run time.
+
+    >>> check_device_string("cuda:1"), check_device_string("CPU")
+    ('cuda:1', 'cpu')
+    """
+    normalized = value.strip().lower()
+    if not _DEVICE_STRING.match(normalized):
+        raise ValueError(f"unknown device '{value}'; expected auto, cpu, cuda or cuda:N")
+    return normalized
 
 
 def device(preference: str = "auto") -> torch.device:

@@ -35,8 +35,9 @@ class JobSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, protected_namespaces=())
 
-    name: str = Field("job", pattern=r"^[A-Za-z0-9_.-]+$")
-    """Job name; outputs go to ``<run_dir>/<name>/``."""
+    name: str = Field("job", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+    """Job name; outputs go to ``<run_dir>/<name>/``. A slug: letters, digits, ``_ . -``, starting with a letter
+    or digit (so never ``..`` or a hidden name), at most 128 characters."""
     run_dir: str = "runs"
     """Root directory for run outputs: a path, or an fsspec URL (``s3://…``, ``gs://…``, ``file://…``) whose stages
     run in a local scratch mirror and are pushed when finished (``engine/data/run_storage.py``)."""
@@ -44,12 +45,28 @@ class JobSpec(BaseModel):
     """Embedding model the job starts from: a packaged name (all-MiniLM-L6-v2) or a local model directory."""
     device: str = "auto"
     """``auto`` (CUDA when present, else CPU), ``cpu`` or ``cuda[:N]``."""
-    seed: int = 42
+    seed: int = Field(42, ge=0, lt=2**32)
     """Seed for every random choice in the job."""
-    threads: int | None = None
+    threads: int | None = Field(None, ge=1, le=4096)
     """torch CPU threads (null: torch's default)."""
     stages: dict[str, Any] = Field(default_factory=dict)
     """Stage name → that stage's settings; a stage runs when present here. Order is fixed by the registry."""
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        from embedforge.device import check_device_string
+
+        return check_device_string(value)
+
+    @field_validator("run_dir")
+    @classmethod
+    def _run_dir(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("run_dir must not be empty (a directory or an fsspec URL)")
+        if "\x00" in value:
+            raise ValueError("run_dir contains a NUL character")
+        return value
 
     @field_validator("stages", mode="before")
     @classmethod
@@ -105,6 +122,32 @@ def stage_hash(job: JobSpec, name: str, input_hashes: dict[str, str]) -> str:
 # ---------------------------------------------------------------- loading and overrides
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe YAML loader that refuses a key given twice in one mapping (YAML's own rule; PyYAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key (a list or mapping as key)
+                raise yaml.constructor.ConstructorError(
+                    None, None, "a mapping key must be a plain value, not a list or mapping", key_node.start_mark
+                ) from None
+            line = key_node.start_mark.line + 1
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key '{key}' (line {first} and line {line})", key_node.start_mark)
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_yaml(text: str) -> Any:
+    """YAML text → Python data, refusing duplicate keys (``yaml.YAMLError`` names the line)."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def parse_overrides(items: list[str] | None) -> list[tuple[list[str], Any]]:
     """``["stages.chunk.max_tokens=256"]`` → ``[(["stages", "chunk", "max_tokens"], 256)]`` (values parsed as YAML)."""
     out: list[tuple[list[str], Any]] = []
@@ -114,28 +157,62 @@ def parse_overrides(items: list[str] | None) -> list[tuple[list[str], Any]]:
         key, _, raw = item.partition("=")
         if not key or any(not part for part in key.split(".")):
             raise SpecError(f"override '{item}': empty key part")
-        out.append((key.split("."), yaml.safe_load(raw) if raw != "" else ""))
+        try:
+            value = parse_yaml(raw) if raw != "" else ""
+        except yaml.YAMLError as exc:
+            raise SpecError(f"override '{item}': the value is not valid YAML ({_one_line(exc)})") from None
+        out.append((key.split("."), value))
     return out
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[tuple[list[str], Any]]) -> dict[str, Any]:
-    """Set each dotted key in ``data`` (creating mappings on the way); list items by index (``sources.0.path``)."""
+    """Set each dotted key in ``data`` (creating mappings on the way); list items by index (``sources.0.path``).
+
+    A bad path raises :class:`SpecError` naming the override and what was expected there.
+    """
     for path, value in overrides:
+        dotted = ".".join(path)
         node: Any = data
-        for i, part in enumerate(path[:-1]):
+        for i, part in enumerate(path):
+            here = ".".join(path[: i + 1])
+            last = i == len(path) - 1
             if isinstance(node, list):
-                node = node[int(part)]
-                continue
-            if node.get(part) is None:
-                node[part] = {}
-            node = node[part]
-            if not isinstance(node, (dict, list)):
-                raise SpecError(f"override {'.'.join(path)}: '{'.'.join(path[: i + 1])}' is not a mapping")
-        if isinstance(node, list):
-            node[int(path[-1])] = value
-        else:
-            node[path[-1]] = value
+                if not part.lstrip("-").isdigit():
+                    raise SpecError(f"override {dotted}: '{here}' must be a list index (0..{len(node) - 1}), "
+                                    f"got '{part}'")
+                index = int(part)
+                if not 0 <= index < len(node) + (1 if last else 0):
+                    raise SpecError(f"override {dotted}: index {index} is out of range; '{'.'.join(path[:i]) or '(top)'}'"
+                                    f" has {len(node)} item(s) (use 0..{len(node) - 1}{', or the next index to append' if last else ''})")
+                if last:
+                    if index == len(node):
+                        node.append(value)
+                    else:
+                        node[index] = value
+                    break
+                node = node[index]
+            elif isinstance(node, dict):
+                if last:
+                    node[part] = value
+                    break
+                if node.get(part) is None:
+                    node[part] = {}
+                node = node[part]
+            else:
+                parent = ".".join(path[:i]) or "(top)"
+                raise SpecError(f"override {dotted}: '{parent}' is a {type(node).__name__}, not a mapping or list, "
+                                f"so it has no '{part}'")
     return data
+
+
+def _one_line(exc: BaseException) -> str:
+    """A YAML error as ``line L, column C: problem`` (PyYAML's own text spans several lines)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None)
+    if mark is not None and problem:
+        context = getattr(exc, "context", None)
+        return f"line {mark.line + 1}, column {mark.column + 1}: {f'{context}, ' if context else ''}{problem}"
+    return " ".join(str(exc).split())
 
 
 def _format_errors(source: str, err: ValidationError, prefix: tuple[Any, ...] = ()) -> str:
@@ -144,7 +221,8 @@ def _format_errors(source: str, err: ValidationError, prefix: tuple[Any, ...] = 
         loc = ".".join(str(p) for p in (*prefix, *e["loc"]))
         value = e.get("input")
         shown = json.dumps(value, default=str)[:80] if not isinstance(value, dict) else "{…}"
-        lines.append(f"  {loc or '(top level)'}: {e['msg']} (got {shown})")
+        message = e["msg"].removeprefix("Value error, ")
+        lines.append(f"  {loc or '(top level)'}: {message} (got {shown})")
     return "\n".join(lines)
 
 
@@ -173,21 +251,33 @@ def validate_dict(data: dict[str, Any], source: str = "<spec>") -> JobSpec:
 
 
 def load_spec(path: str | Path, overrides: list[str] | None = None) -> JobSpec:
-    """Read, override and validate a job YAML file."""
+    """Read, override and validate a job YAML file (UTF-8, a mapping, no duplicate keys, at least one stage)."""
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"{path}: job spec not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{path}: not UTF-8 text (bad byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+                        "save the job spec as UTF-8") from None
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read the job spec ({exc.strerror})") from None
+    try:
+        data = parse_yaml(text)
     except yaml.YAMLError as exc:
-        raise SpecError(f"{path}: not valid YAML: {exc}") from None
+        raise SpecError(f"{path}: not valid YAML: {_one_line(exc)}") from None
+    except RecursionError:
+        raise SpecError(f"{path}: not valid YAML: nested too deeply") from None
+    if data is None or data == {}:
+        raise SpecError(f"{path}: the job spec is empty; it needs at least 'stages:' with one stage")
     if not isinstance(data, dict):
         raise SpecError(f"{path}: a job spec must be a YAML mapping, got {type(data).__name__}")
-    try:
-        data = apply_overrides(data, parse_overrides(overrides))
-    except (KeyError, IndexError, ValueError, TypeError) as exc:
-        raise SpecError(f"{path}: bad override: {exc}") from None
-    return validate_dict(data, str(path))
+    data = apply_overrides(data, parse_overrides(overrides))
+    spec = validate_dict(data, str(path))
+    if not spec.stages:
+        raise SpecError(f"{path}: stages: the job has no stages; add at least one (known stages: "
+                        f"{', '.join(s.name for s in STAGES)})")
+    return spec
 
 
 def describe(model: type[BaseModel], indent: str = "") -> list[str]:

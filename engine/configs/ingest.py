@@ -4,18 +4,19 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from embedforge.configs.base import StageConfig, no_hash
 
 
 class SourceConfig(StageConfig):
-    """One input: a JSONL or Parquet file, a BEIR directory, or a folder of .txt/.md/.html files."""
+    """One input: a JSONL or Parquet file, a BEIR directory, a folder of .txt/.md/.html files, or one such file."""
 
     path: str
     """File or directory; relative paths are taken from the working directory; ``builtin:NAME`` is a corpus shipped with embedforge."""
-    format: Literal["auto", "jsonl", "parquet", "beir", "folder"] = "auto"
-    """Input format; ``auto`` decides from the path (directory with corpus.jsonl → beir, other directory → folder)."""
+    format: Literal["auto", "jsonl", "parquet", "beir", "folder", "text"] = "auto"
+    """Input format; ``auto`` decides from the path (directory with corpus.jsonl → beir, other directory → folder,
+    a .txt/.md/.html file → text: the file is one document)."""
     id_field: str = "auto"
     """Field holding the document id (``auto``: ``_id``, then ``id``, then ``doc_id``; folders use the relative path)."""
     text_field: str = "text"
@@ -23,7 +24,28 @@ class SourceConfig(StageConfig):
     title_field: str | None = "title"
     """Field holding the title, or null when there is none."""
     glob: str = "**/*"
-    """For folders: which files to read (.txt, .md, .markdown, .html, .htm are used; others are quarantined)."""
+    """For folders: which files to read (.txt, .md, .markdown, .html, .htm are used; others are quarantined).
+    Relative to the folder and staying inside it: no absolute pattern, no ``..``."""
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not value.strip() or "\x00" in value:
+            raise ValueError("a source path must be a non-empty path without NUL characters")
+        return value
+
+    @field_validator("glob")
+    @classmethod
+    def _glob(cls, value: str) -> str:
+        from pathlib import PurePosixPath, PureWindowsPath
+
+        if not value.strip() or "\x00" in value:
+            raise ValueError("glob must be a non-empty pattern relative to the folder, like **/*.txt")
+        if PurePosixPath(value).is_absolute() or PureWindowsPath(value).is_absolute() or value.startswith("~"):
+            raise ValueError(f"glob '{value}' is absolute; give a pattern relative to the folder, like **/*.txt")
+        if ".." in PurePosixPath(value.replace("\\", "/")).parts:
+            raise ValueError(f"glob '{value}' leaves the folder ('..'); a glob selects files inside the folder only")
+        return value
 
 
 class IngestConfig(StageConfig):
@@ -51,8 +73,8 @@ class IngestConfig(StageConfig):
     """Rows between progress updates."""
 
     def input_fingerprint(self) -> list[str]:
-        """Size and edge bytes of every source file, so a changed corpus re-runs ingest (paths not included,
-        so the same data on a cluster node and locally hash alike)."""
+        """Content hash of every byte of every source file, so any change to a corpus re-runs ingest (paths not
+        included, so the same data on a cluster node and locally hash alike)."""
         from embedforge.data.ingest import source_fingerprint
 
         return [source_fingerprint(src) for src in self.sources]

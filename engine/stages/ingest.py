@@ -12,13 +12,14 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
 from embedforge.configs.ingest import IngestConfig
 from embedforge.data import cleaning
-from embedforge.data.ingest import BadRow, Record, iter_source
+from embedforge.data.ingest import BadRow, Record, iter_source, reason_kind
 from embedforge.data.schemas import DOCUMENTS
 from embedforge.data.shards import shard_name
 from embedforge.progress import track
@@ -42,7 +43,7 @@ def clean(record: Record, cfg: IngestConfig, counts: dict[str, int]) -> tuple[st
         for kind, n in {**found, **{k: found[k] + found_t[k] for k in found}}.items():
             if n:
                 counts[f"pii_{kind}"] = counts.get(f"pii_{kind}", 0) + n
-    if len(text.strip()) < cfg.min_chars:
+    if len(title.strip()) + len(text.strip()) < cfg.min_chars:  # a title alone is content
         return "empty document after cleaning"
     if len(text) > cfg.max_chars:
         return f"document over the size limit ({len(text)} > {cfg.max_chars} characters)"
@@ -62,7 +63,7 @@ def documents(ctx: StageContext, counts: dict[str, int]) -> Iterator[dict[str, A
                 continue
             cleaned = clean(item, cfg, counts)
             if isinstance(cleaned, str):
-                yield BadRow(item.source, cleaned, item.text[:2000])
+                yield BadRow(item.source, cleaned, (item.text or item.title)[:2000])
                 continue
             title, text = cleaned
             version = cleaning.content_hash(title, text)
@@ -124,10 +125,12 @@ def run(ctx: StageContext) -> None:
                           f"rows in {writer.out_dir / 'quarantine'}")
 
 
-def _reasons(out_dir) -> dict[str, int]:  # noqa: ANN001
+def _reasons(out_dir: Path) -> dict[str, int]:
+    """Quarantined rows per kind of reason (row details such as byte offsets stay in each quarantine row)."""
     reasons: dict[str, int] = {}
     for path in sorted((out_dir / "quarantine").glob("*.jsonl")):
         for line in path.read_text(encoding="utf-8").splitlines():
-            reason = json.loads(line)["reason"].split(" (")[0].split(":")[0]
-            reasons[reason] = reasons.get(reason, 0) + 1
-    return reasons
+            row = json.loads(line)
+            kind = row.get("kind") or reason_kind(row["reason"])
+            reasons[kind] = reasons.get(kind, 0) + 1
+    return dict(sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0])))

@@ -68,7 +68,7 @@ def test_bad_rows_are_quarantined_with_file_line_and_reason(tmp_path: Path) -> N
     path = tmp_path / "bad.jsonl"
     lines = [json.dumps({"_id": str(i), "text": f"good document number {i}"}).encode() for i in range(200)]
     lines += [b'{"_id": "x1", "text": "broken', b'{"_id": "x2", "text": "bad \xff utf8"}',
-              json.dumps({"_id": "x3", "title": "no text"}).encode(), json.dumps({"_id": "x4", "text": "   "}).encode(),
+              json.dumps({"_id": "x3", "note": "no text, no title"}).encode(), json.dumps({"_id": "x4", "text": "   "}).encode(),
               json.dumps({"_id": "1", "text": "other content for an existing id"}).encode(),
               json.dumps({"_id": "x5", "text": "y" * 500}).encode(),
               json.dumps({"_id": "dup", "text": "good document number 7"}).encode()]
@@ -79,7 +79,7 @@ def test_bad_rows_are_quarantined_with_file_line_and_reason(tmp_path: Path) -> N
     quarantine = [json.loads(x) for x in Path(next((tmp_path / "runs" / "t").glob("ingest-*")), "quarantine.jsonl").read_text().splitlines()]
     reasons = {q["source"].rsplit(":", 1)[1]: q["reason"] for q in quarantine}
     assert reasons["201"].startswith("malformed JSON") and reasons["202"].startswith("invalid UTF-8")
-    assert reasons["203"] == "missing text field 'text'" and reasons["204"] == "empty document after cleaning"
+    assert reasons["203"] == "missing text field 'text' (and no title)" and reasons["204"] == "empty document after cleaning"
     assert "duplicate id '1'" in reasons["205"] and "size limit" in reasons["206"]
 
 

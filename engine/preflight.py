@@ -1,0 +1,177 @@
+"""Checks a job can run, done before its first stage: every path and model reference it can resolve cheaply.
+
+``embedforge validate`` and ``embedforge run`` (before any stage starts) call :func:`preflight`. It finds, in
+seconds, what would otherwise fail minutes or hours later, after earlier stages ran: a missing ingest source or
+evaluate dataset, an unknown model, Matryoshka ``dims`` beyond the model's dimension, an unsafe folder glob.
+Models are resolved without loading weights; their dimension comes from their config files.
+
+>>> preflight(load_spec("jobs/quickstart.yaml"))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from embedforge.spec import JobSpec, SpecError
+
+
+@dataclass
+class _Problems:
+    source: str
+    lines: list[str] = field(default_factory=list)
+    dims: dict[str, int | None] = field(default_factory=dict)
+    """Resolved model reference → its embedding dimension (None: not a sentence-transformers directory)."""
+
+    def add(self, where: str, message: str) -> None:
+        self.lines.append(f"  {where}: {message}")
+
+
+def model_dimension(path: Path) -> int | None:
+    """Output dimension of a sentence-transformers directory from its config files (no weights loaded): the
+    last Dense layer's ``out_features``, else the pooling ``word_embedding_dimension``, else ``hidden_size``."""
+    if not path.is_dir():
+        return None
+    modules = _read_json(path / "modules.json")
+    dim = None
+    for module in modules if isinstance(modules, list) else []:
+        config = _read_json(path / str(module.get("path", "")) / "config.json")
+        kind = str(module.get("type", ""))
+        if kind.endswith("Dense") and isinstance(config, dict):
+            dim = config.get("out_features", dim)
+        elif kind.endswith("Pooling") and isinstance(config, dict) and dim is None:
+            dim = config.get("word_embedding_dimension")
+    if dim is None:
+        config = _read_json(path / "config.json")
+        if isinstance(config, dict):
+            dim = config.get("hidden_size") or config.get("d_model") or config.get("dim")
+    return dim if isinstance(dim, int) and dim > 0 else None
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _model(job: JobSpec, ref: str, where: str, problems: _Problems) -> int | None:
+    """Resolve a model reference as a stage would; returns its dimension (None when unknown or unresolved)."""
+    from embedforge.models import resolve_model
+
+    if ref == "train":
+        if "train" not in job.stages:
+            problems.add(where, "'train' names this job's trained model, but the job has no train stage")
+            return None
+        return _model(job, job.config("train").model, "stages.train.model", problems)
+    if ref == "base":
+        ref = job.base_model
+    if ref in problems.dims:
+        return problems.dims[ref]
+    try:
+        path = resolve_model(ref)
+    except (FileNotFoundError, OSError, ValueError) as exc:
+        problems.add(where, str(exc))
+        problems.dims[ref] = None
+        return None
+    if path.is_dir() and not any((path / name).is_file() for name in ("config.json", "modules.json")):
+        problems.add(where, f"'{ref}' ({path}) is not a model directory (no config.json)")
+    problems.dims[ref] = model_dimension(path)
+    return problems.dims[ref]
+
+
+def _dims_fit(dims: list[int], dim: int | None, model: str, where: str, problems: _Problems) -> None:
+    too_big = [d for d in dims if dim is not None and d > dim]
+    if too_big:
+        problems.add(where, f"{too_big} beyond the dimension of model '{model}' ({dim})")
+
+
+def _check_ingest(job: JobSpec, problems: _Problems) -> None:
+    from embedforge.data.ingest import check_source
+
+    for i, src in enumerate(job.config("ingest").sources):
+        try:
+            check_source(src)
+        except (FileNotFoundError, ValueError, OSError) as exc:
+            problems.add(f"stages.ingest.sources.{i}.path", str(exc))
+
+
+def _check_evaluate(job: JobSpec, problems: _Problems) -> None:
+    from embedforge.data.ingest import resolve_path
+
+    cfg = job.config("evaluate")
+    for i, dataset in enumerate(cfg.datasets):
+        try:
+            root = resolve_path(dataset)
+        except (FileNotFoundError, ValueError) as exc:
+            problems.add(f"stages.evaluate.datasets.{i}", str(exc))
+            continue
+        missing = [n for n in ("corpus.jsonl", "queries.jsonl", f"qrels/{cfg.split}.tsv") if not (root / n).is_file()]
+        if not root.is_dir():
+            problems.add(f"stages.evaluate.datasets.{i}", f"'{dataset}' is not a directory (BEIR layout expected)")
+        elif missing:
+            problems.add(f"stages.evaluate.datasets.{i}", f"'{dataset}' lacks {', '.join(missing)} (BEIR layout: "
+                         f"corpus.jsonl, queries.jsonl, qrels/<split>.tsv)")
+    for i, ref in enumerate(cfg.models):
+        label, sep, target = ref.partition("=")
+        target = target if sep and label and "/" not in label else ref
+        if target.lower() == "bm25" or (target == "train" and "train" not in job.stages):
+            continue  # evaluate skips 'train' without a train stage (and says so in its report)
+        dim = _model(job, target, f"stages.evaluate.models.{i}", problems)
+        _dims_fit(cfg.dims, dim, job.base_model if target == "base" else target, "stages.evaluate.dims", problems)
+
+
+def _check_embed(job: JobSpec, problems: _Problems) -> None:
+    from embedforge.data.ingest import resolve_path
+
+    cfg = job.config("embed")
+    ref = cfg.model if cfg.model != "auto" else ("train" if "train" in job.stages else "base")
+    dim = _model(job, ref, "stages.embed.model", problems)
+    _dims_fit(cfg.dims, dim, ref if ref not in ("base", "train") else job.base_model, "stages.embed.dims", problems)
+    if cfg.input != "chunk":
+        try:
+            exists = resolve_path(cfg.input).exists()
+        except (FileNotFoundError, ValueError):
+            exists = False
+        if not exists:
+            problems.add("stages.embed.input", f"'{cfg.input}' not found (a path, or 'chunk' for this job's chunks)")
+    elif "chunk" not in job.stages:
+        problems.add("stages.embed.input", "'chunk' reads this job's chunks, but the job has no chunk stage")
+
+
+def _check_model_fields(job: JobSpec, problems: _Problems) -> None:
+    """Single model references of the other stages (``model: base`` and the like)."""
+    for stage, attr in (("chunk", "tokenizer"), ("mine", "model"), ("train", "model"), ("extend_vocab", "model")):
+        if stage in job.stages:
+            ref = getattr(job.config(stage), attr)
+            if ref != "train":
+                _model(job, ref, f"stages.{stage}.{attr}", problems)
+    if "mine" in job.stages and (queries := job.config("mine").queries_path):
+        if not Path(queries).expanduser().exists():
+            problems.add("stages.mine.queries_path", f"'{queries}' not found")
+
+
+def preflight(job: JobSpec, source: str = "<spec>") -> None:
+    """Raise :class:`SpecError` listing every problem found (file, field, value, what was expected)."""
+    problems = _Problems(source)
+    if any(s.uses_base_model for s in _stage_infos(job)):
+        _model(job, "base", "base_model", problems)
+    if "ingest" in job.stages:
+        _check_ingest(job, problems)
+    if "evaluate" in job.stages:
+        _check_evaluate(job, problems)
+    if "embed" in job.stages:
+        _check_embed(job, problems)
+    _check_model_fields(job, problems)
+    if problems.lines:
+        n = len(problems.lines)
+        raise SpecError("\n".join([f"{source}: the job cannot run ({n} problem{'s' if n > 1 else ''})",
+                                   *dict.fromkeys(problems.lines)]))
+
+
+def _stage_infos(job: JobSpec) -> list[Any]:
+    from embedforge.stages import stage_info
+
+    return [stage_info(name) for name in job.stage_names()]
