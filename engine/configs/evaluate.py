@@ -60,6 +60,12 @@ class EvaluateConfig(StageConfig):
     """Reuse corpus and query vectors from the shared embedding cache (``$EMBEDFORGE_CACHE``), so a re-run with
     other options does not re-encode; ``corpus_docs_per_s`` is then null."""
 
+    def input_fingerprint(self) -> list[str]:
+        """Content hash of every file of every dataset, so an edited dataset re-runs evaluate."""
+        from embedforge.data.fingerprint import path_fingerprint
+
+        return [path_fingerprint(d) for d in self.datasets]
+
     @field_validator("dims")
     @classmethod
     def _dims(cls, value: list[int]) -> list[int]:

@@ -67,5 +67,21 @@ def tree_fingerprint(root: Path) -> str:
     """Fingerprint of a file or of every file under a directory (relative names, sorted)."""
     if root.is_file():
         return files_fingerprint([(root.name, root)])
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root} not found")
     files = sorted(p for p in root.rglob("*") if p.is_file())
     return files_fingerprint((os.fsdecode(p.relative_to(root)), p) for p in files)
+
+
+def path_fingerprint(ref: str) -> str:
+    """Fingerprint of a file or directory named in a config (``builtin:NAME``, a path, or an fsspec URL);
+    ``missing:<ref>`` when it cannot be read (the job's preflight reports why)."""
+    from embedforge.data.ingest import resolve_path
+    from embedforge.data.run_storage import is_url
+
+    try:
+        if is_url(ref):
+            return store_fingerprint(ref)
+        return tree_fingerprint(resolve_path(ref))
+    except (OSError, ValueError):
+        return f"missing:{ref}"
