@@ -25,12 +25,6 @@ from embedforge import device as dev
 _LOCK = threading.Lock()
 
 
-def triton_modules() -> tuple[Any, Any]:
-    """``(triton, triton.language)``, imported through the device module (clear install hint if absent)."""
-    triton = dev.optional_import("triton", "Triton kernels")
-    return triton, dev.optional_import("triton.language", "Triton kernels")
-
-
 def resolve_backend(x: torch.Tensor, backend: str | None = None) -> str:
     """The backend for a call on tensor ``x``: the device module decides; CPU tensors never go to ``triton``."""
     chosen = backend or dev.kernel_backend(x.device)

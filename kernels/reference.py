@@ -32,11 +32,36 @@ def decode_keys(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return bits.view(torch.float32), ids
 
 
-def select_topk(scores: torch.Tensor, ids: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-``k`` along the last dim of ``scores`` (fp32) with ``ids`` (broadcastable), sorted, lower id on ties."""
-    keys = topk_keys(scores, ids.expand_as(scores))
+def best_keys(keys: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` largest packed keys along the last dim, decoded: ``(scores, ids)`` sorted, lower id on ties."""
     best = torch.topk(keys, min(k, keys.shape[-1]), dim=-1, largest=True, sorted=True).values
     return decode_keys(best)
+
+
+def select_topk(scores: torch.Tensor, ids: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-``k`` along the last dim of ``scores`` (fp32) with ``ids`` (broadcastable), sorted, lower id on ties."""
+    return best_keys(topk_keys(scores, ids.expand_as(scores)), k)
+
+
+def merge_topk(best_s: torch.Tensor | None, best_i: torch.Tensor | None, scores: torch.Tensor, ids: torch.Tensor,
+               k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Running top-``k`` per row, unordered: merge candidates ``(scores, ids)`` into ``(best_s, best_i)``.
+
+    ``best_s``/``best_i`` are ``None`` before the first block. The torch twin of the kernels' register merge
+    (:func:`embedforge.kernels.selection.merge_running_topk`) for callers that stream corpus blocks; the order
+    among equal scores is not fixed here — callers that need it rescore the survivors and sort them with
+    :func:`select_topk`.
+
+    >>> best_s = best_i = None
+    >>> for start in range(0, n, block):
+    ...     s, i = torch.topk(q @ corpus[start:start + block].T, k, dim=1, sorted=False)
+    ...     best_s, best_i = merge_topk(best_s, best_i, s, i + start, k)
+    """
+    if best_s is None or best_i is None:
+        return scores, ids
+    s, pos = torch.topk(torch.cat([best_s, scores], 1), min(k, best_s.shape[1] + scores.shape[1]), dim=1,
+                        sorted=False)
+    return s, torch.gather(torch.cat([best_i, ids], 1), 1, pos)
 
 
 def pool_normalize(hidden: torch.Tensor, mask: torch.Tensor, dim: int | None = None,

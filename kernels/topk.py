@@ -120,9 +120,7 @@ def similarity_topk(queries: torch.Tensor, corpus: torch.Tensor, k: int, *, back
 
 def merge_split_keys(out: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Merge per-split keys ``(splits, q, K)`` into the final sorted ``(scores, ids)`` of width ``k``."""
-    keys = out.permute(1, 0, 2).reshape(out.shape[1], -1)
-    best = torch.topk(keys, k, dim=1, largest=True, sorted=True).values
-    return reference.decode_keys(best)
+    return reference.best_keys(out.permute(1, 0, 2).reshape(out.shape[1], -1), k)
 
 
 def _check_pair(queries: torch.Tensor, corpus: torch.Tensor) -> None:

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from embedforge.kernels.reference import merge_topk
+
 U_BF16 = 2.0**-8
 """Unit roundoff of bfloat16 (8 significant bits, round to nearest)."""
 
@@ -35,17 +37,6 @@ class Bf16Corpus:
 
     vectors: torch.Tensor
     max_norm: float
-
-
-def merge_topk(best_s: torch.Tensor | None, best_i: torch.Tensor | None, scores: torch.Tensor, offset: int,
-               k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Running top-``k`` (unordered) per row: merge a corpus block's ``scores`` (columns start at row ``offset``)."""
-    s, i = torch.topk(scores, min(k, scores.shape[1]), dim=1, sorted=False)
-    i += offset
-    if best_s is None:
-        return s, i
-    s, pos = torch.topk(torch.cat([best_s, s], 1), min(k, best_s.shape[1] + s.shape[1]), dim=1, sorted=False)
-    return s, torch.gather(torch.cat([best_i, i], 1), 1, pos)
 
 
 def bf16_corpus(corpus: np.ndarray, block: int = 65536) -> Bf16Corpus:
@@ -75,8 +66,9 @@ def bf16_candidates(queries: np.ndarray, corpus: Bf16Corpus, want: int, block: i
         qb = q.bfloat16()
         best_s = best_i = None
         for cs in range(0, n, corpus_block):
-            s = qb @ corpus.vectors[cs:cs + corpus_block].T
-            best_s, best_i = merge_topk(best_s, best_i, s, cs, want)
+            rows = corpus.vectors[cs:cs + corpus_block]
+            s, i = torch.topk(qb @ rows.T, min(want, rows.shape[0]), dim=1, sorted=False)
+            best_s, best_i = merge_topk(best_s, best_i, s, i + cs, want)
         ids_out[qs:qs + q.shape[0]] = best_i.numpy()
         if want < n:
             b = best_s.amin(dim=1).double().numpy()

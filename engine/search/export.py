@@ -15,7 +15,6 @@ Building and querying these ANN structures is what this module is for; exact sea
 from __future__ import annotations
 
 import json
-import math
 import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ import pyarrow.parquet as pq
 
 from embedforge import device as dev
 from embedforge.data.shards import atomic_write_json, iter_shards, list_shards
+from embedforge.search import faiss_indexes
 
 KINDS = ("flat", "hnsw", "ivfpq")
 
@@ -38,47 +38,29 @@ def _vectors(table: pa.Table) -> np.ndarray:
     return np.ascontiguousarray(column.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim), dtype=np.float32)
 
 
-def _ivfpq_params(n: int, dim: int, nlist: int | None, pq_m: int | None) -> tuple[int, int, int]:
-    """``(nlist, m, nbits)`` that train on ``n`` vectors: ~4√n lists (≥ 39 points each), m | dim, 2^nbits ≤ n."""
-    nlist = nlist or max(1, min(int(4 * math.sqrt(n)), n // 39))
-    m = pq_m or next(m for m in (dim // 8, dim // 4, dim // 2, dim, 1) if m >= 1 and dim % m == 0)
-    if dim % m:
-        raise ValueError(f"index.pq_m={m} must divide the dimension {dim}")
-    nbits = max(1, min(8, int(math.log2(max(n, 2)))))
-    return nlist, m, nbits
-
-
 def build_index(shards_dir: Path, kind: str, *, hnsw_m: int = 32, nlist: int | None = None,
                 pq_m: int | None = None, train_rows: int = 100_000) -> tuple[Any, dict[str, Any]]:
     """A FAISS inner-product index over every shard of ``shards_dir`` (one embeddings dataset, one dim)."""
-    faiss = dev.optional_import("faiss", "index export")
     shards = list_shards(shards_dir)
     if not shards:
         raise FileNotFoundError(f"no embedding shards in {shards_dir}")
     dim = pq.read_schema(shards[0]).field("vector").type.list_size
     n = sum(pq.ParquetFile(p).metadata.num_rows for p in shards)
-    params: dict[str, Any] = {}
-    if kind == "flat":
-        index = faiss.IndexFlatIP(dim)
-    elif kind == "hnsw":
-        index = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = 80
-        params = {"M": hnsw_m, "efConstruction": 80}
-    elif kind == "ivfpq":
-        n_list, m, nbits = _ivfpq_params(n, dim, nlist, pq_m)
-        index = faiss.IndexIVFPQ(faiss.IndexFlatIP(dim), dim, n_list, m, nbits, faiss.METRIC_INNER_PRODUCT)
-        sample, have = [], 0
+    if kind not in KINDS:
+        raise ValueError(f"unknown index kind '{kind}' (expected one of {', '.join(KINDS)})")
+    index, params = faiss_indexes.new_index(kind, dim, n, hnsw_m=hnsw_m, nlist=nlist, pq_m=pq_m)
+    sample = None
+    if not index.is_trained:  # IVF-PQ: trained on the first ``train_rows`` vectors
+        parts, have = [], 0
         for _, table in iter_shards(shards_dir, columns=["vector"]):
-            sample.append(_vectors(table)[: train_rows - have])
-            have += len(sample[-1])
+            parts.append(_vectors(table)[: train_rows - have])
+            have += len(parts[-1])
             if have >= train_rows:
                 break
-        index.train(np.concatenate(sample))
-        params = {"nlist": n_list, "m": m, "nbits": nbits, "trained_on": have}
-    else:
-        raise ValueError(f"unknown index kind '{kind}' (expected one of {', '.join(KINDS)})")
-    for _, table in iter_shards(shards_dir, columns=["vector"]):
-        index.add(_vectors(table))
+        sample = np.concatenate(parts)
+        params["trained_on"] = have
+    blocks = (_vectors(table) for _, table in iter_shards(shards_dir, columns=["vector"]))
+    faiss_indexes.fill(index, blocks, sample)
     return index, {"dim": dim, "rows": int(index.ntotal), "params": params}
 
 

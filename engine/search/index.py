@@ -38,7 +38,9 @@ import torch
 
 import embedforge.kernels as kernels
 from embedforge import device as dev
-from embedforge.search.bf16_candidates import Bf16Corpus, bf16_candidates, bf16_corpus, merge_topk
+from embedforge.kernels.reference import merge_topk, select_topk
+from embedforge.search import faiss_indexes
+from embedforge.search.bf16_candidates import Bf16Corpus, bf16_candidates, bf16_corpus
 
 log = logging.getLogger("embedforge.index")
 
@@ -105,21 +107,15 @@ def exact_order(queries: np.ndarray, corpus: np.ndarray, ids: np.ndarray, k: int
     if corpus.shape[0] >= _MISSING:
         raise ValueError(f"a corpus of {corpus.shape[0]:,} rows does not fit the 32-bit row codes of the search "
                          "(split it into shards of under 4 billion rows)")
-    scores = pair_scores(queries, corpus, ids)
-    # one uint64 per candidate: high half orders by score descending, low half by row ascending; one sort
-    bits = (scores + np.float32(0)).view(np.uint32)  # + 0: -0.0 becomes 0.0 (equal scores, equal keys)
-    ascending = np.where(bits >> 31, ~bits, bits | np.uint32(0x80000000))  # float order as unsigned order
-    rows = np.where(ids >= 0, ids, _MISSING).astype(np.uint64)
-    packed = np.sort((~ascending).astype(np.uint64) << np.uint64(32) | rows, axis=1)[:, :k]
-    ascending = ~(packed >> np.uint64(32)).astype(np.uint32)
-    bits = np.where(ascending >> 31, ascending & np.uint32(0x7FFFFFFF), ~ascending)
-    rows = (packed & np.uint64(0xFFFFFFFF)).astype(np.int64)
-    rows[rows == _MISSING] = -1
-    return bits.view(np.float32), rows
+    scores = torch.from_numpy(pair_scores(queries, corpus, ids))
+    rows = torch.from_numpy(np.where(ids >= 0, ids, _MISSING).astype(np.int64))
+    best_s, best_i = select_topk(scores, rows, k)  # the kernels' packed (score, row) key: one sort
+    best_i[best_i == _MISSING] = -1
+    return best_s.numpy(), best_i.numpy()
 
 
 _MISSING = 0xFFFFFFFF
-"""Row code of a missing candidate in :func:`exact_order`'s packed sort key (sorts after every real row)."""
+"""Row code of a missing candidate in :func:`exact_order` (with its ``-inf`` score it sorts after every real row)."""
 
 
 @dataclass
@@ -215,8 +211,8 @@ def build_index(corpus: np.ndarray, backend: Backend = "auto", kind: IndexKind =
         return SearchIndex(corpus, "torch", "flat", block=block, corpus_block=corpus_block, bf16=bf16)
     if backend != "faiss":
         raise ValueError(f"unknown search backend '{backend}' (auto, faiss or torch)")
-    faiss = dev.optional_import("faiss", "FAISS search")
-    index = _faiss_cpu_index(faiss, corpus, kind, nlist, seed, add_block)
+    faiss = faiss_indexes.faiss_module()
+    index, _ = faiss_indexes.build(kind, corpus, nlist=nlist, seed=seed, add_rows=add_block)
     resources: list[Any] = []
     name = "faiss"
     if dev.cuda_available() and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0:
@@ -253,31 +249,8 @@ def auto_backend(kind: IndexKind = "flat") -> Backend:
         return "faiss"
     if not dev.cuda_available():
         return "torch" if dev.cpu_bf16_dot() else "faiss"
-    faiss = dev.optional_import("faiss", "FAISS search")
+    faiss = faiss_indexes.faiss_module()
     return "faiss" if hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0 else "torch"
-
-
-def default_nlist(n: int) -> int:
-    """IVF lists for ``n`` vectors: ~4·sqrt(n), with at least 39 training points per list (faiss's minimum)."""
-    return int(max(1, min(4 * np.sqrt(n), n // 39)))
-
-
-def _faiss_cpu_index(faiss: Any, corpus: np.ndarray, kind: IndexKind, nlist: int | None, seed: int,
-                     add_block: int) -> Any:
-    d = corpus.shape[1]
-    if kind == "flat":
-        index = faiss.IndexFlatIP(d)
-    else:
-        nlist = nlist or default_nlist(corpus.shape[0])
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
-        rng = np.random.default_rng(seed)
-        sample_n = min(corpus.shape[0], nlist * 64)
-        sample = np.sort(rng.choice(corpus.shape[0], size=sample_n, replace=False))
-        index.cp.seed = seed
-        index.train(np.ascontiguousarray(corpus[sample], dtype=np.float32))
-    for start in range(0, corpus.shape[0], add_block):  # memory-mapped corpora are read a block at a time
-        index.add(np.ascontiguousarray(corpus[start:start + add_block], dtype=np.float32))
-    return index
 
 
 def _to_all_gpus(faiss: Any, index: Any) -> tuple[Any, list[Any]]:
@@ -297,7 +270,8 @@ def _fp32_candidates(queries: np.ndarray, corpus: np.ndarray, k: int, corpus_blo
     best_s = best_i = None
     for cs in range(0, corpus.shape[0], corpus_block):
         c = torch.from_numpy(np.array(corpus[cs:cs + corpus_block], dtype=np.float32))
-        best_s, best_i = merge_topk(best_s, best_i, q @ c.T, cs, k)
+        s, i = torch.topk(q @ c.T, min(k, c.shape[0]), dim=1, sorted=False)
+        best_s, best_i = merge_topk(best_s, best_i, s, i + cs, k)
     assert best_i is not None
     return best_i.numpy()
 
@@ -309,14 +283,15 @@ def _torch_exact(queries: np.ndarray, corpus: np.ndarray, k: int, block: int,
     all_scores, all_ids = [], []
     for qs in range(0, queries.shape[0], block):
         q = torch.from_numpy(queries[qs:qs + block]).to(device)
-        best_s = torch.empty((q.shape[0], 0), device=device)
-        best_i = torch.empty((q.shape[0], 0), dtype=torch.int64, device=device)
+        best_s = best_i = None
         for cs in range(0, corpus.shape[0], corpus_block):
             rows = corpus[cs:cs + corpus_block]
             c = torch.from_numpy(rows if rows.flags.writeable else np.array(rows)).to(device)  # mmap: copy block
             s, i = kernels.similarity_topk(q, c, min(k, c.shape[0]))  # Triton on CUDA, torch reference on CPU
-            best_s, pos = torch.topk(torch.cat([best_s, s], 1), min(k, best_s.shape[1] + s.shape[1]), dim=1)
-            best_i = torch.gather(torch.cat([best_i, i + cs], 1), 1, pos)
+            best_s, best_i = merge_topk(best_s, best_i, s, i + cs, k)
+        assert best_s is not None and best_i is not None
+        best_s, order = torch.sort(best_s, dim=1, descending=True)  # merged blocks come back unordered
+        best_i = torch.gather(best_i, 1, order)
         all_scores.append(best_s.cpu().numpy())
         all_ids.append(best_i.cpu().numpy())
     return np.concatenate(all_scores), np.concatenate(all_ids).astype(np.int64)
