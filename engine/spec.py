@@ -42,7 +42,8 @@ class JobSpec(BaseModel):
     """Root directory for run outputs: a path, or an fsspec URL (``s3://…``, ``gs://…``, ``file://…``) whose stages
     run in a local scratch mirror and are pushed when finished (``engine/data/run_storage.py``)."""
     base_model: str = "all-MiniLM-L6-v2"
-    """Embedding model the job starts from: a packaged name (all-MiniLM-L6-v2) or a local model directory."""
+    """Embedding model the job starts from: a local model directory, a packaged name (all-MiniLM-L6-v2), or a
+    Hugging Face id (``BAAI/bge-small-en-v1.5``) found in the local HF cache or downloaded when online."""
     device: str = "auto"
     """``auto`` (CUDA when present, else CPU), ``cpu`` or ``cuda[:N]``."""
     seed: int = Field(42, ge=0, lt=2**32)
