@@ -1,15 +1,19 @@
 """Stage ``chunk``: document shards → chunk shards, token-aware, one output shard per input shard.
 
 Every chunk keeps ``doc_id``, ``doc_version`` and its character offsets, so any later row (query, triple,
-embedding) maps back through ``chunk_id`` to an exact document version.
+embedding) maps back through ``chunk_id`` to an exact document version. Chunks are bounded in tokens and in
+characters; over-long words are cut and counted (``long_words_split``, ``long_word_chars`` in the manifest). A
+title-only document (empty text) is one chunk holding its title.
 """
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import pyarrow as pa
 
 from embedforge.configs.chunk import ChunkConfig
-from embedforge.data.chunking import TokenCounter, chunk_text
+from embedforge.data.chunking import Chunk, ChunkStats, TokenCounter, chunk_text
 from embedforge.data.schemas import CHUNKS
 from embedforge.data.shards import iter_shards
 from embedforge.progress import track
@@ -30,15 +34,22 @@ def run(ctx: StageContext) -> None:
                 progress.advance(docs.num_rows)
                 continue
             rows = []
+            stats = ChunkStats()
             titles = docs.column("title").to_pylist()
             title_tokens = counter.count([t or "" for t in titles])
             for doc, n_title in zip(docs.to_pylist(), title_tokens, strict=True):
                 reserved = min(n_title + 1, cfg.max_tokens // 4) if doc["title"] else 0
-                for c in chunk_text(doc["text"], counter, cfg.max_tokens, cfg.overlap_tokens, cfg.min_tokens, reserved):
+                chunks = chunk_text(doc["text"], counter, cfg.max_tokens, cfg.overlap_tokens, cfg.min_tokens, reserved,
+                                    cfg.max_chars, cfg.max_word_chars, stats)
+                if not chunks and doc["title"]:  # title-only document: its title is its content
+                    chunks = [Chunk(0, 0, 0, n_title + counter.special)]
+                for c in chunks:
                     rows.append({"chunk_id": f"{doc['doc_version'][:16]}-{c.idx}", "doc_id": doc["doc_id"],
                                  "doc_version": doc["doc_version"], "idx": c.idx, "title": doc["title"],
                                  "text": doc["text"][c.start:c.end], "start_char": c.start, "end_char": c.end,
                                  "n_tokens": c.n_tokens})
                 progress.advance(1)
-            writer.write(name, pa.Table.from_pylist(rows, schema=CHUNKS), stats={"rows_in": docs.num_rows})
-    ctx.extra["max_tokens_effective"] = min(cfg.max_tokens, counter.max_seq_length or cfg.max_tokens)
+            writer.write(name, pa.Table.from_pylist(rows, schema=CHUNKS),
+                         stats={"rows_in": docs.num_rows, **asdict(stats)})  # summed into the manifest's counts
+    ctx.extra["max_tokens_effective"] = limit = min(cfg.max_tokens, counter.max_seq_length or cfg.max_tokens)
+    ctx.extra["max_chars_effective"] = cfg.max_chars or 16 * limit
