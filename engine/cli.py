@@ -14,8 +14,27 @@ from rich.table import Table
 from embedforge.commands import COMMAND_MODULES
 from embedforge.progress import console, setup_logging
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
                   help="embedforge: domain corpus → domain-tuned embedding model and its embeddings.")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from embedforge import __version__
+
+        typer.echo(f"embedforge {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: Annotated[bool, typer.Option("--version", "-V", callback=_print_version, is_eager=True,
+                                                   help="Print the version and exit")] = False,
+             verbose: Annotated[int, typer.Option("--verbose", "-v", count=True,
+                                                  help="Show third-party progress bars and warnings")] = 0) -> None:
+    """embedforge: domain corpus → domain-tuned embedding model and its embeddings."""
+    from embedforge.progress import quiet_third_party
+
+    quiet_third_party(verbose)
 
 Overrides = Annotated[list[str] | None, typer.Argument(help="key.sub=value overrides, e.g. stages.chunk.max_tokens=256")]
 

@@ -85,3 +85,33 @@ def track(name: str, total: int | None = None, unit: str = "rows") -> Iterator[T
             yield Tracker(progress, task, name, unit, total)
     else:
         yield Tracker(None, None, name, unit, total)
+
+
+QUIET_ENV: dict[str, str] = {
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",  # weight and file download bars
+    "TRANSFORMERS_VERBOSITY": "error",  # weight-loading reports and advice
+    "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+    "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",  # datasets' map/filter bars inside training
+    "TQDM_DISABLE": "1",  # any other tqdm bar (sentence-transformers' encode, model loading)
+    "VLLM_LOGGING_LEVEL": "WARNING",
+    "ORT_LOGGING_LEVEL": "3",
+}
+"""Environment that silences third-party bars and chatter; inherited by every stage subprocess."""
+
+
+def quiet_third_party(verbosity: int = 0) -> None:
+    """Third-party progress bars, weight-loading reports and exporter warnings off (``verbosity`` 0), or left as
+    the libraries make them (``embedforge -v``). Our own progress and logs are unaffected. Variables the user set
+    are kept."""
+    import os
+    import warnings
+
+    if verbosity > 0:
+        return
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+    warnings.filterwarnings("ignore", module=r"torch\.onnx.*")
+    warnings.filterwarnings("ignore", message=r".*TracerWarning.*")
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|sentence_transformers)\..*")
+    for name in ("torch.onnx", "onnxruntime", "onnxscript", "sentence_transformers", "transformers", "vllm", "ray"):
+        logging.getLogger(name).setLevel(logging.ERROR)

@@ -281,10 +281,45 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> JobSpec:
     return spec
 
 
+def type_name(annotation: Any) -> str:
+    """A field's type as a user reads it: ``bool``, ``list[SourceConfig]``, ``int | None``, ``'hf' | 'vllm'``."""
+    import re
+    import types
+    import typing
+
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Literal:
+        return " | ".join(repr(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(type_name(a) for a in args)
+    if origin is typing.Annotated:
+        return type_name(args[0])
+    if origin is not None:
+        return f"{getattr(origin, '__name__', str(origin))}[{', '.join(type_name(a) for a in args)}]"
+    if annotation is type(None):
+        return "None"
+    if isinstance(annotation, type):
+        return annotation.__name__
+    return re.sub(r"\b(?:[a-z_]\w*\.)+([A-Za-z_]\w*)", r"\1", str(annotation).replace("typing.", ""))
+
+
+def _nested_models(annotation: Any) -> list[type[BaseModel]]:
+    import typing
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for a in typing.get_args(annotation) for m in _nested_models(a)]
+
+
 def describe(model: type[BaseModel], indent: str = "") -> list[str]:
-    """One line per field: name, type, default and description (for ``embedforge validate --explain``)."""
+    """One line per field: name, type, default and description (for ``embedforge validate --explain``); the
+    fields of nested settings (``sources``, ``backend_vllm``, …) follow, indented."""
     lines = []
     for name, field in model.model_fields.items():
         default = field.get_default(call_default_factory=True)
-        lines.append(f"{indent}{name}: {field.annotation!s} = {default!r}  # {field.description or ''}".replace("typing.", ""))
+        shown = ("(required)" if field.is_required() else "(below)" if isinstance(default, BaseModel)
+                 else json.dumps(default, default=str))
+        lines.append(f"{indent}{name}: {type_name(field.annotation)} = {shown}  # {' '.join((field.description or '').split())}")
+        for nested in _nested_models(field.annotation):
+            lines.extend(describe(nested, indent + "    "))
     return lines

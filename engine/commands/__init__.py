@@ -3,5 +3,5 @@
 Modules must import heavy libraries inside the command functions, so ``embedforge --help`` stays fast.
 """
 
-COMMAND_MODULES: list[str] = ["serve", "submit", "evaluate", "vocab", "embed", "datasets"]
+COMMAND_MODULES: list[str] = ["serve", "submit", "evaluate", "vocab", "embed", "datasets", "schema"]
 """Modules under ``embedforge.commands`` whose ``register(app)`` adds commands to the CLI."""

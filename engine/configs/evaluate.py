@@ -27,7 +27,8 @@ class EvaluateConfig(StageConfig):
     rrf_k: float = Field(60.0, gt=0)
     """Reciprocal rank fusion constant (60, as in Cormack et al. 2009)."""
     datasets: list[str] = Field(default_factory=list)
-    """BEIR directories (corpus.jsonl, queries.jsonl, qrels/<split>.tsv) or ``builtin:<name>``."""
+    """BEIR directories (corpus.jsonl, queries.jsonl, qrels/<split>.tsv), ``builtin:<name>``, or ``beir:<name>``
+    (fetched by ``embedforge datasets get <name>``)."""
     split: str = "test"
     """qrels split of the BEIR datasets (only queries judged in ``qrels/<split>.tsv`` are evaluated)."""
     heldout: bool = True

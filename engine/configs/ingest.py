@@ -13,7 +13,7 @@ class SourceConfig(StageConfig):
     """One input: a JSONL or Parquet file, a BEIR directory, a folder of .txt/.md/.html files, or one such file."""
 
     path: str
-    """File or directory; relative paths are taken from the working directory; ``builtin:NAME`` is a corpus shipped with embedforge."""
+    """File or directory; relative paths are taken from the working directory; ``builtin:NAME`` is a corpus shipped with embedforge; ``beir:NAME`` a dataset fetched by ``embedforge datasets get NAME``."""
     format: Literal["auto", "jsonl", "parquet", "beir", "folder", "text"] = "auto"
     """Input format; ``auto`` decides from the path (directory with corpus.jsonl → beir, other directory → folder,
     a .txt/.md/.html file → text: the file is one document)."""

@@ -1,0 +1,63 @@
+"""First steps with the CLI: --version, the job spec's JSON Schema, readable ``validate --explain``, quiet
+third-party libraries unless -v."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from embedforge import __version__
+from embedforge.commands.schema import job_schema
+from embedforge.spec import type_name
+
+JOBS = sorted((Path(__file__).resolve().parents[2] / "jobs").glob("*.yaml"))
+
+
+def test_version(cli) -> None:
+    assert cli("--version").stdout.strip() == f"embedforge {__version__}"
+    assert cli("-V").stdout.strip() == f"embedforge {__version__}"
+
+
+@pytest.mark.parametrize("path", JOBS, ids=[p.stem for p in JOBS])
+def test_shipped_jobs_satisfy_the_schema(path: Path) -> None:
+    jsonschema.validate(yaml.safe_load(path.read_text()), job_schema())
+
+
+def test_schema_catches_what_validate_catches(cli, tmp_path: Path) -> None:
+    schema = json.loads(cli("schema").stdout)
+    assert schema["$schema"].endswith("2020-12/schema")
+    assert set(schema["properties"]["stages"]["properties"]) >= {"ingest", "chunk", "train", "evaluate", "embed"}
+    chunk = schema["$defs"]["ChunkConfig"]["properties"]["max_tokens"]
+    assert chunk["type"] == "integer" and "tokens" in chunk["description"].lower()  # field docstrings travel
+    job = {"stages": {"ingest": {"sources": [{"path": "builtin:adi"}]}, "chunk": {"max_tokenz": 3}}}
+    with pytest.raises(jsonschema.ValidationError, match="max_tokenz"):
+        jsonschema.validate(job, schema)
+    out = tmp_path / "schema.json"
+    cli("schema", "--out", str(out))
+    assert json.loads(out.read_text()) == schema
+
+
+def test_explain_shows_readable_types(cli) -> None:
+    proc = cli("validate", "jobs/quickstart.yaml", "--explain")
+    text = proc.stdout + proc.stderr
+    assert "<class" not in text and "typing." not in text and "PydanticUndefined" not in text
+    assert "normalize_unicode: bool = true" in text
+    assert "sources: list[SourceConfig] = []" in text and "path: str = (required)" in text
+    assert type_name(int | None) == "int | None"
+
+
+def test_third_party_noise_is_off_unless_verbose() -> None:
+    probe = ("import os, sys; from embedforge.cli import app; sys.argv = ['embedforge', *sys.argv[1:], 'status', 'x'];\n"
+             "try: app()\nexcept SystemExit: pass\n"
+             "print(os.environ.get('HF_HUB_DISABLE_PROGRESS_BARS'), os.environ.get('TQDM_DISABLE'))")
+    env = {k: v for k, v in __import__("os").environ.items() if k not in ("HF_HUB_DISABLE_PROGRESS_BARS", "TQDM_DISABLE")}
+    quiet = subprocess.run([sys.executable, "-P", "-c", probe], capture_output=True, text=True, env=env)
+    loud = subprocess.run([sys.executable, "-P", "-c", probe, "-v"], capture_output=True, text=True, env=env)
+    assert quiet.stdout.split()[-2:] == ["1", "1"]
+    assert loud.stdout.split()[-2:] == ["None", "None"]
