@@ -32,6 +32,7 @@ from embedforge.data.ingest import resolve_path
 from embedforge.data.schemas import embeddings_schema, passage_text
 from embedforge.data.shards import ShardWriter, list_shards, shard_name, write_parquet
 from embedforge.encoding.encoder import Encoder, truncate_normalize
+from embedforge.search.quantize import pack_binary, quantize_int8
 
 ID_FIELDS = ("id", "_id", "chunk_id", "doc_id")
 TEXT_SNIPPET = 1000
@@ -177,13 +178,12 @@ def embeddings_table(vectors: np.ndarray, block: Block, model_id: str, dim: int,
         "model_id": pa.array([model_id] * n, pa.string()), "dim": pa.array(np.full(n, dim, np.int32)),
         "vector": pa.FixedSizeListArray.from_arrays(pa.array(flat, value), dim),
     }
-    if opts.int8:
-        scale = np.maximum(np.abs(v).max(axis=1), 1e-12) / 127.0
-        q = np.clip(np.rint(v / scale[:, None]), -127, 127).astype(np.int8)
-        columns["int8"] = pa.FixedSizeListArray.from_arrays(pa.array(q.ravel(), pa.int8()), dim)
-        columns["scale"] = pa.array(scale.astype(np.float32))
+    if opts.int8:  # the one quantization rule, the codes the quantized search scores
+        codes, scale = quantize_int8(v)
+        columns["int8"] = pa.FixedSizeListArray.from_arrays(pa.array(codes.ravel(), pa.int8()), dim)
+        columns["scale"] = pa.array(scale)
     if opts.binary:
-        bits = np.packbits(v > 0, axis=1)
+        bits = pack_binary(v)
         columns["binary"] = pa.FixedSizeListArray.from_arrays(pa.array(bits.ravel(), pa.uint8()), bits.shape[1])
     schema = embeddings_schema(dim, opts.vector_dtype, opts.int8, opts.binary)
     return pa.Table.from_pydict(columns, schema=schema)

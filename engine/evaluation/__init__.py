@@ -2,5 +2,6 @@
 and plots, benchmark suites, embedding drift and clustering coherence.
 
 Encoding goes through :mod:`embedforge.encoding.encoder`, exact float search through :mod:`embedforge.search.index`;
-the quantized and HNSW indexes measured here are built in :mod:`embedforge.search.vector_indexes`.
+the quantized rows search the codes of the one quantization rule (:mod:`embedforge.search.quantize`) with the
+quantized kernels; HNSW and the float latency index are FAISS indexes (:mod:`embedforge.search.faiss_indexes`).
 """

@@ -32,8 +32,9 @@ from embedforge.data.shards import atomic_write_json
 from embedforge.evaluation.latency import percentiles, query_encode_latency, search_latency, time_calls
 from embedforge.evaluation.metrics import paired_test
 from embedforge.evaluation.retrieval_evaluator import RetrievalEvaluator
-from embedforge.search.vector_indexes import QUANTIZATIONS, QuantizedSearcher, faiss_threads, hnsw_index
-from embedforge.search.vector_indexes import index_bytes as faiss_index_bytes
+from embedforge.search import faiss_indexes
+from embedforge.search.faiss_indexes import search_threads
+from embedforge.search.quantize import QUANTIZATIONS, QuantizedSearcher
 
 log = logging.getLogger("embedforge.evaluate")
 
@@ -181,13 +182,13 @@ def _dense(dataset: BeirDataset, model: ModelRef, opts: EvalOptions,
         corpus = truncate_normalize(corpus_full, dim)
         queries = truncate_normalize(queries_full, dim)
         for quant in opts.quantizations:
-            searcher = QuantizedSearcher(corpus, quant, opts.rescore_multiplier)
+            searcher = QuantizedSearcher(corpus, quant, opts.rescore_multiplier, opts.device)
             scores, ids = searcher.search(queries, opts.top_k)
             metrics = evaluator(ids)
             base = {"dataset": dataset.name, "model": model.label, "dim": dim, "quantization": quant}
             row = {**base, **metrics, **shared, "index_bytes": searcher.bytes}
             if opts.latency:
-                with faiss_threads(1):
+                with search_threads(1):
                     lat = search_latency(lambda q, s=searcher: s.search(q, 10, prebuilt=True), queries,
                                          opts.search_latency_queries, opts.seed)
                 row.update(search_ms_p50=lat["p50"], search_ms_p99=lat["p99"])
@@ -231,14 +232,15 @@ def _hybrid(dataset: BeirDataset, model: ModelRef, dim: int, dense: tuple[np.nda
 
 def _hnsw(corpus: np.ndarray, queries: np.ndarray, exact_ids: np.ndarray, opts: EvalOptions) -> dict[str, float]:
     t0 = time.perf_counter()
-    index = hnsw_index(corpus, m=opts.hnsw_m, ef_search=opts.hnsw_ef_search)
+    index, _ = faiss_indexes.build("hnsw", corpus, hnsw_m=opts.hnsw_m, ef_construction=200)
+    index.hnsw.efSearch = opts.hnsw_ef_search
     build_s = time.perf_counter() - t0
     k = min(10, corpus.shape[0])
     _, approx = index.search(queries, k)
     overlap = [len(set(a) & set(e[:k])) / k for a, e in zip(approx, exact_ids, strict=True)]
-    with faiss_threads(1):
+    with search_threads(1):
         lat = search_latency(lambda q: index.search(q, k), queries, opts.search_latency_queries, opts.seed)
-    return {"hnsw_search_ms_p50": lat["p50"], "hnsw_search_ms_p99": lat["p99"], "hnsw_index_bytes": faiss_index_bytes(index),
+    return {"hnsw_search_ms_p50": lat["p50"], "hnsw_search_ms_p99": lat["p99"], "hnsw_index_bytes": faiss_indexes.index_bytes(index),
             "hnsw_recall_at_10": float(np.mean(overlap)), "hnsw_build_s": build_s}
 
 

@@ -108,15 +108,20 @@ def build(kind: str, vectors: np.ndarray, *, train_rows: int | None = None, seed
 
 
 @contextmanager
-def faiss_threads(n: int) -> Iterator[None]:
-    """Run FAISS with ``n`` OpenMP threads inside the block (single-query latency is timed on one thread)."""
+def search_threads(n: int) -> Iterator[None]:
+    """Run FAISS (OpenMP) and torch (intra-op) with ``n`` threads inside the block: single-query latency is timed
+    on one thread, whichever library searches."""
+    import torch
+
     faiss = faiss_module()
-    before = faiss.omp_get_max_threads()
+    before, before_torch = faiss.omp_get_max_threads(), torch.get_num_threads()
     faiss.omp_set_num_threads(n)
+    torch.set_num_threads(n)
     try:
         yield
     finally:
         faiss.omp_set_num_threads(before)
+        torch.set_num_threads(before_torch)
 
 
 def index_bytes(index: Any) -> int:

@@ -10,7 +10,8 @@ import pytest
 from embedforge.data.beir import load_beir
 from embedforge.encoding.encoder import truncate_normalize
 from embedforge.evaluation.harness import EvalOptions, ModelRef, evaluate_models, parse_model_ref
-from embedforge.search.vector_indexes import QuantizedSearcher, binarize, hnsw_index
+from embedforge.search import faiss_indexes
+from embedforge.search.quantize import QuantizedSearcher, pack_binary
 
 
 def _unit(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
@@ -47,13 +48,14 @@ def test_quantized_searchers_find_near_duplicates_and_shrink_the_index() -> None
     assert sizes["binary"] < sizes["int8"] / 6
     flat = QuantizedSearcher(corpus, "none")
     assert np.array_equal(flat.search(queries, 10)[1], flat.search(queries, 10, prebuilt=True)[1])
-    _, approx = hnsw_index(corpus).search(queries, 10)
+    index, _ = faiss_indexes.build("hnsw", corpus, ef_construction=200)
+    _, approx = index.search(queries, 10)
     assert (approx[:, 0] == np.arange(50)).mean() >= 0.9
 
 
-def test_binarize_packs_sign_bits() -> None:
+def test_pack_binary_packs_sign_bits() -> None:
     v = np.array([[0.5, -1, 0.1, 0, 2, -3, 1, 1, -0.2]], dtype=np.float32)
-    assert binarize(v).tolist() == [[0b10101011, 0]]
+    assert pack_binary(v).tolist() == [[0b10101011, 0]]
     with pytest.raises(ValueError, match="unknown quantization"):
         QuantizedSearcher(v, "int4")
 
