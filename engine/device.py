@@ -95,6 +95,11 @@ def gpu_count() -> int:
     return torch.cuda.device_count() if cuda_available() else 0
 
 
+def gpu_memory_bytes() -> int:
+    """Memory of the first visible CUDA device (0 on CPU)."""
+    return torch.cuda.get_device_properties(0).total_memory if cuda_available() else 0
+
+
 def compute_dtype(dev: torch.device | None = None, preference: str = "auto") -> torch.dtype:
     """bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPU (unless a dtype is asked for)."""
     dev = dev or device()

