@@ -58,9 +58,16 @@ def register(app: typer.Typer) -> None:
                 help="Token limit per text, special tokens included (default: the model's max_seq_length)"
             ),
         ] = None,
+        max_chars_per_input: Annotated[
+            int | None,
+            typer.Option(help="Character limit per text (default: 16 per token of the token limit)"),
+        ] = None,
         on_too_long: Annotated[
-            str, typer.Option(help="error (413) | truncate, for texts over the limit")
+            str, typer.Option(help="error (413) | truncate, for texts over the limits")
         ] = "error",
+        public_docs: Annotated[
+            bool, typer.Option(help="Serve /docs, /redoc and /openapi.json without the API key")
+        ] = False,
         max_body_bytes: Annotated[int, typer.Option(help="Largest request body (413 above)")] = 8
         * 1024
         * 1024,
@@ -93,7 +100,9 @@ def register(app: typer.Typer) -> None:
                 backend=backend,
                 max_inputs=max_inputs,
                 max_tokens_per_input=max_tokens_per_input,
+                max_chars_per_input=max_chars_per_input,
                 on_too_long=on_too_long,
+                public_docs=public_docs,
                 max_body_bytes=max_body_bytes,  # type: ignore[arg-type]
                 max_batch_tokens=max_batch_tokens,
                 max_wait_ms=max_wait_ms,

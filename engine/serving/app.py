@@ -27,7 +27,7 @@ from embedforge.serving.auth import BearerAuth
 from embedforge.serving.batcher import DynamicBatcher
 from embedforge.serving.config import ServeConfig
 from embedforge.serving.errors import APIError, install_error_handlers
-from embedforge.serving.limits import BodySizeLimit, apply_token_limit, count_tokens
+from embedforge.serving.limits import BodySizeLimit, apply_char_limit, apply_token_limit, count_tokens
 from embedforge.serving.metrics import MetricsMiddleware, ServeMetrics
 from embedforge.serving.model_dir import check_model_dir
 from embedforge.serving.protocol import EmbeddingRequest, check_dimensions, embedding_items, parse_inputs
@@ -79,6 +79,7 @@ def create_app(config: ServeConfig, encoder: Encoder | None = None) -> FastAPI:
     config.validate()
     encoder = encoder or load_encoder(config)
     limit = min(config.max_tokens_per_input or encoder.max_seq_length, encoder.max_seq_length)
+    char_limit = config.max_chars_per_input or 16 * limit
     model = ServedModel(encoder, served_name(config), int(Path(encoder.path).stat().st_mtime), limit)
     metrics = ServeMetrics(model.name, encoder.model_id, encoder.dim)
     batcher = DynamicBatcher(
@@ -114,7 +115,7 @@ def create_app(config: ServeConfig, encoder: Encoder | None = None) -> FastAPI:
     app.state.metrics = metrics
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=config.max_body_bytes)
-    app.add_middleware(BearerAuth, api_key=config.api_key)
+    app.add_middleware(BearerAuth, api_key=config.api_key, public_docs=config.public_docs)
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: counts refused requests too
 
     @app.post("/v1/embeddings")
@@ -127,7 +128,7 @@ def create_app(config: ServeConfig, encoder: Encoder | None = None) -> FastAPI:
                 param="model",
                 code="model_not_found",
             )
-        texts = parse_inputs(request.input, config.max_inputs)
+        texts = apply_char_limit(parse_inputs(request.input, config.max_inputs), char_limit, config.on_too_long)
         dim = check_dimensions(request.dimensions, encoder.dim)
         counted = await batcher.on_model_thread(count_tokens, encoder.tokenizer, texts, limit)
         lengths = apply_token_limit(counted, limit, config.on_too_long)
@@ -153,6 +154,7 @@ def create_app(config: ServeConfig, encoder: Encoder | None = None) -> FastAPI:
             "model_id": encoder.model_id,
             "dimensions": encoder.dim,
             "max_input_tokens": limit,
+            "max_input_chars": char_limit,
         }
 
     @app.get("/v1/models")

@@ -1,7 +1,8 @@
-"""Bearer-token auth for the ``/v1/`` endpoints, compared in constant time.
+"""Bearer-token auth for the ``/v1/`` endpoints and the API docs, compared in constant time.
 
 The key comes from an environment variable named on the command line (never from argv, which other users can
-read in ``ps``). ``/health`` and ``/metrics`` stay open for probes and scrapers.
+read in ``ps``). ``/health`` and ``/metrics`` stay open for probes and scrapers. The API docs (``/docs``,
+``/redoc``, ``/openapi.json``) follow the auth setting unless the server is started with ``--public-docs``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from embedforge.serving.errors import error_response
 
 PROTECTED_PREFIX = "/v1/"
+DOC_PATHS = ("/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json")
+"""FastAPI's documentation pages: they describe the API, so they are behind the key unless made public."""
 
 
 def api_key_from_env(var: str | None) -> str | None:
@@ -36,14 +39,20 @@ def key_matches(header: str | None, expected: str) -> bool:
 
 
 class BearerAuth:
-    """ASGI middleware: answer 401 on ``/v1/`` paths unless the request carries the right bearer token."""
+    """ASGI middleware: answer 401 on ``/v1/`` paths and the API docs unless the request carries the right
+    bearer token."""
 
-    def __init__(self, app: ASGIApp, api_key: str | None) -> None:
+    def __init__(self, app: ASGIApp, api_key: str | None, public_docs: bool = False) -> None:
         self.app = app
         self.api_key = api_key
+        self.public_docs = public_docs
+
+    def protects(self, path: str) -> bool:
+        """True for the paths that need the key (when one is set)."""
+        return path.startswith(PROTECTED_PREFIX) or (not self.public_docs and path.rstrip("/") in DOC_PATHS)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.api_key is None or scope["type"] != "http" or not scope["path"].startswith(PROTECTED_PREFIX):
+        if self.api_key is None or scope["type"] != "http" or not self.protects(scope["path"]):
             await self.app(scope, receive, send)
             return
         header = dict(scope["headers"]).get(b"authorization")

@@ -33,8 +33,13 @@ class ServeConfig:
     """Most texts accepted in one request (400 above)."""
     max_tokens_per_input: int | None = None
     """Token limit per text, special tokens included; ``None`` = the model's max_seq_length."""
+    max_chars_per_input: int | None = None
+    """Character limit per text (``None``: 16 per token of the token limit). Checked before tokenizing: a long
+    run without spaces is one unknown token to the tokenizer, so a token limit alone does not bound it."""
     on_too_long: TooLongPolicy = "error"
-    """``error``: answer 413 when a text exceeds the limit; ``truncate``: embed its first tokens."""
+    """``error``: answer 413 when a text exceeds a limit; ``truncate``: embed its first characters and tokens."""
+    public_docs: bool = False
+    """Serve ``/docs``, ``/redoc`` and ``/openapi.json`` without the API key (they follow auth by default)."""
     max_body_bytes: int = 8 * 1024 * 1024
     """Largest request body accepted (413 above)."""
     max_batch_tokens: int = 16384
@@ -54,6 +59,10 @@ class ServeConfig:
             (
                 self.max_tokens_per_input is None or self.max_tokens_per_input >= 2,
                 f"--max-tokens-per-input must be >= 2 (got {self.max_tokens_per_input})",
+            ),
+            (
+                self.max_chars_per_input is None or self.max_chars_per_input >= 16,
+                f"--max-chars-per-input must be >= 16 (got {self.max_chars_per_input})",
             ),
             (
                 self.on_too_long in ("error", "truncate"),

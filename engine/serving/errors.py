@@ -6,6 +6,7 @@ without a traceback in the body (it goes to the log).
 
 from __future__ import annotations
 
+import json
 import logging
 
 from fastapi import FastAPI, Request
@@ -17,6 +18,7 @@ log = logging.getLogger("embedforge.serve")
 
 _TYPES = {
     400: "invalid_request_error",
+    415: "invalid_request_error",
     401: "invalid_request_error",
     404: "invalid_request_error",
     405: "invalid_request_error",
@@ -71,7 +73,14 @@ def error_response(
             "code": code,
         }
     }
-    return JSONResponse(body, status_code=status, headers=headers)
+    return _AsciiJSONResponse(body, status_code=status, headers=headers)
+
+
+class _AsciiJSONResponse(JSONResponse):
+    """JSON escaped to ASCII: a message that quotes client text holding a lone surrogate still renders."""
+
+    def render(self, content: object) -> bytes:
+        return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
 
 
 def validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
@@ -117,6 +126,11 @@ def install_error_handlers(app: FastAPI) -> None:
         message, param = validation_message(exc)
         return error_response(400, message, param=param, code="invalid_request")
 
+    @app.exception_handler(UnicodeError)
+    async def _unicode(_: Request, exc: UnicodeError) -> JSONResponse:
+        return error_response(400, f"the request holds text that is not valid Unicode ({exc}); send UTF-8 JSON",
+                              code="invalid_encoding")
+
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 404:
@@ -124,6 +138,8 @@ def install_error_handlers(app: FastAPI) -> None:
                 f"Unknown path {request.url.path}; endpoints: POST /v1/embeddings, GET /v1/models, "
                 "/health, /metrics"
             )
+        elif exc.status_code == 400:
+            message = f"{exc.detail}: send a UTF-8 JSON object with Content-Type: application/json"
         elif exc.status_code == 405:
             message = f"Method {request.method} not allowed on {request.url.path}"
         else:

@@ -1,4 +1,4 @@
-"""Request limits: body size (413, checked before parsing) and tokens per input (413 or truncate)."""
+"""Request limits: body size (413, checked before parsing), characters and tokens per input (413 or truncate)."""
 
 from __future__ import annotations
 
@@ -59,6 +59,25 @@ class BodySizeLimit:
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+def apply_char_limit(texts: list[str], max_chars: int, policy: str) -> list[str]:
+    """Texts within ``max_chars`` characters; with ``policy='error'`` a longer one is a 413, else it is cut.
+
+    Checked before tokenizing, so a megabyte without spaces (one unknown token) is neither embedded as a few
+    tokens nor tokenized at all.
+    """
+    too_long = [i for i, t in enumerate(texts) if len(t) > max_chars]
+    if too_long and policy == "error":
+        shown = ", ".join(f"input[{i}] ({len(texts[i])} characters)" for i in too_long[:5])
+        raise APIError(
+            413,
+            f"{shown}{' ...' if len(too_long) > 5 else ''}: more than {max_chars} characters (this server's "
+            "limit per input); shorten the text, or start the server with --on-too-long truncate",
+            param="input",
+            code="input_too_long",
+        )
+    return [t[:max_chars] if len(t) > max_chars else t for t in texts]
 
 
 def count_tokens(tokenizer: object, texts: Sequence[str], limit: int) -> list[int]:

@@ -44,6 +44,20 @@ def _token_array(value: object) -> bool:
     )
 
 
+def _check_unicode(text: str, name: str) -> None:
+    """400 for text that is not valid Unicode: JSON can carry a lone surrogate (``"\\ud800"``), UTF-8 cannot."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise APIError(
+            400,
+            f"'{name}' holds a lone surrogate (U+{ord(text[exc.start]):04X} at character {exc.start}), "
+            "which is not valid Unicode text; send well-formed UTF-8",
+            param="input",
+            code="invalid_encoding",
+        ) from None
+
+
 def parse_inputs(value: object, max_inputs: int) -> list[str]:
     """The request's texts, or an :class:`APIError` (400) saying exactly what is wrong with ``input``."""
     if isinstance(value, str):
@@ -51,6 +65,7 @@ def parse_inputs(value: object, max_inputs: int) -> list[str]:
             raise APIError(
                 400, "'input' is empty (or only whitespace); send text", param="input", code="empty_input"
             )
+        _check_unicode(value, "input")
         return [value]
     if not isinstance(value, list):
         raise APIError(
@@ -93,6 +108,7 @@ def parse_inputs(value: object, max_inputs: int) -> list[str]:
                 param="input",
                 code="empty_input",
             )
+        _check_unicode(item, f"input[{i}]")
     return value
 
 
