@@ -62,10 +62,15 @@ def embed(
     t0 = time.perf_counter()
     try:
         if executor == "ray":
+            from embedforge.distributed.pool import Stalled
             from embedforge.distributed.ray_embed import embed_with_ray
 
-            totals = embed_with_ray(input, output, str(encoder.path), opts, fmt=fmt, id_field=id_field,
-                                    device=device, precision=precision, backend=backend)
+            try:
+                totals = embed_with_ray(input, output, str(encoder.path), opts, fmt=fmt, id_field=id_field,
+                                        shard_rows=shard_rows, device=device, precision=precision, backend=backend,
+                                        max_batch_tokens=max_batch_tokens, model_id=encoder.model_id)
+            except Stalled as exc:
+                _fail(str(exc))
         else:
             total = count_rows(resolve_path(input)) if fmt in ("chunks", "parquet") else None
             with track("embed", total=total, unit="docs") as progress:

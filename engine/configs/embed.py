@@ -53,17 +53,25 @@ class EmbedConfig(StageConfig):
     keep_text: bool = True
     """Keep id → text snippets next to the embeddings, so search results show text."""
     executor: Literal["local", "ray"] = "local"
-    """``local`` (this process, resumable per shard) or ``ray`` (Ray Data actor pool; Parquet/chunks input)."""
+    """``local`` (this process) or ``ray`` (Ray Data actor pool sized from the cluster); both resumable per shard,
+    with the same shards, so either resumes the other's run."""
     index: IndexConfig | None = Field(default_factory=IndexConfig)
     """Index export (null: none)."""
     max_batch_tokens: int = no_hash(16384)
     """Token budget per model batch (padded tokens)."""
     cache: bool = no_hash(True)
     """Use the embedding cache (``$EMBEDFORGE_CACHE``): texts already embedded by this model are not re-encoded."""
-    ray_actors: int = no_hash(2)
-    """Ray: encoder actors in the pool."""
-    ray_batch_rows: int = no_hash(512)
+    ray_actors: int | None = no_hash(None)
+    """Ray: most encoder actors in the autoscaling pool (null: one per GPU, or as many CPU actors of up to 4
+    CPUs as fit beside ``ray_io_cpus``)."""
+    ray_cpus_per_actor: float | None = no_hash(None)
+    """Ray: CPUs each encoder actor reserves, also its torch threads (null: an even share, at most 4)."""
+    ray_io_cpus: float = no_hash(1.0, gt=0)
+    """Ray: CPUs kept free for the read tasks (capped at half the cluster), so the actors can never starve them."""
+    ray_batch_rows: int = no_hash(512, ge=1)
     """Ray: rows per ``map_batches`` call."""
+    ray_stall_timeout_s: float = no_hash(600.0, gt=0)
+    """Ray: fail the stage when no batch comes back for this many seconds (includes actor start-up)."""
 
     @field_validator("dims")
     @classmethod

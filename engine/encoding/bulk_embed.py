@@ -86,6 +86,32 @@ def detect_input_format(path: Path, declared: str = "auto") -> str:
                      "corpus.jsonl, or Parquet shards); pass the format explicitly")
 
 
+def parse_row(row: dict[str, Any], id_field: str | None) -> tuple[str, str, str, str] | tuple[str, str | None]:
+    """``(id, chunk_id, doc_version, text)`` of a usable input row, else ``(reason, id or None)``.
+
+    The passage is ``passage_text(title, text)``; a record with a title and no body is its title (as BEIR and
+    sentence-transformers' evaluators treat it), and a row is empty only when title and text both are.
+    """
+    rid = row.get(id_field) if id_field else next((row[f] for f in ID_FIELDS if row.get(f) not in (None, "")), None)
+    title = row.get("title") if isinstance(row.get("title"), str) else ""
+    body = row.get("text") if isinstance(row.get("text"), str) else ""
+    text = passage_text(title, body) if body.strip() else title.strip()
+    if rid in (None, ""):
+        return "missing id", None
+    if not text.strip():
+        return "empty text", str(rid)
+    return str(rid), str(row.get("chunk_id") or rid), str(row.get("doc_version") or content_version(text)), text
+
+
+def parse_line(raw: str) -> dict[str, Any] | str:
+    """A JSONL line as a row, or the reason it is unusable."""
+    try:
+        row = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        return f"invalid JSON ({exc.msg})"
+    return row if isinstance(row, dict) else "not a JSON object"
+
+
 class _Blocks:
     """Collects rows into blocks named ``part-00000`` onwards."""
 
@@ -94,17 +120,16 @@ class _Blocks:
         self.block = Block(shard_name(0))
 
     def add(self, source: str, row: dict[str, Any], id_field: str | None, raw: str = "") -> Block | None:
-        rid = row.get(id_field) if id_field else next((row[f] for f in ID_FIELDS if row.get(f) not in (None, "")), None)
-        body = row.get("text") if isinstance(row.get("text"), str) else ""
-        text = passage_text(row.get("title") or "", body) if body.strip() else ""
-        if rid in (None, ""):
-            self.block.bad.append({"source": source, "reason": "missing id", "raw": raw[:2000]})
-        elif not text.strip():
-            self.block.bad.append({"source": source, "reason": "empty text", "id": str(rid), "raw": raw[:2000]})
+        parsed = parse_row(row, id_field)
+        if len(parsed) == 2:
+            reason, rid = parsed
+            self.block.bad.append({"source": source, "reason": reason, **({"id": rid} if rid else {}),
+                                   "raw": raw[:2000]})
         else:
-            self.block.ids.append(str(rid))
-            self.block.chunk_ids.append(str(row.get("chunk_id") or rid))
-            self.block.doc_versions.append(str(row.get("doc_version") or content_version(text)))
+            rid, chunk_id, version, text = parsed
+            self.block.ids.append(rid)
+            self.block.chunk_ids.append(chunk_id)
+            self.block.doc_versions.append(version)
             self.block.texts.append(text)
         return self.cut() if self.block.rows_in >= self.shard_rows else None
 
@@ -134,13 +159,9 @@ def iter_blocks(source: str | Path, fmt: str = "auto", shard_rows: int = 20000,
                 if not raw.strip():
                     continue
                 text = raw.decode("utf-8", "replace")
-                try:
-                    row = json.loads(text)
-                except json.JSONDecodeError as exc:
-                    out = blocks.bad(f"{file}:{lineno}", f"invalid JSON ({exc.msg})", text)
-                else:
-                    out = (blocks.add(f"{file}:{lineno}", row, id_field, text) if isinstance(row, dict)
-                           else blocks.bad(f"{file}:{lineno}", "not a JSON object", text))
+                row = parse_line(text)
+                out = (blocks.add(f"{file}:{lineno}", row, id_field, text) if isinstance(row, dict)
+                       else blocks.bad(f"{file}:{lineno}", row, text))
                 if out is not None:
                     yield out
     elif fmt in ("parquet", "chunks"):

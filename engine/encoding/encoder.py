@@ -113,8 +113,11 @@ def _module_stack(model_dir: Path) -> tuple[str | None, bool]:
     return None, normalizes
 
 
-def prefetch(items: Iterator[Any], depth: int = 3) -> Iterator[Any]:
-    """Run ``items`` in a background thread, ``depth`` ahead of the consumer (exceptions re-raised here)."""
+def prefetch(items: Iterator[Any], depth: int = 3, timeout: float | None = None) -> Iterator[Any]:
+    """Run ``items`` in a background thread, ``depth`` ahead of the consumer (exceptions re-raised here).
+
+    ``timeout``: raise :class:`TimeoutError` when the next item takes longer than this many seconds (a stall
+    watchdog; the producer thread is a daemon and is abandoned)."""
     box: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
@@ -137,7 +140,10 @@ def prefetch(items: Iterator[Any], depth: int = 3) -> Iterator[Any]:
     thread.start()
     try:
         while True:
-            kind, item = box.get()
+            try:
+                kind, item = box.get(timeout=timeout)
+            except queue.Empty:
+                raise TimeoutError(f"no item for {timeout:g} s") from None
             if kind == "end":
                 return
             if kind == "error":

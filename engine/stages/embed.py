@@ -31,11 +31,18 @@ def run(ctx: StageContext) -> None:
                           "backend": encoder.backend, "variant": encoder.variant, "dims": opts.dims}
 
     if cfg.executor == "ray":
+        from embedforge.distributed.pool import Stalled
         from embedforge.distributed.ray_embed import embed_with_ray
 
-        totals = embed_with_ray(source, ctx.out_dir, model_path, opts, fmt=fmt, id_field=cfg.id_field,
-                                actors=cfg.ray_actors, batch_rows=cfg.ray_batch_rows, device=ctx.job.device,
-                                precision=cfg.precision, backend=cfg.backend)
+        try:
+            totals = embed_with_ray(source, ctx.out_dir, model_path, opts, fmt=fmt, id_field=cfg.id_field,
+                                    shard_rows=cfg.shard_rows, actors=cfg.ray_actors,
+                                    cpus_per_actor=cfg.ray_cpus_per_actor, io_cpus=cfg.ray_io_cpus,
+                                    batch_rows=cfg.ray_batch_rows, stall_s=cfg.ray_stall_timeout_s,
+                                    device=ctx.job.device, precision=cfg.precision, backend=cfg.backend,
+                                    max_batch_tokens=cfg.max_batch_tokens, model_id=encoder.model_id)
+        except Stalled as exc:
+            raise StageFailed(str(exc)) from None
     else:
         total = count_rows(source) if fmt in ("chunks", "parquet") else None
         with track("embed", total=total, unit="docs") as progress:
