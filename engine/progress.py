@@ -65,8 +65,9 @@ class Tracker:
         if now - self._last >= self._every or (self.total is not None and self.done >= self.total):
             self._last = now
             of = f"/{self.total}" if self.total is not None else ""
-            log.info("%s: %d%s %s (%.1f %s/s) %s", self.name, self.done, of, self.unit,
-                     self.done / max(self.elapsed, 1e-9), self.unit, rates)
+            rate = self.done / max(self.elapsed, 1e-9)
+            eta = f" ETA {(self.total - self.done) / rate:,.0f} s" if self.total and 0 < self.done < self.total else ""
+            log.info("%s: %d%s %s (%.1f %s/s%s) %s", self.name, self.done, of, self.unit, rate, self.unit, eta, rates)
 
     @property
     def elapsed(self) -> float:
