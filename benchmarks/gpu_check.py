@@ -4,7 +4,8 @@
     python benchmarks/gpu_check.py --tiny --out DIR   # anywhere: tiny sizes, CPU paths (the test suite runs this)
     scripts/gpu_check.sh run --out DIR                # on a bare GPU box: wheels + package staged first (docs/gpu.md)
 
-Writes ``DIR/gpu_check.json`` and ``DIR/gpu_check.md`` (one table per section) and prints the Markdown. Sections:
+Writes ``DIR/gpu_check.json``, ``DIR/gpu_check.md`` (one table per section; also printed) and ``DIR/pytest.log``.
+Sections:
 
 - ``pytest``: ``pytest -m gpu`` over every test file that carries the ``gpu`` marker (Triton kernels compiled
   and checked against their torch references in fp32/fp16/bf16, the device module's CUDA choices, the encoder on
@@ -213,7 +214,7 @@ def section_pytest(ctx: Context) -> dict[str, Any]:
     if deselect:
         cmd += ["-k", " and ".join(f"not {word}" for word in deselect)]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=ctx.size["pytest_timeout"])
-    (ctx.work / "pytest.log").write_text(proc.stdout + proc.stderr)
+    (ctx.out / "pytest.log").write_text(proc.stdout + proc.stderr)
     if not junit.is_file():
         raise RuntimeError(f"pytest wrote no report (exit {proc.returncode}):\n{(proc.stdout + proc.stderr)[-2000:]}")
     rows = []
@@ -486,8 +487,9 @@ SECTIONS: dict[str, Callable[[Context], dict[str, Any]]] = {
 class Context:
     """What every section shares: device, sizes, the random model directory, a scratch directory."""
 
-    def __init__(self, tiny: bool, work: Path) -> None:
+    def __init__(self, tiny: bool, work: Path, out: Path) -> None:
         self.tiny = tiny
+        self.out = out
         self.cuda = torch.cuda.is_available() and not tiny
         self.device = torch.device("cuda" if self.cuda else "cpu")
         self.size = SIZES["tiny" if tiny else "full"]
@@ -517,6 +519,10 @@ def machine() -> dict[str, Any]:
         props = torch.cuda.get_device_properties(0)
         info.update(gpu=props.name, gpu_count=torch.cuda.device_count(), capability=f"{props.major}.{props.minor}",
                     gpu_memory_gib=round(props.total_memory / 2**30, 1), bf16=torch.cuda.is_bf16_supported())
+    with contextlib.suppress(ImportError):
+        import embedforge
+
+        info["embedforge_from"] = str(Path(embedforge.__file__).parent)
     sha = os.environ.get("EMBEDFORGE_GIT_SHA", "")
     if not sha:
         with contextlib.suppress(OSError, subprocess.SubprocessError):
@@ -593,7 +599,7 @@ def main(argv: list[str] | None = None) -> int:
         print("no CUDA device here: running the full sizes on the CPU would take hours; use --tiny", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="gpu_check-") as tmp:
-        ctx = Context(args.tiny, Path(tmp))
+        ctx = Context(args.tiny, Path(tmp), out)
         for name in wanted:
             print(f"[gpu_check] {name} ...", flush=True)
             report["sections"][name] = sec = run_section(name, ctx)

@@ -61,6 +61,7 @@ def test_tiny_run_writes_a_well_formed_report(tmp_path: Path) -> None:
     training = report["sections"]["training"]["rows"]
     assert [r["batch"] for r in training] == [8, 16] and all(r["steps_per_s"] > 0 for r in training)
     assert "| kernels | ran |" in text and "## mining" in text
+    assert (out / "pytest.log").is_file()
 
 
 def test_bad_section_name_is_a_one_line_error(tmp_path: Path) -> None:
@@ -88,6 +89,23 @@ def test_synthetic_model_and_texts(tmp_path: Path) -> None:
     # flops per token of the MiniLM config: the issue's ~22 MFLOP at ~128 tokens
     per_token = kit.useful_flops(np.array([128]), kit.MINILM_CONFIG) / 128
     assert 20e6 < per_token < 24e6
+
+
+def test_a_missing_dependency_skips_the_section_with_its_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    kit = _kit()
+
+    def section(ctx):
+        kit.need("numpy", "no_such_module_for_gpu_check", why="just a test")
+        return {"rows": []}
+
+    def broken(ctx):
+        raise ValueError("boom")
+
+    monkeypatch.setitem(kit.SECTIONS, "fake", section)
+    monkeypatch.setitem(kit.SECTIONS, "broken", broken)
+    skipped, failed = kit.run_section("fake", None), kit.run_section("broken", None)
+    assert skipped["status"] == "skipped" and skipped["reason"] == "no_such_module_for_gpu_check not installed (just a test)"
+    assert failed["status"] == "failed" and failed["reason"] == "ValueError: boom" and "Traceback" in failed["traceback"]
 
 
 # ------------------------------------------------------------------ CUDA only (the kit's pytest section)
