@@ -24,8 +24,9 @@ from typing import Any
 
 import numpy as np
 
+from embedforge.configs.evaluate import EvaluateConfig
 from embedforge.data.beir import load_beir
-from embedforge.evaluation.harness import EvalOptions, ModelRef, evaluate_models
+from embedforge.evaluation.harness import ModelRef, evaluate_models
 from embedforge.evaluation.report import write_report
 from embedforge.runner import git_sha, library_versions
 
@@ -77,7 +78,7 @@ def main() -> int:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     names = [n.strip() for n in args.datasets.split(",") if n.strip()]
-    opts = EvalOptions(dims=[int(d) for d in args.dims.split(",")], quantizations=args.quant.split(","))
+    opts = EvaluateConfig(cache=False, dims=[int(d) for d in args.dims.split(",")], quantizations=args.quant.split(","))
     t0 = time.perf_counter()
     result = evaluate_models([lambda n=n: load_beir("builtin:adi" if n == "adi" else f"beir:{n}") for n in names],
                              [ModelRef(MODEL, MODEL), ModelRef("bm25", "bm25")], opts,

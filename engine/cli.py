@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from embedforge.commands import COMMAND_MODULES
+from embedforge.commands import COMMAND_MODULES, fail
 from embedforge.progress import console, setup_logging
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
@@ -37,12 +37,6 @@ def _options(version: Annotated[bool, typer.Option("--version", "-V", callback=_
     quiet_third_party(verbose)
 
 Overrides = Annotated[list[str] | None, typer.Argument(help="key.sub=value overrides, e.g. stages.chunk.max_tokens=256")]
-
-
-def fail(message: str, code: int = 2) -> None:
-    """Print a clear error and exit (no traceback)."""
-    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
 
 
 def _load(job: Path, overrides: list[str] | None):  # noqa: ANN202

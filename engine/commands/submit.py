@@ -11,20 +11,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from embedforge.commands import fail
 from embedforge.progress import console
 
 RayAddress = Annotated[str | None, typer.Option("--ray", help="Ray dashboard address (default: $RAY_ADDRESS)")]
 
 
-def _fail(message: str, code: int = 2) -> None:
-    console.print(f"[bold red]error:[/] {message}", highlight=False)
-    raise typer.Exit(code)
-
-
 def _address(address: str | None) -> str:
     address = address or os.environ.get("RAY_ADDRESS")
     if not address:
-        _fail("no Ray address: pass --ray http://HEAD:8265 or set RAY_ADDRESS")
+        fail("no Ray address: pass --ray http://HEAD:8265 or set RAY_ADDRESS")
     return address  # type: ignore[return-value]
 
 
@@ -70,7 +66,7 @@ def submit(
             for n in names:
                 spec.config(n)
                 if n not in spec.stages:
-                    _fail(f"stage '{n}' is not in job '{spec.name}'")
+                    fail(f"stage '{n}' is not in job '{spec.name}'")
         if slurm:
             script = slurm_mod.sbatch_script(spec, job, overrides=overrides, partition=partition, account=account,
                                              time_limit=time_limit, stages=names)
@@ -90,7 +86,7 @@ def submit(
             return
         submit_to_ray(address, request, follow)
     except (SpecError, ray_jobs.ClusterError, slurm_mod.SlurmError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 jobs_app = typer.Typer(help="Jobs on a Ray cluster: list, status, logs, cancel.", no_args_is_help=True)
@@ -104,7 +100,7 @@ def jobs_list(ray: RayAddress = None) -> None:
     try:
         rows = ray_jobs.list_jobs(_address(ray))
     except ray_jobs.ClusterError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     table = Table("id", "status", "job", "entrypoint")
     for r in rows:
         table.add_row(r["id"], r["status"], r["job"], r["entrypoint"])
@@ -119,9 +115,9 @@ def jobs_status(job_id: str, ray: RayAddress = None) -> None:
     try:
         sys.stdout.write(ray_jobs.status(_address(ray), job_id) + "\n")
     except ray_jobs.ClusterError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     except RuntimeError as exc:
-        _fail(f"job {job_id}: {exc}")
+        fail(f"job {job_id}: {exc}")
 
 
 @jobs_app.command("logs")
@@ -136,9 +132,9 @@ def jobs_logs(job_id: str, ray: RayAddress = None,
         else:
             sys.stdout.write(ray_jobs.logs(_address(ray), job_id))
     except ray_jobs.ClusterError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     except RuntimeError as exc:
-        _fail(f"job {job_id}: {exc}")
+        fail(f"job {job_id}: {exc}")
 
 
 @jobs_app.command("cancel")
@@ -149,9 +145,9 @@ def jobs_cancel(job_id: str, ray: RayAddress = None) -> None:
     try:
         stopped = ray_jobs.cancel(_address(ray), job_id)
     except ray_jobs.ClusterError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     except RuntimeError as exc:
-        _fail(f"job {job_id}: {exc}")
+        fail(f"job {job_id}: {exc}")
     console.print(f"job {job_id}: {'stop requested' if stopped else 'already finished'}")
 
 

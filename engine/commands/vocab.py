@@ -11,18 +11,13 @@ from typing import Annotated
 
 import typer
 
+from embedforge.commands import fail
 from embedforge.configs.vocab import DEFAULT_THRESHOLD
 
 Model = Annotated[str, typer.Option("--model", help="Base model: packaged name or model directory")]
 Corpus = Annotated[str, typer.Option("--corpus", help="JSONL / Parquet file, BEIR dir, folder, or builtin:NAME")]
 Format = Annotated[str, typer.Option("--format", help="Corpus format: auto, jsonl, parquet, beir, folder")]
 TextField = Annotated[str, typer.Option(help="Text field of JSONL/Parquet rows")]
-
-
-def _fail(message: str) -> None:
-    from embedforge.cli import fail
-
-    fail(message, 1)
 
 
 def analyze(model: Model = "all-MiniLM-L6-v2", corpus: Corpus = "builtin:adi",
@@ -47,7 +42,7 @@ def analyze(model: Model = "all-MiniLM-L6-v2", corpus: Corpus = "builtin:adi",
         reader = SourceReader(corpus, fmt, text_field)
         analysis = run_analysis(reader.batches(), views)
     except (CorpusError, FileNotFoundError, ValueError) as exc:
-        _fail(str(exc))
+        fail(str(exc), 1)
     summary = write_report(analysis, out, threshold=threshold, min_pieces=min_pieces, top_terms=top_terms,
                            source=corpus, bad_rows=reader.bad_rows)
     table = Table("tokenizer", "vocab", "ratio", "all-token ratio", "[UNK] rate", "per-doc p50")
@@ -87,7 +82,7 @@ def train(out: Annotated[Path, typer.Option(help="Directory for tokenizer-<sha12
         tokenizer = train_tokenizer(texts, base.tokenizer, algorithm=algorithm,  # type: ignore[arg-type]
                                     vocab_size=vocab_size, min_frequency=min_frequency)
     except (CorpusError, FileNotFoundError, ValueError) as exc:
-        _fail(str(exc))
+        fail(str(exc), 1)
     algo = base_algorithm(base.tokenizer) if algorithm == "auto" else algorithm
     artifact = save_versioned(tokenizer, out, algo)
     save_hf_dir(tokenizer, resolve_model(model), out / "tokenizer")
@@ -111,10 +106,10 @@ def extend(out: Annotated[Path, typer.Option(help="Directory for the extended Se
     try:
         analysis = run_analysis(SourceReader(corpus, fmt, text_field).batches(), [load_tokenizer(model)])
     except (CorpusError, FileNotFoundError, ValueError) as exc:
-        _fail(str(exc))
+        fail(str(exc), 1)
     terms = analysis.fragmented_terms(min_pieces=min_pieces, top=top_n, min_frequency=min_frequency)
     if not terms:
-        _fail(f"no term of {corpus} occurs ≥ {min_frequency} times and splits into ≥ {min_pieces} pieces")
+        fail(f"no term of {corpus} occurs ≥ {min_frequency} times and splits into ≥ {min_pieces} pieces", 1)
     result = extend_model(model, [t.term for t in terms], out, min_pieces=min_pieces)
     console.print(f"{out}: added {len(result.added)} tokens (vocab {result.base_vocab_size:,} → "
                   f"{result.vocab_size:,}), e.g. {', '.join(a.term for a in result.added[:8])}", highlight=False)

@@ -18,8 +18,14 @@ class EvaluateConfig(StageConfig):
     """Models to compare: ``base``, ``train`` (this job's trained model; skipped when the job has no train stage),
     ``bm25``, a packaged name or a local directory; ``label=path`` names a row. The first is the reference of the
     significance tests."""
+    reference: str | None = None
+    """Label of the model the others are tested against (null: the first dense model)."""
     bm25: bool = True
-    """Add a BM25 baseline row per dataset (bm25s, k1 0.9, b 0.4)."""
+    """Add a BM25 baseline row per dataset (bm25s, parameters ``bm25_k1`` and ``bm25_b``)."""
+    bm25_k1: float = Field(0.9, gt=0)
+    """BM25 term-frequency saturation (0.9, Pyserini's BEIR setting)."""
+    bm25_b: float = Field(0.4, ge=0, le=1)
+    """BM25 length normalization (0.4, Pyserini's BEIR setting)."""
     hybrid: list[Literal["rrf", "zscore"]] = Field(default_factory=list)
     """Also fuse each dense model's float search with BM25's top ``top_k`` at every dimension: ``rrf``
     (reciprocal rank fusion, constant ``rrf_k``) and/or ``zscore`` (standardized scores, equal weights); rows
@@ -36,7 +42,8 @@ class EvaluateConfig(StageConfig):
     dims: list[int] = Field(default_factory=list)
     """Matryoshka dimensions (truncate, then re-normalize); empty means the model's full dimension."""
     quantizations: list[QuantizationName] = Field(default_factory=lambda: ["none", "int8", "binary"])
-    """Index variants per dimension: float, int8 scalar-quantized, binary (Hamming), binary_rescore."""
+    """Index variants per dimension: float (exact), int8 (per-row symmetric codes, queries too), binary (sign bits,
+    Hamming), binary_rescore (Hamming candidates rescored with the float query); :mod:`embedforge.search.quantize`."""
     top_k: int = Field(100, ge=10)
     """Results retrieved per query (Recall@100 and MAP@100 need 100)."""
     hit_ks: list[int] = Field(default_factory=lambda: [1, 3, 10])

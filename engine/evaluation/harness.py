@@ -21,12 +21,13 @@ import logging
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from embedforge.configs.evaluate import EvaluateConfig
 from embedforge.data.beir import BeirDataset
 from embedforge.data.shards import atomic_write_json
 from embedforge.evaluation.latency import percentiles, query_encode_latency, search_latency, time_calls
@@ -34,13 +35,11 @@ from embedforge.evaluation.metrics import paired_test
 from embedforge.evaluation.retrieval_evaluator import RetrievalEvaluator
 from embedforge.search import faiss_indexes
 from embedforge.search.faiss_indexes import search_threads
-from embedforge.search.quantize import QUANTIZATIONS, QuantizedSearcher
+from embedforge.search.quantize import QuantizedSearcher
 
 log = logging.getLogger("embedforge.evaluate")
 
 BM25 = "bm25"
-FUSIONS = ("rrf", "zscore")
-"""Hybrid fusions of a dense model with BM25 (:mod:`embedforge.search.fusion`)."""
 
 
 @dataclass(frozen=True)
@@ -62,37 +61,6 @@ def parse_model_ref(text: str) -> ModelRef:
         return ModelRef(label, ref)
     ref = text.rstrip("/")
     return ModelRef(Path(ref).name if ("/" in ref or Path(ref).exists()) else ref, ref)
-
-
-@dataclass
-class EvalOptions:
-    """What to measure (mirrors the ``evaluate`` stage config and the bench suite)."""
-
-    dims: list[int] = field(default_factory=list)
-    """Matryoshka dimensions; empty = the model's full dimension."""
-    quantizations: list[str] = field(default_factory=lambda: ["none", "int8", "binary"])
-    top_k: int = 100
-    hit_ks: list[int] = field(default_factory=lambda: [1, 3, 10])
-    latency: bool = True
-    latency_queries: int = 64
-    search_latency_queries: int = 100
-    hnsw_m: int = 32
-    hnsw_ef_search: int = 128
-    rescore_multiplier: int = 4
-    reference: str | None = None
-    """Label of the model others are tested against (default: the first dense model)."""
-    n_resamples: int = 10000
-    seed: int = 0
-    device: str = "auto"
-    dtype: str = "fp32"
-    bm25_k1: float = 0.9
-    bm25_b: float = 0.4
-    cache: bool = False
-    """Read and write corpus and query vectors in the shared embedding cache (``$EMBEDFORGE_CACHE``): a run with
-    other options re-encodes nothing; ``corpus_docs_per_s`` is then null (it would time cache reads)."""
-    hybrid: list[str] = field(default_factory=list)
-    """Fusions of each dense model with BM25 to report (``rrf``, ``zscore``); rows named ``<model>+bm25-<fusion>``."""
-    rrf_k: float = 60.0
 
 
 @dataclass
@@ -126,25 +94,25 @@ class LexicalRun:
         return self.scores, np.where(self.scores > 0, self.ids, -1)
 
 
-def bm25_run(dataset: BeirDataset, opts: EvalOptions) -> LexicalRun:
+def bm25_run(dataset: BeirDataset, cfg: EvaluateConfig) -> LexicalRun:
     from embedforge.search.bm25 import BM25Retriever
 
     t0 = time.perf_counter()
-    bm = BM25Retriever(dataset.corpus_texts, k1=opts.bm25_k1, b=opts.bm25_b)
+    bm = BM25Retriever(dataset.corpus_texts, k1=cfg.bm25_k1, b=cfg.bm25_b)
     build_s = time.perf_counter() - t0
-    return LexicalRun(bm, build_s, *bm.search(dataset.query_texts, opts.top_k))
+    return LexicalRun(bm, build_s, *bm.search(dataset.query_texts, cfg.top_k))
 
 
-def _bm25(dataset: BeirDataset, model: ModelRef, opts: EvalOptions, run: LexicalRun) -> EvalResult:
+def _bm25(dataset: BeirDataset, model: ModelRef, cfg: EvaluateConfig, run: LexicalRun) -> EvalResult:
     bm = run.index
-    evaluator = RetrievalEvaluator(dataset, opts.hit_ks)
+    evaluator = RetrievalEvaluator(dataset, cfg.hit_ks)
     metrics = evaluator(run.ids, run.scores, min_score=0.0)
     base = {"dataset": dataset.name, "model": model.label, "dim": None, "quantization": "none"}
     row = {**base, **metrics, "encode_ms_p50": None, "n_queries": len(dataset.query_ids),
            "n_docs": len(dataset.corpus_ids), "index_bytes": bm.index_bytes, "index_build_s": run.build_s,
-           "model_ref": model.ref, "k1": opts.bm25_k1, "b": opts.bm25_b}
-    if opts.latency:
-        lat = [dataset.query_texts[i] for i in range(min(len(dataset.query_texts), opts.search_latency_queries))]
+           "model_ref": model.ref, "k1": cfg.bm25_k1, "b": cfg.bm25_b}
+    if cfg.latency:
+        lat = [dataset.query_texts[i] for i in range(min(len(dataset.query_texts), cfg.search_latency_queries))]
         stats = percentiles(time_calls(lambda t: bm.search([t], 10), lat))
         row.update(search_ms_p50=stats["p50"], search_ms_p99=stats["p99"])
     else:
@@ -152,73 +120,73 @@ def _bm25(dataset: BeirDataset, model: ModelRef, opts: EvalOptions, run: Lexical
     return EvalResult([row], _per_query_rows(base, evaluator.per_query))
 
 
-def _dense(dataset: BeirDataset, model: ModelRef, opts: EvalOptions,
+def _dense(dataset: BeirDataset, model: ModelRef, cfg: EvaluateConfig, seed: int, device: str,
            bm25: Callable[[], LexicalRun] | None = None) -> EvalResult:
     from embedforge.encoding.encoder import get_encoder, truncate_normalize
 
-    encoder = get_encoder(model.ref, device=opts.device, dtype=opts.dtype)
-    dims = opts.dims or [encoder.dim]
+    encoder = get_encoder(model.ref, device=device, dtype=cfg.dtype)
+    dims = cfg.dims or [encoder.dim]
     too_big = [d for d in dims if d > encoder.dim]
     if too_big:
         raise ValueError(f"dims {too_big} exceed the {encoder.dim} dimensions of model '{model.label}' ({model.ref})")
     hits_before = encoder.stats.get("cache_hits", 0)
     t0 = time.perf_counter()
-    corpus_full = encoder.encode(dataset.corpus_texts, normalize=False, cache=opts.cache)
+    corpus_full = encoder.encode(dataset.corpus_texts, normalize=False, cache=cfg.cache)
     corpus_s = time.perf_counter() - t0
     corpus_hits = encoder.stats.get("cache_hits", 0) - hits_before
-    queries_full = encoder.encode(dataset.query_texts, normalize=False, cache=opts.cache)
+    queries_full = encoder.encode(dataset.query_texts, normalize=False, cache=cfg.cache)
     shared: dict[str, Any] = {"model_ref": model.ref, "model_id": encoder.model_id, "model_dim": encoder.dim,
                               "n_queries": len(dataset.query_ids), "n_docs": len(dataset.corpus_ids),
                               "corpus_encode_s": corpus_s, "corpus_cache_hits": corpus_hits,
                               "corpus_docs_per_s": None if corpus_hits else len(dataset.corpus_ids) / max(corpus_s, 1e-9)}
-    if opts.latency:
+    if cfg.latency:
         shared.update(query_encode_latency(lambda texts: encoder.encode(texts), dataset.query_texts,
-                                           sample=opts.latency_queries, seed=opts.seed))
+                                           sample=cfg.latency_queries, seed=seed))
     log.info("%s / %s: encoded %d docs in %.1fs (%d from the embedding cache)", dataset.name, model.label,
              len(dataset.corpus_ids), corpus_s, corpus_hits)
     out = EvalResult()
-    evaluator = RetrievalEvaluator(dataset, opts.hit_ks)
+    evaluator = RetrievalEvaluator(dataset, cfg.hit_ks)
     for dim in dims:
         corpus = truncate_normalize(corpus_full, dim)
         queries = truncate_normalize(queries_full, dim)
-        for quant in opts.quantizations:
-            searcher = QuantizedSearcher(corpus, quant, opts.rescore_multiplier, opts.device)
-            scores, ids = searcher.search(queries, opts.top_k)
+        for quant in cfg.quantizations:
+            searcher = QuantizedSearcher(corpus, quant, cfg.rescore_multiplier, device)
+            scores, ids = searcher.search(queries, cfg.top_k)
             metrics = evaluator(ids)
             base = {"dataset": dataset.name, "model": model.label, "dim": dim, "quantization": quant}
             row = {**base, **metrics, **shared, "index_bytes": searcher.bytes}
-            if opts.latency:
+            if cfg.latency:
                 with search_threads(1):
                     lat = search_latency(lambda q, s=searcher: s.search(q, 10, prebuilt=True), queries,
-                                         opts.search_latency_queries, opts.seed)
+                                         cfg.search_latency_queries, seed)
                 row.update(search_ms_p50=lat["p50"], search_ms_p99=lat["p99"])
                 if quant == "none":
-                    row.update(_hnsw(corpus, queries, ids, opts))
+                    row.update(_hnsw(corpus, queries, ids, cfg, seed))
             else:
                 row.update(search_ms_p50=None, search_ms_p99=None)
             row.setdefault("encode_ms_p50", None)
             out.rows.append(row)
             out.per_query += _per_query_rows(base, evaluator.per_query)
             log.info("%s / %s / %d / %s: nDCG@10 %.4f", dataset.name, model.label, dim, quant, metrics["ndcg_at_10"])
-            if quant == "none" and opts.hybrid and bm25 is not None:
-                out.extend(_hybrid(dataset, model, dim, (scores, ids), bm25(), evaluator, row, opts))
+            if quant == "none" and cfg.hybrid and bm25 is not None:
+                out.extend(_hybrid(dataset, model, dim, (scores, ids), bm25(), evaluator, row, cfg))
     return out
 
 
 def _hybrid(dataset: BeirDataset, model: ModelRef, dim: int, dense: tuple[np.ndarray, np.ndarray],
             bm25: LexicalRun, evaluator: RetrievalEvaluator, dense_row: dict[str, Any],
-            opts: EvalOptions) -> EvalResult:
+            cfg: EvaluateConfig) -> EvalResult:
     """Rows of the dense model's float search at ``dim`` fused with BM25, one per fusion method; the index of a
     hybrid row is both indexes."""
     from embedforge.search.fusion import reciprocal_rank_fusion, zscore_fusion
 
     out = EvalResult()
     lexical = bm25.matched
-    for fusion in opts.hybrid:
+    for fusion in cfg.hybrid:
         if fusion == "rrf":
-            _, ids = reciprocal_rank_fusion([dense[1], lexical[1]], opts.top_k, rrf_k=opts.rrf_k)
+            _, ids = reciprocal_rank_fusion([dense[1], lexical[1]], cfg.top_k, rrf_k=cfg.rrf_k)
         else:
-            _, ids = zscore_fusion([dense, lexical], opts.top_k)
+            _, ids = zscore_fusion([dense, lexical], cfg.top_k)
         metrics = evaluator(ids)
         base = {"dataset": dataset.name, "model": f"{model.label}+bm25-{fusion}", "dim": dim, "quantization": "none"}
         out.rows.append({**base, **metrics, "fusion": fusion, "fused_with": BM25, "dense_model": model.label,
@@ -230,43 +198,50 @@ def _hybrid(dataset: BeirDataset, model: ModelRef, dim: int, dense: tuple[np.nda
     return out
 
 
-def _hnsw(corpus: np.ndarray, queries: np.ndarray, exact_ids: np.ndarray, opts: EvalOptions) -> dict[str, float]:
+def _hnsw(corpus: np.ndarray, queries: np.ndarray, exact_ids: np.ndarray, cfg: EvaluateConfig,
+          seed: int) -> dict[str, float]:
     t0 = time.perf_counter()
-    index, _ = faiss_indexes.build("hnsw", corpus, hnsw_m=opts.hnsw_m, ef_construction=200)
-    index.hnsw.efSearch = opts.hnsw_ef_search
+    index, _ = faiss_indexes.build("hnsw", corpus, hnsw_m=cfg.hnsw_m, ef_construction=200)
+    index.hnsw.efSearch = cfg.hnsw_ef_search
     build_s = time.perf_counter() - t0
     k = min(10, corpus.shape[0])
     _, approx = index.search(queries, k)
     overlap = [len(set(a) & set(e[:k])) / k for a, e in zip(approx, exact_ids, strict=True)]
     with search_threads(1):
-        lat = search_latency(lambda q: index.search(q, k), queries, opts.search_latency_queries, opts.seed)
+        lat = search_latency(lambda q: index.search(q, k), queries, cfg.search_latency_queries, seed)
     return {"hnsw_search_ms_p50": lat["p50"], "hnsw_search_ms_p99": lat["p99"], "hnsw_index_bytes": faiss_indexes.index_bytes(index),
             "hnsw_recall_at_10": float(np.mean(overlap)), "hnsw_build_s": build_s}
 
 
-def _cache_path(cache_dir: Path, dataset: BeirDataset, model: ModelRef, opts: EvalOptions) -> Path:
+_NOT_IN_RESULT = {"cache", "models", "bm25", "datasets", "split", "heldout"}
+"""Config fields that do not change a (dataset, model) result (the dataset itself is part of the cache key)."""
+
+
+def _cache_path(cache_dir: Path, dataset: BeirDataset, model: ModelRef, cfg: EvaluateConfig, seed: int,
+                device: str) -> Path:
     """One file per (dataset, model weights, options): a changed option, model or dataset never reuses a stale
     result."""
     from embedforge.models import model_id, resolve_model
 
     weights = None if model.is_bm25 else model_id(resolve_model(model.ref))  # a retrained model never hits
     key = json.dumps([dataset.name, len(dataset.corpus_ids), len(dataset.query_ids), model.label, model.ref,
-                      weights, {k: v for k, v in asdict(opts).items() if k != "cache"}], sort_keys=True, default=str)
+                      weights, cfg.model_dump(mode="json", exclude=_NOT_IN_RESULT), seed, device], sort_keys=True,
+                     default=str)
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{dataset.name}__{model.label}")
     return cache_dir / f"{safe}-{digest}.json"
 
 
 def evaluate_models(datasets: Sequence[BeirDataset | Callable[[], BeirDataset]], models: Sequence[ModelRef],
-                    opts: EvalOptions, cache_dir: Path | None = None) -> EvalResult:
-    """Evaluate every model on every dataset (datasets may be loaders, called one at a time)."""
-    for q in opts.quantizations:
-        if q not in QUANTIZATIONS:
-            raise ValueError(f"unknown quantization '{q}' (known: {', '.join(QUANTIZATIONS)})")
-    unknown = sorted(set(opts.hybrid) - set(FUSIONS))
-    if unknown:
-        raise ValueError(f"unknown hybrid fusion {unknown} (known: {', '.join(FUSIONS)})")
-    if opts.hybrid and "none" not in opts.quantizations:
+                    cfg: EvaluateConfig, *, seed: int = 0, device: str = "auto",
+                    cache_dir: Path | None = None) -> EvalResult:
+    """Evaluate every model on every dataset (datasets may be loaders, called one at a time) with the ``evaluate``
+    stage's config (its ``models`` and ``datasets`` fields are the stage's to resolve; here they are given).
+
+    >>> cfg = EvaluateConfig(dims=[384, 96], quantizations=["none", "int8"], latency=False)
+    >>> result = evaluate_models([load_beir("datasets/scifact")], [ModelRef("base", "all-MiniLM-L6-v2")], cfg)
+    """
+    if cfg.hybrid and "none" not in cfg.quantizations:
         raise ValueError("hybrid rows fuse the float search: add 'none' to the quantizations")
     labels = [m.label for m in models]
     if len(set(labels)) != len(labels):
@@ -278,31 +253,32 @@ def evaluate_models(datasets: Sequence[BeirDataset | Callable[[], BeirDataset]],
 
         def bm25(dataset: BeirDataset = dataset, lexical: dict = lexical) -> LexicalRun:
             if "run" not in lexical:  # built once per dataset, only when a row needs it
-                lexical["run"] = bm25_run(dataset, opts)
+                lexical["run"] = bm25_run(dataset, cfg)
             return lexical["run"]
 
         for model in models:
-            cached = _cache_path(cache_dir, dataset, model, opts) if cache_dir else None
+            cached = _cache_path(cache_dir, dataset, model, cfg, seed, device) if cache_dir else None
             if cached and cached.is_file():
                 part = EvalResult(**json.loads(cached.read_text()))
                 log.info("%s / %s: cached result reused (%s)", dataset.name, model.label, cached)
             else:
-                part = _bm25(dataset, model, opts, bm25()) if model.is_bm25 else _dense(dataset, model, opts, bm25)
+                part = (_bm25(dataset, model, cfg, bm25()) if model.is_bm25
+                        else _dense(dataset, model, cfg, seed, device, bm25))
                 if cached:
                     atomic_write_json(cached, {"rows": part.rows, "per_query": part.per_query})
             result.extend(part)
-    result.significance = significance(result, models, opts)
+    result.significance = significance(result, models, cfg, seed)
     return result
 
 
-def significance(result: EvalResult, models: Sequence[ModelRef], opts: EvalOptions,
+def significance(result: EvalResult, models: Sequence[ModelRef], cfg: EvaluateConfig, seed: int = 0,
                  metric: str = "ndcg_at_10") -> list[dict[str, Any]]:
     """Paired tests of each dense model against the reference model, per dataset × dim × quantization.
 
     The compared rows get ``ref_model``, ``delta_<metric>``, ``p_value_ttest`` and ``p_value_randomization``.
     """
     dense = [m.label for m in models if not m.is_bm25]
-    ref = opts.reference or (dense[0] if dense else None)
+    ref = cfg.reference or (dense[0] if dense else None)
     if ref is None or len(dense) + (1 if any(m.is_bm25 for m in models) else 0) < 2:
         return []
     scores: dict[tuple, dict[str, float]] = {}
@@ -322,7 +298,7 @@ def significance(result: EvalResult, models: Sequence[ModelRef], opts: EvalOptio
         candidate = scores.get((row["dataset"], row["model"], row["dim"], row["quantization"]))
         if reference is None or candidate is None:
             continue
-        test = paired_test(reference, candidate, n_resamples=opts.n_resamples, seed=opts.seed)
+        test = paired_test(reference, candidate, n_resamples=cfg.n_resamples, seed=seed)
         row.update({"ref_model": ref, f"delta_{metric}": test["delta"], "p_value_ttest": test["p_value_ttest"],
                     "p_value_randomization": test["p_value_randomization"]})
         tests.append({"dataset": row["dataset"], "model": row["model"], "reference": ref, "dim": row["dim"],

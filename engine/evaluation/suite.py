@@ -24,7 +24,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from embedforge.evaluation.harness import EvalOptions, parse_model_ref
+from embedforge.configs.evaluate import EvaluateConfig
+from embedforge.evaluation.harness import parse_model_ref
 
 
 class SuiteDataset(BaseModel):
@@ -94,10 +95,12 @@ class Suite(BaseModel):
             return [{"path": v} if isinstance(v, str) else v for v in value]
         return value
 
-    def options(self, device: str = "auto", dtype: str = "fp32") -> EvalOptions:
-        return EvalOptions(dims=sorted(set(self.dims), reverse=True), quantizations=list(self.quantizations),
-                           top_k=self.top_k, hybrid=list(self.hybrid), latency=self.latency, latency_queries=self.latency_queries,
-                           search_latency_queries=self.search_latency_queries, device=device, dtype=dtype)
+    def config(self, dtype: str = "fp32") -> EvaluateConfig:
+        """The ``evaluate`` stage config this suite runs with (its models and datasets are resolved here)."""
+        return EvaluateConfig(models=self.models, dims=self.dims, quantizations=self.quantizations, top_k=self.top_k,
+                              hybrid=self.hybrid, latency=self.latency, latency_queries=self.latency_queries,
+                              search_latency_queries=self.search_latency_queries, dtype=dtype, cache=False,
+                              bm25=False, heldout=False)
 
 
 class SuiteError(ValueError):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from embedforge.configs.evaluate import EvaluateConfig
 from embedforge.data.beir import load_beir
 from embedforge.data.ingest import resolve_path
-from embedforge.evaluation.harness import BM25, EvalOptions, ModelRef, evaluate_models, parse_model_ref
+from embedforge.evaluation.harness import BM25, ModelRef, evaluate_models, parse_model_ref
 from embedforge.evaluation.heldout import heldout_dataset
 from embedforge.evaluation.report import write_report
 from embedforge.stages.base import StageContext, StageFailed
@@ -59,14 +59,9 @@ def run(ctx: StageContext) -> None:
     cfg: EvaluateConfig = ctx.config
     models = _models(ctx, cfg)
     datasets = _datasets(ctx, cfg)
-    opts = EvalOptions(dims=cfg.dims, quantizations=list(cfg.quantizations), top_k=cfg.top_k, hit_ks=cfg.hit_ks,
-                       latency=cfg.latency, latency_queries=cfg.latency_queries,
-                       search_latency_queries=cfg.search_latency_queries, hnsw_m=cfg.hnsw_m,
-                       hnsw_ef_search=cfg.hnsw_ef_search, rescore_multiplier=cfg.rescore_multiplier,
-                       n_resamples=cfg.n_resamples, seed=ctx.job.seed, device=ctx.job.device, dtype=cfg.dtype,
-                       hybrid=list(cfg.hybrid), rrf_k=cfg.rrf_k, cache=cfg.cache)
     try:
-        result = evaluate_models(datasets, models, opts, cache_dir=ctx.out_dir / "partial")
+        result = evaluate_models(datasets, models, cfg, seed=ctx.job.seed, device=ctx.job.device,
+                                 cache_dir=ctx.out_dir / "partial")
     except ValueError as exc:
         raise StageFailed(f"evaluate: {exc}") from exc
     notes = [f"models: {', '.join(f'{m.label} = {m.ref}' for m in models)}",

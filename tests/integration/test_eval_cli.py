@@ -46,6 +46,14 @@ def test_evaluate_writes_per_query_report_and_plots(evaluated: Path) -> None:
     assert tests and tests[0]["model"] == "bm25" and 0 <= tests[0]["p_value_randomization"] <= 1
 
 
+def test_evaluate_bad_option_fails_naming_it(cli, adi_dir: Path, tmp_path: Path) -> None:
+    proc = cli("evaluate", "--model", "bm25", "--dataset", str(adi_dir), "--quant", "none,int4", "--out",
+               str(tmp_path / "o"), check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2 and "--quant: " in out and "int4" not in out.split("--quant: ")[0]
+    assert "Traceback" not in out and not (tmp_path / "o").exists()
+
+
 def test_evaluate_bad_qrels_fails_naming_file_and_line(cli, tmp_path: Path) -> None:
     bad = tmp_path / "bad"
     (bad / "qrels").mkdir(parents=True)

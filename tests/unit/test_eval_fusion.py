@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from embedforge.configs.evaluate import EvaluateConfig
 from embedforge.data.beir import load_beir
-from embedforge.evaluation.harness import EvalOptions, ModelRef, evaluate_models
+from embedforge.evaluation.harness import ModelRef, evaluate_models
 from embedforge.evaluation.report import write_report
 from embedforge.search.fusion import reciprocal_rank_fusion, zscore_fusion
 
@@ -48,7 +49,7 @@ def test_fusion_errors_name_the_problem() -> None:
 
 def test_hybrid_rows_on_adi_are_tested_against_the_reference(adi_dir: Path, encoder, tmp_path: Path) -> None:
     ds = load_beir(adi_dir)
-    opts = EvalOptions(dims=[384, 96], quantizations=["none"], latency=False, n_resamples=500,
+    opts = EvaluateConfig(cache=False, dims=[384, 96], quantizations=["none"], latency=False, n_resamples=500,
                        hybrid=["rrf", "zscore"])
     result = evaluate_models([ds], [ModelRef("minilm", "all-MiniLM-L6-v2"), ModelRef("bm25", "bm25")], opts)
     rows = {(r["model"], r["dim"]): r for r in result.rows}
@@ -64,8 +65,8 @@ def test_hybrid_rows_on_adi_are_tested_against_the_reference(adi_dir: Path, enco
     assert hybrid["index_bytes"] > rows[("minilm", 384)]["index_bytes"]  # the dense index and BM25's
     paths = write_report(result, tmp_path)  # the report validates every row
     assert "minilm+bm25-rrf" in paths["report"].read_text()
-    with pytest.raises(ValueError, match="unknown hybrid fusion"):
-        evaluate_models([ds], [ModelRef("bm25", "bm25")], EvalOptions(hybrid=["max"], latency=False))
+    with pytest.raises(ValueError, match="'rrf' or 'zscore'"):
+        EvaluateConfig(hybrid=["max"], latency=False)
 
 
 def test_embedding_cache_spares_the_second_encode(adi_dir: Path, encoder, tmp_path: Path, monkeypatch) -> None:
@@ -74,7 +75,7 @@ def test_embedding_cache_spares_the_second_encode(adi_dir: Path, encoder, tmp_pa
     monkeypatch.setenv("EMBEDFORGE_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(cache_module, "_SHARED", {})
     ds = load_beir(adi_dir)
-    opts = EvalOptions(dims=[384], quantizations=["none"], latency=False, cache=True)
+    opts = EvaluateConfig(dims=[384], quantizations=["none"], latency=False, cache=True)
     first = evaluate_models([ds], [ModelRef("minilm", "all-MiniLM-L6-v2")], opts).rows[0]
     second = evaluate_models([ds], [ModelRef("minilm", "all-MiniLM-L6-v2")], opts).rows[0]
     assert first["corpus_cache_hits"] == 0 and first["corpus_docs_per_s"] > 0

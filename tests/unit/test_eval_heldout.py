@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from embedforge.configs.evaluate import EvaluateConfig
 from embedforge.data.beir import load_beir
 from embedforge.data.schemas import CHUNKS, QUERIES
 from embedforge.data.shards import ShardWriter, shard_name
-from embedforge.evaluation.harness import EvalOptions, ModelRef, evaluate_models
+from embedforge.evaluation.harness import ModelRef, evaluate_models
 from embedforge.evaluation.heldout import heldout_dataset
 
 
@@ -36,13 +37,13 @@ def test_heldout_uses_val_queries_against_chunks(tmp_path: Path) -> None:
     assert ds.corpus_ids == ["a-0", "b-0"] and ds.corpus_texts == ["Solar panels on roofs", "bread recipe"]
     assert counts == {"heldout_queries": 2, "heldout_unknown_chunk": 1, "heldout_empty_query": 1,
                       "heldout_duplicate_id": 1}
-    result = evaluate_models([ds], [ModelRef("bm25", "bm25")], EvalOptions(latency=False))
+    result = evaluate_models([ds], [ModelRef("bm25", "bm25")], EvaluateConfig(cache=False, latency=False))
     assert result.rows[0]["ndcg_at_10"] == 1.0
 
 
 def test_cached_results_are_reused(adi_dir: Path, tmp_path: Path) -> None:
     ds = load_beir(adi_dir)
-    opts = EvalOptions(latency=False)
+    opts = EvaluateConfig(cache=False, latency=False)
     first = evaluate_models([ds], [ModelRef("bm25", "bm25")], opts, cache_dir=tmp_path)
     (cached,) = tmp_path.glob("*.json")
     data = json.loads(cached.read_text())

@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from embedforge.configs.evaluate import EvaluateConfig
 from embedforge.data.beir import load_beir
 from embedforge.encoding.encoder import truncate_normalize
-from embedforge.evaluation.harness import EvalOptions, ModelRef, evaluate_models, parse_model_ref
+from embedforge.evaluation.harness import ModelRef, evaluate_models, parse_model_ref
 from embedforge.search import faiss_indexes
 from embedforge.search.quantize import QuantizedSearcher, pack_binary
 
@@ -69,7 +70,7 @@ def test_model_ref_parsing() -> None:
 
 def test_bm25_row_on_adi(adi_dir: Path) -> None:
     ds = load_beir(adi_dir)
-    result = evaluate_models([ds], [ModelRef("bm25", "bm25")], EvalOptions(search_latency_queries=5))
+    result = evaluate_models([ds], [ModelRef("bm25", "bm25")], EvaluateConfig(cache=False, search_latency_queries=5))
     (row,) = result.rows
     assert row["dim"] is None and row["quantization"] == "none" and row["model"] == "bm25"
     assert abs(row["ndcg_at_10"] - 0.4214) < 0.003  # measured with k1 0.9, b 0.4 (see bm25.py)
@@ -79,7 +80,7 @@ def test_bm25_row_on_adi(adi_dir: Path) -> None:
 
 def test_dense_rows_per_dim_and_quantization_with_significance(adi_dir: Path, encoder) -> None:
     ds = load_beir(adi_dir)
-    opts = EvalOptions(dims=[384, 48], quantizations=["none", "binary"], latency=False, n_resamples=500)
+    opts = EvaluateConfig(cache=False, dims=[384, 48], quantizations=["none", "binary"], latency=False, n_resamples=500)
     result = evaluate_models([ds], [ModelRef("minilm", "all-MiniLM-L6-v2"), ModelRef("bm25", "bm25")], opts)
     keys = {(r["model"], r["dim"], r["quantization"]) for r in result.rows}
     assert keys == {("minilm", 384, "none"), ("minilm", 384, "binary"), ("minilm", 48, "none"),
@@ -91,4 +92,4 @@ def test_dense_rows_per_dim_and_quantization_with_significance(adi_dir: Path, en
     assert bm25_row["ref_model"] == "minilm" and 0 <= bm25_row["p_value_ttest"] <= 1
     assert len(result.significance) == 1 and result.significance[0]["reference_dim"] == 384
     with pytest.raises(ValueError, match="exceed"):
-        evaluate_models([ds], [ModelRef("m", "all-MiniLM-L6-v2")], EvalOptions(dims=[512], latency=False))
+        evaluate_models([ds], [ModelRef("m", "all-MiniLM-L6-v2")], EvaluateConfig(cache=False, dims=[512], latency=False))
