@@ -8,15 +8,16 @@ from __future__ import annotations
 
 from typing import NoReturn
 
-COMMAND_MODULES: list[str] = ["serve", "submit", "evaluate", "vocab", "embed", "datasets", "schema", "init"]
+COMMAND_MODULES: list[str] = ["serve", "submit", "evaluate", "vocab", "embed", "datasets", "schema", "init", "push"]
 """Modules under ``embedforge.commands`` whose ``register(app)`` adds commands to the CLI."""
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
     """Print a clear one-line error and exit with ``code`` (2: bad input, 1: the work failed), no traceback."""
     import typer
+    from rich.markup import escape
 
     from embedforge.progress import console
 
-    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)  # brackets are text
     raise typer.Exit(code)
