@@ -71,18 +71,13 @@ class JobSpec(BaseModel):
 
     @field_validator("stages", mode="before")
     @classmethod
-    def _validate_stages(cls, value: Any) -> dict[str, StageConfig]:
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            raise ValueError("expected a mapping of stage name → settings")
-        out: dict[str, StageConfig] = {}
-        for name, raw in value.items():
-            info = stage_info(name) if name in {s.name for s in STAGES} else None
-            if info is None:
-                raise ValueError(f"unknown stage '{name}'; known stages: {', '.join(s.name for s in STAGES)}")
-            out[name] = raw if isinstance(raw, StageConfig) else info.config.model_validate(raw or {})
-        return out
+    def _validated_once(cls, value: Any) -> dict[str, StageConfig]:
+        """Stage settings are validated once, by :func:`validate_dict` (its errors name the stage and field); they
+        arrive here as the registry's config objects."""
+        for name, config in (value or {}).items():
+            if not isinstance(config, stage_info(name).config):
+                raise ValueError(f"stages.{name}: build a JobSpec with validate_dict or load_spec")
+        return value or {}
 
     def stage_names(self) -> list[str]:
         """Stages of this job in run order."""
