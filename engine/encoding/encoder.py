@@ -278,10 +278,6 @@ class Encoder:
         return self.tokenizer([t.strip() for t in texts], add_special_tokens=True, truncation=True, max_length=self.max_seq_length,
                               return_attention_mask=False, return_token_type_ids=False)["input_ids"]
 
-    def token_lengths(self, texts: Sequence[str]) -> list[int]:
-        """Token counts (with special tokens, capped at the model's max sequence length)."""
-        return [len(ids) for ids in self._tokenize(texts)]
-
     def _pad(self, ids: list[list[int]]) -> dict[str, np.ndarray]:
         longest = max(len(x) for x in ids)
         pad_id = self.tokenizer.pad_token_id or 0
