@@ -25,8 +25,31 @@ class TrainConfig(StageConfig):
     mode: Literal["full", "lora", "adapter"] = "full"
     """``full``: all weights; ``lora``: low-rank adapters merged into the weights at the end; ``adapter``: a small
     adapter on frozen, cached embeddings (minutes on a CPU)."""
-    loss: Literal["mnrl", "cached_mnrl", "triplet", "gist"] = "mnrl"
-    """MultipleNegativesRanking, its cached (GradCache) form, Triplet, or GISTEmbed with the start model as guide."""
+    loss: Literal["mnrl", "cached_mnrl", "triplet", "gist", "margin_mse", "distill_kl"] = "mnrl"
+    """MultipleNegativesRanking, its cached (GradCache) form, Triplet, GISTEmbed with the start model as guide, or
+    a distillation loss on the teacher's scores (needs ``teacher``): ``margin_mse`` (MarginMSE on the
+    positive-minus-negative margins) or ``distill_kl`` (listwise KL divergence over the positive and k negatives)."""
+    mnrl_weight: float = Field(0.0, ge=0)
+    """Distillation losses: add this times MultipleNegativesRanking (in-batch + teacher negatives) to the loss."""
+    teacher: Literal["none", "hybrid", "cross_encoder", "dense"] = "none"
+    """Teacher for GPL-style pseudo-labels: it ranks the corpus for every training query, gives the hard negatives
+    and their scores, and drops queries whose own passage it ranks low. ``hybrid``: BM25 + the start model fused
+    by z-scores (no GPU); ``cross_encoder``: a CrossEncoder re-scoring the hybrid top ``teacher_depth``;
+    ``dense``: another bi-encoder. ``none``: train on the mined (or in-batch) negatives."""
+    teacher_model: str | None = None
+    """The ``cross_encoder`` or ``dense`` teacher: a local directory, a cached or packaged name, or a hub id."""
+    teacher_depth: int = Field(100, ge=10)
+    """Candidates the teacher ranks per query (each of BM25 and dense for ``hybrid``; the evaluate stage fuses 100)."""
+    teacher_temperature: float = Field(1.0, gt=0)
+    """Teacher scores are divided by this before the distillation loss, whose student scores are ``scale`` times
+    the cosine similarity: choose it so the two spreads are comparable (hybrid z-scores: ~0.25–1)."""
+    false_negative_margin: float = Field(0.5, ge=0)
+    """A candidate the teacher scores within this of the positive is not used as a negative (teacher units)."""
+    query_filter_rank: int = Field(3, ge=0)
+    """Drop a training query whose own passage the teacher does not rank in its top this many (0: keep all)."""
+    weight_averaging: float = Field(0.0, ge=0, lt=1)
+    """WiSE-FT: after training, also try the average of the tuned and start weights with this share of the start
+    model (0: off); the guard measures it like any checkpoint. Not in adapter mode."""
     matryoshka_dims: list[int] = Field(default_factory=lambda: [384, 256, 128, 64])
     """Dimensions the loss is applied at (Matryoshka); sorted descending, each at most the model's dimension;
     empty list: the plain loss at full dimension."""
@@ -44,6 +67,9 @@ class TrainConfig(StageConfig):
     """Mini-batch of CachedMNRL (memory stays constant whatever the batch size; same result)."""
     batch_size: int = Field(32, ge=2)
     """Rows per batch (in-batch negatives grow with it)."""
+    nproc: int = Field(1, ge=1)
+    """Processes of data-parallel training (DDP via torchrun; one per GPU, or gloo on a CPU). In-batch negatives are
+    gathered across them: the effective batch is ``nproc`` × ``batch_size``. Not used in adapter mode."""
     gradient_accumulation_steps: int = Field(1, ge=1)
     """Batches per optimizer step (does NOT add in-batch negatives; prefer cached_mnrl with a larger batch)."""
     learning_rate: float = Field(2e-5, gt=0)
@@ -79,7 +105,21 @@ class TrainConfig(StageConfig):
     eval_steps: int = Field(50, ge=1)
     """Evaluate on the held-out val split every this many steps (adapter mode: every epoch)."""
     keep_best: bool = True
-    """Keep the checkpoint (adapter: epoch) with the best val nDCG@10 at the largest dimension, not the last one."""
+    """Keep the checkpoint (adapter: epoch) with the best validation score at the primary dimension, not the last."""
+    promote: Literal["if_better", "always"] = "if_better"
+    """Regression guard. ``if_better``: the stage's model is the tuned one only if it beats the start model on the
+    validation signal at the primary dimension, else the start model itself (the log and model card say so);
+    ``always``: the tuned model whatever the scores."""
+    validation: Literal["synthetic", "teacher", "both"] = "synthetic"
+    """Validation signal of the guard and the best-checkpoint choice. ``synthetic``: nDCG@10 of the held-out
+    queries against their source passage; ``teacher``: nDCG@10 against the teacher's graded top 10 for the same
+    queries (``teacher`` none: the hybrid teacher); ``both``: the mean of the two."""
+    teacher_gains: list[int] = Field(default_factory=lambda: [3, 2, 2, 1, 1, 1, 1, 1, 1, 1])
+    """Teacher-agreement validation: gain of the teacher's rank 1, 2, … (at most 10 ranks)."""
+    teacher_positive_gain: int = Field(0, ge=0)
+    """Teacher-agreement validation: the query's own passage gets at least this gain (0: only the teacher's ranks)."""
+    primary_dim: int | None = Field(None, gt=0)
+    """Dimension the guard and the best-checkpoint choice look at (null: the largest Matryoshka dimension)."""
     val_fraction: float = Field(0.1, ge=0, lt=1)
     """When the queries have no ``val`` split: fraction of documents whose queries are held out for validation."""
     eval_corpus_max: int = no_hash(20000)
@@ -103,6 +143,23 @@ class TrainConfig(StageConfig):
         if self.matryoshka_weights is not None and len(self.matryoshka_weights) != len(self.matryoshka_dims):
             raise ValueError(f"matryoshka_weights has {len(self.matryoshka_weights)} values but matryoshka_dims has "
                              f"{len(self.matryoshka_dims)}")
+        if self.primary_dim is not None and self.matryoshka_dims and self.primary_dim not in self.matryoshka_dims:
+            raise ValueError(f"primary_dim {self.primary_dim} is not one of matryoshka_dims {self.matryoshka_dims}")
+        if self.loss in ("margin_mse", "distill_kl"):
+            if self.teacher == "none":
+                raise ValueError(f"loss '{self.loss}' trains on teacher scores: set teacher (hybrid, cross_encoder, "
+                                 f"dense)")
+            if self.max_negatives < 1:
+                raise ValueError(f"loss '{self.loss}' needs max_negatives >= 1 (teacher negatives per row)")
+            if self.mode == "adapter":
+                raise ValueError(f"loss '{self.loss}' works with mode full or lora (adapter mode trains with MNRL)")
+        if self.teacher in ("cross_encoder", "dense") and not self.teacher_model:
+            raise ValueError(f"teacher '{self.teacher}' needs teacher_model (a local directory, cache or hub id)")
+        if len(self.teacher_gains) > 10 or any(g < 0 for g in self.teacher_gains) or not any(self.teacher_gains):
+            raise ValueError(f"teacher_gains: at most 10 non-negative gains, at least one positive "
+                             f"(got {self.teacher_gains})")
+        if self.weight_averaging and self.mode == "adapter":
+            raise ValueError("weight_averaging works on full or lora training, not mode 'adapter'")
         if self.loss == "triplet" and self.max_negatives < 1:
             raise ValueError("loss 'triplet' needs max_negatives >= 1 (it trains on mined hard negatives)")
         return self

@@ -1,4 +1,5 @@
-"""Checkpoints inside the stage directory: find the last complete one to resume; publish the final model atomically."""
+"""Checkpoints inside the stage directory: find the last complete one to resume; publish the final model atomically;
+weight averaging (WiSE-FT) of the tuned and start weights."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger("embedforge.train")
 
@@ -45,3 +47,18 @@ def publish_dir(final: Path, write: Callable[[Path], None]) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, final)
+
+
+def state_copy(model: Any) -> dict[str, Any]:
+    """A detached CPU copy of ``model``'s weights."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def interpolate(tuned: dict[str, Any], start: dict[str, Any], start_share: float) -> dict[str, Any]:
+    """WiSE-FT (Wortsman et al. 2022): ``(1 - share) · tuned + share · start`` for every floating-point weight
+    (integer buffers are kept from the tuned model)."""
+    if tuned.keys() != start.keys():
+        raise ValueError(f"weight averaging: the tuned and start models differ in weights "
+                         f"({sorted(set(tuned) ^ set(start))[:5]})")
+    return {k: (1 - start_share) * v + start_share * start[k] if v.is_floating_point() else v
+            for k, v in tuned.items()}

@@ -50,6 +50,8 @@ class ValidationSet:
     queries: dict[str, str]
     corpus: dict[str, str]
     relevant: dict[str, set[str]]
+    teacher: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Graded pseudo-labels from the teacher's ranking (``validation: teacher | both``; see ``yardstick``)."""
 
     def __len__(self) -> int:
         return len(self.queries)
@@ -122,7 +124,7 @@ def rows_from_queries(queries: list[dict[str, Any]], passages: dict[str, str], t
     for q in queries:
         if q["query_id"] not in train_ids:
             continue
-        reason = _problem(q["query"], q["chunk_id"], passages)
+        reason = query_problem(q["query"], q["chunk_id"], passages)
         if reason:
             quarantine.append({"source": "generate", "query_id": q["query_id"], "reason": reason})
             continue
@@ -173,11 +175,28 @@ def rows_from_triples(triple_dir: Path, max_negatives: int, exclude_ids: set[str
     return TrainingRows(columns, "triples", shards, quarantine)
 
 
+def rows_from_teacher(triples: list[dict[str, Any]], strip_ids: set[str] = frozenset(),
+                      temperature: float | None = None) -> TrainingRows:
+    """Columns from teacher-labelled TRIPLES rows (all with the same number of negatives); with ``temperature``
+    also the distillation ``label`` column ``[pos_score, neg_scores...] / temperature``."""
+    k = min((len(t["negatives"]) for t in triples), default=0)
+    columns: dict[str, list[Any]] = {
+        "anchor": [t["query"] for t in triples],
+        "positive": [cut_sentence(t["positive"], t["query"]) if t["query_id"] in strip_ids else t["positive"]
+                     for t in triples]}
+    for j in range(k):
+        columns[f"negative_{j + 1}"] = [t["negatives"][j] for t in triples]
+    if temperature is not None:
+        columns["label"] = [[t["pos_score"] / temperature, *(s / temperature for s in t["neg_scores"][:k])]
+                            for t in triples]
+    return TrainingRows(columns, "teacher", [])
+
+
 def validation_set(queries: list[dict[str, Any]], passages: dict[str, str], val_ids: set[str],
                    corpus_max: int, seed: int) -> ValidationSet:
     """Val queries with their source chunk as the relevant passage, in a (capped) corpus of all chunks."""
     vq = {q["query_id"]: q["query"].strip() for q in queries
-          if q["query_id"] in val_ids and not _problem(q["query"], q["chunk_id"], passages)}
+          if q["query_id"] in val_ids and not query_problem(q["query"], q["chunk_id"], passages)}
     relevant = {q["query_id"]: {q["chunk_id"]} for q in queries if q["query_id"] in vq}
     needed = set().union(*relevant.values()) if relevant else set()
     others = sorted(set(passages) - needed)
@@ -186,7 +205,8 @@ def validation_set(queries: list[dict[str, Any]], passages: dict[str, str], val_
     return ValidationSet(vq, {cid: passages[cid] for cid in keep}, relevant)
 
 
-def _problem(query: str | None, chunk_id: str | None, passages: dict[str, str]) -> str:
+def query_problem(query: str | None, chunk_id: str | None, passages: dict[str, str]) -> str:
+    """Why a query cannot be used (empty, unknown chunk), or ``""``."""
     if not (query or "").strip():
         return "empty query"
     if chunk_id not in passages:

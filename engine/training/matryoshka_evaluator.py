@@ -3,8 +3,9 @@
 Encodes queries and corpus once per evaluation at full dimension with the model being trained, then truncates
 and re-normalizes for each dimension (``truncate_normalize``) and searches with the one search API — one
 encoding pass instead of one per dimension as a ``SequentialEvaluator`` of ``InformationRetrievalEvaluator`` s
-would need. Scores come from the house metrics (``embedforge.evaluation.metrics``, pytrec_eval). Returns ``{"val_ndcg@10_d384": ..., "val_recall@10_d384": ..., ...}``; the primary metric is nDCG@10
-at the largest dimension.
+would need. Scores come from the house metrics (``embedforge.evaluation.metrics``, pytrec_eval). Returns ``{"val_ndcg@10_d384": ..., "val_recall@10_d384": ..., ...}``, plus the teacher-agreement metrics
+(``val_teacher_*``, ``val_mean_*``) when the validation set has teacher labels (:mod:`embedforge.training.yardstick`);
+the primary metric is nDCG@10 of the configured signal at the primary dimension (default: the largest).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from embedforge.encoding.encoder import truncate_normalize
 from embedforge.evaluation.metrics import evaluate_run, run_from_rankings
 from embedforge.search.index import search
 from embedforge.training.data import ValidationSet
+from embedforge.training.yardstick import add_mean, metric_key
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -26,7 +28,8 @@ if TYPE_CHECKING:
 class MatryoshkaRetrievalEvaluator(BaseEvaluator):
     """nDCG@10 / recall@10 of a :class:`ValidationSet` at each of ``dims`` (largest first)."""
 
-    def __init__(self, val: ValidationSet, dims: list[int], name: str = "val", batch_size: int = 64) -> None:
+    def __init__(self, val: ValidationSet, dims: list[int], name: str = "val", batch_size: int = 64,
+                 primary_dim: int | None = None, signal: str = "synthetic") -> None:
         super().__init__()
         k = 10  # the metrics module reports nDCG and recall at 10
         if not val.queries:
@@ -34,20 +37,25 @@ class MatryoshkaRetrievalEvaluator(BaseEvaluator):
         self.val, self.dims, self.name, self.batch_size, self.k = val, dims, name, batch_size, k
         self.query_ids = list(val.queries)
         self.corpus_ids = list(val.corpus)
-        self.primary_metric = f"{name}_ndcg@{k}_d{dims[0]}"
+        if signal != "synthetic" and not val.teacher:
+            raise ValueError(f"validation signal {signal!r} needs the teacher's labels of the validation queries")
+        self.primary_metric = metric_key(signal, primary_dim or dims[0])
         self.history: list[dict[str, float]] = []
 
     def metrics_for(self, query_vectors: np.ndarray, corpus_vectors: np.ndarray) -> dict[str, float]:
         """Metrics from full-dimension vectors (also used by adapter mode on its own vectors)."""
-        qrels = {q: dict.fromkeys(self.val.relevant[q], 1) for q in self.query_ids}
+        signals = {"synthetic": {q: dict.fromkeys(self.val.relevant[q], 1) for q in self.query_ids}}
+        if self.val.teacher:
+            signals["teacher"] = {q: self.val.teacher[q] for q in self.query_ids if self.val.teacher.get(q)}
         out: dict[str, float] = {}
         for dim in self.dims:
             _, ids = search(truncate_normalize(query_vectors, dim), truncate_normalize(corpus_vectors, dim), self.k)
-            rankings = [[self.corpus_ids[i] for i in row if i >= 0] for row in ids]
-            m = evaluate_run(qrels, run_from_rankings(self.query_ids, rankings)).aggregate
-            out[f"{self.name}_ndcg@{self.k}_d{dim}"] = m["ndcg_at_10"]
-            out[f"{self.name}_recall@{self.k}_d{dim}"] = m["recall_at_10"]
-        return out
+            run = run_from_rankings(self.query_ids, [[self.corpus_ids[i] for i in row if i >= 0] for row in ids])
+            for signal, qrels in signals.items():
+                m = evaluate_run(qrels, {q: r for q, r in run.items() if q in qrels}).aggregate
+                out[metric_key(signal, dim)] = m["ndcg_at_10"]
+                out[metric_key(signal, dim, "recall@10")] = m["recall_at_10"]
+        return add_mean(out, self.dims)
 
     def __call__(self, model: SentenceTransformer, output_path: str | None = None, epoch: float = -1,
                  steps: int = -1) -> dict[str, float]:
