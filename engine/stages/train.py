@@ -21,7 +21,7 @@ from embedforge.configs.train import TrainConfig
 from embedforge.data.shards import atomic_write_text, list_shards, read_table
 from embedforge.models import model_id
 from embedforge.progress import track
-from embedforge.runner import library_versions
+from embedforge.provenance import library_versions
 from embedforge.stages.base import StageContext, StageFailed
 from embedforge.training.checkpoints import last_checkpoint, publish_dir
 from embedforge.training.data import (
