@@ -143,14 +143,19 @@ def _check_embed(job: JobSpec, problems: _Problems) -> None:
 
 def _check_model_fields(job: JobSpec, problems: _Problems) -> None:
     """Single model references of the other stages (``model: base`` and the like)."""
-    for stage, attr in (("chunk", "tokenizer"), ("mine", "model"), ("train", "model"), ("extend_vocab", "model")):
+    for stage, attr in (("chunk", "tokenizer"), ("mine", "model"), ("train", "model"), ("extend_vocab", "model"),
+                        ("generate", "roundtrip_model"), ("mine", "cross_encoder")):
         if stage in job.stages:
             ref = getattr(job.config(stage), attr)
-            if ref != "train":
+            if ref is not None and ref != "train":
                 _model(job, ref, f"stages.{stage}.{attr}", problems)
     if "mine" in job.stages and (queries := job.config("mine").queries_path):
         if not Path(queries).expanduser().exists():
             problems.add("stages.mine.queries_path", f"'{queries}' not found")
+    if "analyze_vocab" in job.stages:
+        for i, ref in enumerate(job.config("analyze_vocab").tokenizers):
+            if not ref.endswith(".json") or not Path(ref).expanduser().is_file():
+                _model(job, ref, f"stages.analyze_vocab.tokenizers.{i}", problems)
 
 
 def preflight(job: JobSpec, source: str = "<spec>") -> None:
