@@ -41,6 +41,15 @@ PACKAGED_MODELS: dict[str, Callable[[], Path]] = {
 }
 """Packaged model names (lower case) → function returning the local directory."""
 
+PACKAGED_HUB_IDS: dict[str, str] = {
+    "all-minilm-l6-v2": "sentence-transformers/all-MiniLM-L6-v2",
+    "sentence-transformers/all-minilm-l6-v2": "sentence-transformers/all-MiniLM-L6-v2",
+    "minilm": "sentence-transformers/all-MiniLM-L6-v2",
+    "smollm2-135m-instruct": "HuggingFaceTB/SmolLM2-135M-Instruct",
+    "smollm2": "HuggingFaceTB/SmolLM2-135M-Instruct",
+}
+"""The Hugging Face id of each packaged model (the same weights), for model cards' ``base_model``."""
+
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 """What a hub repository id looks like: ``name`` or ``org/name``."""
@@ -107,6 +116,20 @@ def resolve_model(ref: str | Path) -> Path:
     raise ModelNotFound(
         f"model '{key}' is not a local path, not a packaged model ({', '.join(sorted(PACKAGED_MODELS))}), and not in "
         f"the Hugging Face cache{' (HF_HUB_OFFLINE is set)' if hub_offline() else ''}; to make it available: {how}")
+
+
+def hub_id(ref: str | Path) -> str | None:
+    """The Hugging Face id a model reference stands for, when it has one: a packaged name's id, a hub id, or the
+    repository of a cache snapshot directory (``…/models--org--name/snapshots/<commit>``); None for other paths."""
+    key = str(ref).strip()
+    if key.lower() in PACKAGED_HUB_IDS:
+        return PACKAGED_HUB_IDS[key.lower()]
+    parts = Path(key).parts
+    for i, part in enumerate(parts[:-2]):
+        if part.startswith("models--") and parts[i + 1] == "snapshots":
+            return part[len("models--"):].replace("--", "/")
+    repo_id = key.partition("@")[0]
+    return repo_id if HUB_ID.match(repo_id) and not Path(key).expanduser().exists() else None
 
 
 def model_id(path: str | Path, length: int = 16) -> str:

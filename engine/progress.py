@@ -108,11 +108,12 @@ def quiet_third_party(verbosity: int = 0) -> None:
     import warnings
 
     if verbosity > 0:
+        os.environ["EMBEDFORGE_VERBOSE"] = str(verbosity)
         return
     for key, value in QUIET_ENV.items():
         os.environ.setdefault(key, value)
     warnings.filterwarnings("ignore", module=r"torch\.onnx.*")
-    warnings.filterwarnings("ignore", message=r".*TracerWarning.*")
+    warnings.filterwarnings("ignore", message=r"Converting a tensor to a Python")  # torch.jit's TracerWarning
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|sentence_transformers)\..*")
     for name in ("torch.onnx", "onnxruntime", "onnxscript", "sentence_transformers", "transformers", "vllm", "ray"):
         logging.getLogger(name).setLevel(logging.ERROR)

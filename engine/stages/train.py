@@ -19,9 +19,9 @@ from typing import Any
 from embedforge import device as dev
 from embedforge.configs.train import TrainConfig
 from embedforge.data.shards import atomic_write_text, list_shards, read_table
-from embedforge.models import model_id
+from embedforge.models import hub_id, model_id
 from embedforge.progress import track
-from embedforge.provenance import library_versions
+from embedforge.runner import library_versions
 from embedforge.stages.base import StageContext, StageFailed
 from embedforge.training.checkpoints import last_checkpoint, publish_dir
 from embedforge.training.data import (
@@ -39,6 +39,7 @@ from embedforge.training.data import (
 from embedforge.training.losses import TrainConfigError, check_loss_data, check_matryoshka_dims
 from embedforge.training.matryoshka_evaluator import MatryoshkaRetrievalEvaluator
 from embedforge.training.model_card import model_card
+from embedforge.training.model_files import finish_model_dir
 
 log = logging.getLogger("embedforge.train")
 
@@ -243,8 +244,9 @@ def finish(ctx: StageContext, cfg: TrainConfig, start_model: str, rows: Training
               for name, out in ctx.inputs.items()}
     data = {"source": rows.source, "train_rows": len(rows), "negatives": rows.n_negatives,
             "quarantined": len(rows.quarantine), "val_queries": len(val), "val_corpus": len(val.corpus)}
+    start_ref = ctx.job.base_model if cfg.model == "base" else cfg.model
     card = model_card(job=ctx.job.name, stage_hash=ctx.out_dir.name.rsplit("-", 1)[-1],
-                      spec_hash=ctx.job.spec_hash(), start_model=start_model,
+                      spec_hash=ctx.job.spec_hash(), start_model=start_model, start_model_ref=start_ref,
                       start_model_id=model_id(start_model), mode=cfg.mode, loss=cfg.loss, inputs=inputs, data=data,
                       config=cfg.model_dump(mode="json"), dims=result["dims"], before=result["before"],
                       after=result["after"], history={"steps": result["steps"], "best": result["best"],
@@ -253,7 +255,8 @@ def finish(ctx: StageContext, cfg: TrainConfig, start_model: str, rows: Training
 
     def write(tmp: Path) -> None:
         result["save"](tmp)
-        atomic_write_text(tmp / "README.md", card)
+        finish_model_dir(tmp, title=ctx.job.name, base_model=hub_id(start_ref), dims=result["dims"],
+                         extra_markdown=card, metrics=result["after"])
 
     publish_dir(ctx.out_dir / "model", write)
     per_dim = {str(d): {"ndcg@10_before": result["before"].get(f"val_ndcg@10_d{d}"),

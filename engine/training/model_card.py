@@ -1,4 +1,5 @@
-"""The model card (README.md) of a trained model: lineage, training arguments, metrics per dimension."""
+"""embedforge's sections of a trained model's card (README.md): validation per dimension, lineage, training
+arguments. The card's metadata and usage come from sentence-transformers (:mod:`embedforge.training.model_files`)."""
 
 from __future__ import annotations
 
@@ -17,17 +18,14 @@ def _metrics_table(before: dict[str, float], after: dict[str, float], dims: list
 
 
 def model_card(*, job: str, stage_hash: str, spec_hash: str, start_model: str, start_model_id: str,
+               start_model_ref: str | None = None,
                mode: str, loss: str, inputs: dict[str, Any], data: dict[str, Any], config: dict[str, Any],
                dims: list[int], before: dict[str, float], after: dict[str, float], history: dict[str, Any],
                versions: dict[str, str]) -> str:
-    """Markdown model card; every figure in it is measured by this run."""
+    """embedforge's part of the model card (after sentence-transformers' own, :mod:`model_files`): validation per
+    dimension, the regression guard, lineage (names and content hashes, no machine paths), training settings."""
     lines = [
-        "---",
-        "library_name: sentence-transformers",
-        "pipeline_tag: sentence-similarity",
-        "tags: [sentence-transformers, embedforge, matryoshka]",
-        "---",
-        f"# {job}: domain-tuned embedding model",
+        "## embedforge",
         "",
         f"Fine-tuned by embedforge (stage `train`, mode `{mode}`, loss `{loss}`"
         + (f" in MatryoshkaLoss at dims {dims}" if dims else "") + ").",
@@ -44,7 +42,7 @@ def model_card(*, job: str, stage_hash: str, spec_hash: str, start_model: str, s
         "## Lineage",
         "",
         f"- job: `{job}`, job spec hash `{spec_hash}`, stage hash `{stage_hash}`",
-        f"- start model: `{start_model}` (model id `{start_model_id}`)",
+        f"- start model: `{start_model_ref or Path(start_model).name}` (model id `{start_model_id}`)",
         f"- training rows: {data.get('train_rows', 0)} from `{data.get('source')}`"
         f" ({data.get('negatives', 0)} hard negatives per row), quarantined {data.get('quarantined', 0)}",
     ]

@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
 from embedforge.data.schemas import CHUNKS, QUERIES, TRIPLES
 from embedforge.data.shards import ShardWriter, shard_name
@@ -190,6 +191,13 @@ def test_model_card_has_lineage_and_metrics(killed_and_resumed: tuple[Path, dict
     assert "generatehash" in card and "chunkhash" in card and "part-00000.parquet" in card
     assert "| 384 |" in card and "| 128 |" in card
     assert '"learning_rate": 0.0001' in card
+    meta = yaml.safe_load(card.split("---")[1])  # sentence-transformers' own card metadata
+    assert meta["base_model"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert {r["dataset"]["type"].rsplit("_", 1)[-1] for r in meta["model-index"][0]["results"]} == {"384", "128"}
+    assert str(out.parent) not in card  # lineage names stages and files, not this machine's paths
+    assert (out / "model" / "onnx" / "model.onnx").is_file()
+    config = json.loads((out / "model" / "config_sentence_transformers.json").read_text())
+    assert config["matryoshka_dims"][0] == 384
 
 
 def test_adapter_mode_trains_and_loads(tmp_path: Path, inputs: dict, encoder) -> None:
