@@ -109,6 +109,10 @@ def stage_hash(job: JobSpec, name: str, input_hashes: dict[str, str]) -> str:
                                "inputs": dict(sorted(input_hashes.items())), "seed": job.seed}
     if info.uses_base_model:
         factors["base_model"] = job.base_model
+        if Path(job.base_model).expanduser().is_dir():  # a local model directory: its files, not just its name
+            from embedforge.data.fingerprint import path_fingerprint
+
+            factors["base_model_fingerprint"] = path_fingerprint(job.base_model)
     fingerprint = job.config(name).input_fingerprint()
     if fingerprint is not None:
         factors["input_fingerprint"] = fingerprint

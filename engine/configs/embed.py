@@ -73,6 +73,12 @@ class EmbedConfig(StageConfig):
     ray_stall_timeout_s: float = no_hash(600.0, gt=0)
     """Ray: fail the stage when no batch comes back for this many seconds (includes actor start-up)."""
 
+    def input_fingerprint(self) -> str | None:
+        """Content hash of a path ``input`` (every file), so edited input re-runs embed; None for ``chunk``."""
+        from embedforge.data.fingerprint import path_fingerprint
+
+        return None if self.input == "chunk" else path_fingerprint(self.input)
+
     @field_validator("dims")
     @classmethod
     def _check_dims(cls, value: list[int]) -> list[int]:

@@ -67,6 +67,13 @@ class MineConfig(StageConfig):
     plot: bool = no_hash(True)
     """Write ``mine_scores.png`` next to the manifest."""
 
+    def input_fingerprint(self) -> list[str] | None:
+        """Content hashes of ``queries_path`` and a local ``cross_encoder``, so editing either re-runs mine."""
+        from embedforge.data.fingerprint import path_fingerprint
+
+        paths = [p for p in (self.queries_path, self.cross_encoder) if p]
+        return [path_fingerprint(p) for p in paths] or None
+
     @model_validator(mode="after")
     def _check(self) -> MineConfig:
         if self.range_min >= self.range_max:

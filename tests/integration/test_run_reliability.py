@@ -239,3 +239,30 @@ def test_long_unspaced_word_is_cut_and_counted(tmp_path: Path) -> None:
     assert max(len(c["text"]) for c in chunks) <= manifest["max_chars_effective"] == 16 * 64
     assert "".join(c["text"] for c in chunks).count("z") == 200_000  # nothing lost, just cut
     assert manifest["counts"]["long_words_split"] == 1 and manifest["counts"]["long_word_chars"] == 200_000
+
+
+def test_edits_to_other_inputs_change_their_stage_hash(tmp_path: Path, minilm_path: Path) -> None:
+    """embed's path input, mine's queries, and a base model given as a local directory are content-hashed too."""
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(minilm_path, model)
+    passages = tmp_path / "passages.jsonl"
+    passages.write_text('{"id": "1", "text": "a passage"}\n')
+    queries = tmp_path / "queries.jsonl"
+    queries.write_text('{"_id": "q", "text": "a query"}\n')
+    spec = {"name": "t", "run_dir": str(tmp_path / "runs"), "base_model": str(model),
+            "stages": {"chunk": {}, "embed": {"input": str(passages)}}}
+    before = plan(validate_dict(spec))
+    passages.write_text('{"id": "1", "text": "b passage"}\n')
+    after = plan(validate_dict(spec))
+    assert after["embed"].hash != before["embed"].hash and after["chunk"].hash == before["chunk"].hash
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**config, "note": "edited"}))
+    edited = plan(validate_dict(spec))
+    assert edited["chunk"].hash != after["chunk"].hash  # the base model's files changed
+    from embedforge.configs.mine import MineConfig
+
+    first = MineConfig(queries_path=str(queries)).input_fingerprint()
+    queries.write_text('{"_id": "q", "text": "b query"}\n')
+    assert MineConfig(queries_path=str(queries)).input_fingerprint() != first
