@@ -15,6 +15,7 @@ Building and querying these ANN structures is what this module is for; exact sea
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -83,6 +84,8 @@ def export_index(embed_dir: Path, shards_dir: Path, out: Path, kind: str, meta: 
     tmp_index.replace(out / "index.faiss")
     tmp_ids.replace(out / "ids.parquet")
     full = {**meta, **info, "kind": kind, "metric": "inner_product (cosine on normalized vectors)"}
+    if full.get("model_path") and Path(full["model_path"]).exists():  # relative: the run dir can move or be copied
+        full["model_path"] = os.path.relpath(Path(full["model_path"]).resolve(), out.resolve())
     atomic_write_json(out / "meta.json", full)
     return out
 
@@ -131,6 +134,8 @@ def load_index(path: Path) -> LoadedIndex:
     """Load an exported index directory."""
     faiss = dev.optional_import("faiss", "index search")
     meta = json.loads((path / "meta.json").read_text())
+    if meta.get("model_path") and not Path(meta["model_path"]).is_absolute():  # stored relative to the index dir
+        meta["model_path"] = os.path.normpath(path / meta["model_path"])
     return LoadedIndex(path, faiss.read_index(str(path / "index.faiss")), pq.read_table(path / "ids.parquet"), meta)
 
 
