@@ -70,6 +70,9 @@ class TrainConfig(StageConfig):
     nproc: int = Field(1, ge=1)
     """Processes of data-parallel training (DDP via torchrun; one per GPU, or gloo on a CPU). In-batch negatives are
     gathered across them: the effective batch is ``nproc`` × ``batch_size``. Not used in adapter mode."""
+    nproc: int = Field(1, ge=1)
+    """Processes of data-parallel training (DDP via torchrun; one per GPU, or gloo on a CPU). In-batch negatives are
+    gathered across them: the effective batch is ``nproc`` × ``batch_size``. Not used in adapter mode."""
     gradient_accumulation_steps: int = Field(1, ge=1)
     """Batches per optimizer step (does NOT add in-batch negatives; prefer cached_mnrl with a larger batch)."""
     learning_rate: float = Field(2e-5, gt=0)

@@ -57,6 +57,10 @@ def run(ctx: StageContext) -> None:
              len(rows), rows.source, rows.n_negatives, len(val), len(val.corpus), cfg.mode, cfg.loss)
     if cfg.mode == "adapter":
         result = train_adapter_mode(ctx, cfg, start_model, rows, val)
+    elif cfg.nproc > 1:  # DDP: the same function on nproc processes (embedforge.training.distributed)
+        from embedforge.training.distributed import run_data_parallel
+
+        result = run_data_parallel(train_with_trainer, ctx, cfg.nproc, cfg, start_model, rows, val)
     else:
         result = train_with_trainer(ctx, cfg, start_model, rows, val)
     finish(ctx, cfg, start_model, rows, val, result)
