@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from embedforge.commands import fail
+from embedforge.configs.embed import EmbedConfig
 from embedforge.progress import console, setup_logging
-
-
-def _fail(message: str) -> None:
-    console.print(f"[bold red]error:[/] {message}", highlight=False)
-    raise typer.Exit(2)
 
 
 def embed(
@@ -39,66 +35,50 @@ def embed(
 ) -> None:
     """Embed a corpus into Parquet embedding shards (one dataset per dim) and export FAISS indexes."""
     from embedforge import device as dev
-    from embedforge.data.ingest import resolve_path
+    from embedforge.data.run_storage import MANIFEST, SUCCESS
     from embedforge.data.shards import SHARDS, ShardWriter, atomic_write_json, count_rows
-    from embedforge.encoding import bulk_embed
-    from embedforge.encoding.encoder import Encoder
-    from embedforge.progress import track
-    from embedforge.runner import library_versions
-    from embedforge.search.export import BM25_DIR, KINDS, export_bm25, export_index
+    from embedforge.distributed.pool import Stalled
+    from embedforge.encoding.embed_corpus import embed_corpus
+    from embedforge.models import resolve_model
+    from embedforge.provenance import library_versions
 
     setup_logging()
     dev.set_threads(threads)
     kinds = [] if index == "none" else [k.strip() for k in index.split(",") if k.strip()]
-    if any(k not in KINDS for k in kinds):
-        _fail(f"--index: unknown kind in '{index}' (expected {', '.join(KINDS)} or none)")
     try:
         dim_list = [int(d) for d in dims.split(",") if d.strip()]
-        encoder = Encoder(model, device=device, dtype=precision, backend=backend, max_batch_tokens=max_batch_tokens)
-        fmt = bulk_embed.detect_input_format(resolve_path(input), format)
-    except (ValueError, FileNotFoundError) as exc:
-        _fail(str(exc))
-    opts = bulk_embed.OutputOptions(dims=dim_list or [encoder.dim], vector_dtype=vector_dtype, int8=int8, binary=binary)
-    t0 = time.perf_counter()
+    except ValueError:
+        fail(f"--dims: expected comma-separated integers like 384,128, got '{dims}'")
+    cfg = _config(model=model, input=input, format=format, id_field=id_field, dims=dim_list,
+                  vector_dtype=vector_dtype, int8=int8, binary=binary, precision=precision, backend=backend,
+                  shard_rows=shard_rows, max_batch_tokens=max_batch_tokens, cache=cache, executor=executor,
+                  index={"kinds": kinds, "bm25": bm25} if kinds or bm25 else None)
     try:
-        if executor == "ray":
-            from embedforge.distributed.pool import Stalled
-            from embedforge.distributed.ray_embed import embed_with_ray
-
-            try:
-                totals = embed_with_ray(input, output, str(encoder.path), opts, fmt=fmt, id_field=id_field,
-                                        shard_rows=shard_rows, device=device, precision=precision, backend=backend,
-                                        max_batch_tokens=max_batch_tokens, model_id=encoder.model_id)
-            except Stalled as exc:
-                _fail(str(exc))
-        else:
-            total = count_rows(resolve_path(input)) if fmt in ("chunks", "parquet") else None
-            with track("embed", total=total, unit="docs") as progress:
-                totals = bulk_embed.embed_blocks(encoder, bulk_embed.iter_blocks(input, fmt, shard_rows, id_field),
-                                                 output, opts,
-                                      progress, cache=cache)
-    except (ValueError, FileNotFoundError) as exc:
-        _fail(str(exc))
-    seconds = time.perf_counter() - t0
+        run = embed_corpus(cfg, str(resolve_model(model)), input, output, device=device)
+    except (ValueError, FileNotFoundError, Stalled) as exc:
+        fail(str(exc))
     writer = ShardWriter(output)
-    meta = {"model_id": encoder.model_id, "model_path": str(encoder.path), "backend": encoder.backend,
-            "precision": precision}
-    indexes = [str(export_index(output, bulk_embed.dim_dir(output, d, opts.dims[0]), output / "index" / f"d{d}-{k}", k, meta))
-               for d in opts.dims for k in kinds]
-    if bm25:  # the same rows the vectors came from, with their full texts
-        blocks = bulk_embed.iter_blocks(input, fmt, shard_rows, id_field)
-        indexes.append(str(export_bm25(blocks, output / "index" / BM25_DIR, meta)))
-    manifest = {"command": "embed", "input": input, "format": fmt, **meta, "variant": encoder.variant,
-                "dims": opts.dims, "rows_out": count_rows(output / SHARDS), "quarantined": writer.merge_quarantine(),
-                "counts": {**writer.totals(), **{f"run_{k}": v for k, v in totals.items()}},
-                "throughput": {"docs_per_s": round(totals["rows_embedded"] / max(seconds, 1e-9), 2),
-                               "tokens_per_s": round(totals.get("tokens", 0) / max(seconds, 1e-9), 1)},
-                "seconds": round(seconds, 2), "indexes": indexes, "libraries": library_versions()}
-    atomic_write_json(output / "manifest.json", manifest)
-    (output / "_SUCCESS").write_text("ok\n")
+    manifest = {"command": "embed", "input": input, "format": run.format, **run.model,
+                "config": cfg.model_dump(mode="json"), "rows_out": count_rows(output / SHARDS),
+                "quarantined": writer.merge_quarantine(),
+                "counts": {**writer.totals(), **{f"run_{k}": v for k, v in run.totals.items()}},
+                "throughput": run.throughput, "seconds": round(run.seconds, 2), "indexes": run.indexes,
+                "libraries": library_versions()}
+    atomic_write_json(output / MANIFEST, manifest)
+    (output / SUCCESS).write_text("ok\n")
     console.print(f"[green]embedded[/] {manifest['rows_out']} rows ({manifest['quarantined']} quarantined) → "
-                  f"{output}  {manifest['throughput']['docs_per_s']} docs/s, "
-                  f"{manifest['throughput']['tokens_per_s']} tokens/s", highlight=False)
+                  f"{output}  {run.throughput['docs_per_s']} docs/s, {run.throughput['tokens_per_s']} tokens/s",
+                  highlight=False)
+
+
+def _config(**fields: object) -> EmbedConfig:
+    """The ``embed`` stage's config from command-line options; a bad value exits 2 naming the option."""
+    from pydantic import ValidationError
+
+    try:
+        return EmbedConfig(**fields)
+    except ValidationError as err:
+        fail("; ".join(f"--{str(e['loc'][0]).replace('_', '-')}: {e['msg']}" for e in err.errors()))
 
 
 def search(
@@ -127,23 +107,23 @@ def search(
                   if (dim is None or json.loads((p / "meta.json").read_text())["dim"] == dim)
                   and (kind is None or json.loads((p / "meta.json").read_text())["kind"] == kind)]
     if not candidates:
-        _fail(f"no exported index under {index}" + (f" with dim={dim}" if dim else "") + (f" kind={kind}" if kind else ""))
+        fail(f"no exported index under {index}" + (f" with dim={dim}" if dim else "") + (f" kind={kind}" if kind else ""))
     loaded = load_index(candidates[0])
     meta = loaded.meta
     model_path = model or meta["model_path"]
     if not Path(model_path).exists():
-        _fail(f"the index's model {model_path} is gone; pass --model with the model (id {meta['model_id']})")
+        fail(f"the index's model {model_path} is gone; pass --model with the model (id {meta['model_id']})")
     if compute_model_id(model_path) != meta["model_id"]:
-        _fail(f"model {model_path} has id {compute_model_id(model_path)} but the index was built with {meta['model_id']}")
+        fail(f"model {model_path} has id {compute_model_id(model_path)} but the index was built with {meta['model_id']}")
     encoder = get_encoder(model_path, dtype=meta.get("precision", "fp32"), backend=meta.get("backend", "auto"))
     if hybrid is None:
         scores, rows = loaded.search(encoder.encode([query], dim=meta["dim"]), k)
     else:
         bm25_dir = find_bm25(candidates[0])  # the BM25 index sits beside the FAISS index directories
         if hybrid not in ("zscore", "rrf"):
-            _fail(f"--hybrid {hybrid}: expected zscore or rrf")
+            fail(f"--hybrid {hybrid}: expected zscore or rrf")
         if bm25_dir is None:
-            _fail(f"--hybrid: no BM25 index beside {candidates[0]} (export one with embed --bm25 or index.bm25: true)")
+            fail(f"--hybrid: no BM25 index beside {candidates[0]} (export one with embed --bm25 or index.bm25: true)")
         scores, rows = hybrid_search(loaded, bm25_dir, encoder.encode([query], dim=meta["dim"]), [query], k, hybrid)
     ids = loaded.ids
     hits = [{"rank": r + 1, "score": round(float(s), 4), "id": ids.column("id")[int(i)].as_py(),
