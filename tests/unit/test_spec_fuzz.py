@@ -10,13 +10,14 @@ import contextlib
 import copy
 import io
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 import typer
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from embedforge.cli import app
@@ -87,6 +88,7 @@ def _validate(tmp_path: Path, raw: bytes) -> tuple[int, str, BaseException | Non
 
 def _check(tmp_path: Path, raw: bytes, names: list[str]) -> None:
     code, output, exc = _validate(tmp_path, raw)
+    event(f"exit {code}")
     assert exc is None, f"traceback ({type(exc).__name__}: {exc}) for:\n{raw[:400]!r}"
     assert "Traceback" not in output
     assert code in (0, 2), (code, output)
@@ -199,3 +201,46 @@ def test_override_errors_name_the_override(tmp_path: Path, override: str, expect
     job.write_text("name: t\nstages:\n  ingest: {sources: [{path: builtin:adi}]}\n  chunk: {}\n")
     code, output, exc = _cli(["validate", str(job), override])
     assert exc is None and code == 2 and expected in output, output
+
+
+_BOOL = st.booleans()
+_COUNT = st.sampled_from([0, 1, 2, 3, 5, 9, 17, 64, 100, 1000, 10**6, 10**9])
+SMALL_FIELDS: dict[str, dict[str, st.SearchStrategy]] = {
+    "ingest": {"normalize_unicode": _BOOL, "strip_html": _BOOL, "redact_pii": _BOOL, "dedup": _BOOL,
+               "min_chars": _COUNT, "max_chars": _COUNT, "max_bad_share": st.floats(0, 1), "shard_rows": _COUNT,
+               "progress_every": _COUNT},
+    "chunk": {"max_tokens": _COUNT, "overlap_tokens": _COUNT, "min_tokens": _COUNT, "max_chars": _COUNT,
+              "max_word_chars": _COUNT, "batch_docs": _COUNT, "tokenizer": st.sampled_from(["base", "minilm"])},
+}
+RUN_VALUES = [None, True, False, 0, 1, -1, 2, 9, 64, 10**9, 10**30, 0.5, 1.0, "", "x", "base", [], {}]
+
+
+@settings(max_examples=40, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(stage=st.sampled_from(sorted(SMALL_FIELDS)), data=st.data())
+def test_mutated_ingest_and_chunk_settings_run_or_fail_cleanly(tmp_path: Path, stage: str, data: st.DataObject) -> None:
+    """The mutations that validate also run: ingest + chunk on a tiny corpus end with exit 0, or with a one-line
+    error (exit 1: the stage refused the data, e.g. everything quarantined; exit 2: the spec), never a traceback."""
+    tmp_path = Path(tempfile.mkdtemp(dir=tmp_path))  # a fresh run dir per example (tmp_path is shared by them)
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(json.dumps({"_id": str(i), "title": f"Doc {i}", "text": f"Some text {i}. " * (i + 1)})
+                              + "\n" for i in range(12)))
+    spec: dict[str, Any] = {"name": "fuzz", "run_dir": str(tmp_path / "runs"),
+                            "stages": {"ingest": {"sources": [{"path": str(corpus)}]}, "chunk": {"max_tokens": 64}}}
+    for _ in range(data.draw(st.integers(1, 3))):
+        field = data.draw(st.sampled_from(sorted(SMALL_FIELDS[stage])))
+        plausible = SMALL_FIELDS[stage][field]
+        spec["stages"][stage][field] = data.draw(plausible | plausible | plausible | st.sampled_from(RUN_VALUES))
+    job = tmp_path / "job.yaml"
+    job.write_text(yaml.safe_dump(spec))
+    code, output, exc = _cli(["validate", str(job)])
+    assert exc is None and code in (0, 2), output
+    event(f"validate exit {code}")
+    if code == 2:
+        return
+    code, output, exc = _cli(["run", str(job), "--log-level", "ERROR"])
+    event(f"run exit {code}")
+    assert exc is None, f"traceback ({type(exc).__name__}: {exc}) running:\n{spec['stages'][stage]}"
+    assert code in (0, 1, 2) and "Traceback" not in output, output
+    if code:
+        assert "error: " in output, output
