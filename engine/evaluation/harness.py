@@ -68,10 +68,20 @@ class EvalResult:
     rows: list[dict[str, Any]] = field(default_factory=list)
     per_query: list[dict[str, Any]] = field(default_factory=list)
     significance: list[dict[str, Any]] = field(default_factory=list)
+    runs: dict[str, dict[str, list[list[Any]]]] = field(default_factory=dict)
+    """Ranked lists of the float (and BM25, hybrid) rows: ``"dataset/model[/d<dim>]"`` → query id → [[doc id,
+    score], …] best first, for TREC run files (:func:`embedforge.evaluation.report.write_trec_runs`)."""
 
     def extend(self, other: EvalResult) -> None:
         self.rows += other.rows
         self.per_query += other.per_query
+        self.runs.update(other.runs)
+
+
+def ranked_lists(dataset: BeirDataset, ids: np.ndarray, scores: np.ndarray) -> dict[str, list[list[Any]]]:
+    """Row-aligned ``(ids, scores)`` of a search → query id → [[doc id, score], …] (missing hits, id -1, dropped)."""
+    return {q: [[dataset.corpus_ids[int(i)], round(float(s), 6)] for i, s in zip(ids[n], scores[n], strict=True)
+                if i >= 0] for n, q in enumerate(dataset.query_ids)}
 
 
 def _per_query_rows(base: dict[str, Any], per_query: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
@@ -117,7 +127,8 @@ def _bm25(dataset: BeirDataset, model: ModelRef, cfg: EvaluateConfig, run: Lexic
         row.update(search_ms_p50=stats["p50"], search_ms_p99=stats["p99"])
     else:
         row.update(search_ms_p50=None, search_ms_p99=None)
-    return EvalResult([row], _per_query_rows(base, evaluator.per_query))
+    return EvalResult([row], _per_query_rows(base, evaluator.per_query),
+                      runs={f"{dataset.name}/{model.label}": ranked_lists(dataset, run.ids, run.scores)})
 
 
 def _dense(dataset: BeirDataset, model: ModelRef, cfg: EvaluateConfig, seed: int, device: str,
@@ -167,6 +178,8 @@ def _dense(dataset: BeirDataset, model: ModelRef, cfg: EvaluateConfig, seed: int
             row.setdefault("encode_ms_p50", None)
             out.rows.append(row)
             out.per_query += _per_query_rows(base, evaluator.per_query)
+            if quant == "none":
+                out.runs[f"{dataset.name}/{model.label}/d{dim}"] = ranked_lists(dataset, ids, scores)
             log.info("%s / %s / %d / %s: nDCG@10 %.4f", dataset.name, model.label, dim, quant, metrics["ndcg_at_10"])
             if quant == "none" and cfg.hybrid and bm25 is not None:
                 out.extend(_hybrid(dataset, model, dim, (scores, ids), bm25(), evaluator, row, cfg))
@@ -184,9 +197,9 @@ def _hybrid(dataset: BeirDataset, model: ModelRef, dim: int, dense: tuple[np.nda
     lexical = bm25.matched
     for fusion in cfg.hybrid:
         if fusion == "rrf":
-            _, ids = reciprocal_rank_fusion([dense[1], lexical[1]], cfg.top_k, rrf_k=cfg.rrf_k)
+            fused, ids = reciprocal_rank_fusion([dense[1], lexical[1]], cfg.top_k, rrf_k=cfg.rrf_k)
         else:
-            _, ids = zscore_fusion([dense, lexical], cfg.top_k)
+            fused, ids = zscore_fusion([dense, lexical], cfg.top_k)
         metrics = evaluator(ids)
         base = {"dataset": dataset.name, "model": f"{model.label}+bm25-{fusion}", "dim": dim, "quantization": "none"}
         out.rows.append({**base, **metrics, "fusion": fusion, "fused_with": BM25, "dense_model": model.label,
@@ -194,6 +207,7 @@ def _hybrid(dataset: BeirDataset, model: ModelRef, dim: int, dense: tuple[np.nda
                          "encode_ms_p50": None, "search_ms_p50": None, "search_ms_p99": None,
                          "index_bytes": dense_row["index_bytes"] + bm25.index.index_bytes})
         out.per_query += _per_query_rows(base, evaluator.per_query)
+        out.runs[f"{dataset.name}/{base['model']}/d{dim}"] = ranked_lists(dataset, ids, fused)
         log.info("%s / %s / %d: nDCG@10 %.4f", dataset.name, base["model"], dim, metrics["ndcg_at_10"])
     return out
 
@@ -265,7 +279,7 @@ def evaluate_models(datasets: Sequence[BeirDataset | Callable[[], BeirDataset]],
                 part = (_bm25(dataset, model, cfg, bm25()) if model.is_bm25
                         else _dense(dataset, model, cfg, seed, device, bm25))
                 if cached:
-                    atomic_write_json(cached, {"rows": part.rows, "per_query": part.per_query})
+                    atomic_write_json(cached, {"rows": part.rows, "per_query": part.per_query, "runs": part.runs})
             result.extend(part)
     result.significance = significance(result, models, cfg, seed)
     return result

@@ -1,5 +1,11 @@
-"""Writes an evaluation's outputs: ``results.json``, ``per_query.jsonl``, ``significance.json``, ``report.md``
-and the PNG plots."""
+"""Writes an evaluation's outputs: ``results.json``, ``per_query.jsonl``, ``significance.json``, ``report.md``,
+the PNG plots, and two formats other tools read:
+
+- ``runs/<dataset>/<model>[-d<dim>].trec``: TREC run files (``qid Q0 docid rank score run``) of the float, BM25 and
+  hybrid searches, for ``trec_eval``/``ranx`` (with the dataset's ``qrels/<split>.tsv``);
+- ``mteb/<model>[__d<dim>]/no_revision_available/<Task>.json``: MTEB-style results (``scores.<split>[0]`` with
+  ``ndcg_at_10``… and ``main_score``), the layout of MTEB's results folders.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +24,56 @@ RESULT_KEYS: tuple[str, ...] = (
 """Keys every row of ``results.json`` has (rows carry more: hit rates, HNSW, throughput, significance)."""
 
 PLOTS = ("ndcg_vs_dim.png", "latency_vs_dim.png", "quality_vs_bytes.png")
+
+MTEB_TASKS = {"scifact": "SciFact", "nfcorpus": "NFCorpus", "fiqa": "FiQA2018", "arguana": "ArguAna",
+              "scidocs": "SCIDOCS", "trec-covid": "TRECCOVID", "cranfield": "Cranfield", "adi": "ADI"}
+"""Dataset directory name → MTEB task name (others keep their name)."""
+MTEB_METRICS = ("ndcg_at_10", "mrr_at_10", "recall_at_10", "recall_at_100", "map_at_100", "p_at_1", "p_at_3")
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_.+" else "_" for c in name)
+
+
+def write_trec_runs(result: EvalResult, out_dir: Path) -> list[Path]:
+    """One TREC run file per ranked list of ``result.runs``; the run tag is the file's stem."""
+    paths = []
+    for key, run in sorted(result.runs.items()):
+        dataset, model, *dim = key.split("/")
+        tag = _safe(model + (f"-{dim[0]}" if dim else ""))
+        lines = [f"{qid} Q0 {doc} {rank} {score:.6f} {tag}\n" for qid, hits in run.items()
+                 for rank, (doc, score) in enumerate(hits, start=1)]
+        path = out_dir / "runs" / _safe(dataset) / f"{tag}.trec"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, "".join(lines))
+        paths.append(path)
+    return paths
+
+
+def write_mteb_results(result: EvalResult, out_dir: Path, split: str = "test") -> list[Path]:
+    """MTEB-style result files of the float rows (one folder per model and dimension, one file per dataset)."""
+    from embedforge import __version__
+
+    full_dim: dict[str, int] = {}
+    for row in result.rows:
+        if row.get("dim") is not None and "fused_with" not in row:
+            full_dim[row["model"]] = max(full_dim.get(row["model"], 0), int(row["dim"]))
+    paths = []
+    for row in result.rows:
+        if row.get("quantization", "none") != "none" or "fused_with" in row:
+            continue
+        model = row["model"] if row.get("dim") in (None, full_dim.get(row["model"])) else f"{row['model']}__d{row['dim']}"
+        task = MTEB_TASKS.get(str(row["dataset"]).lower(), str(row["dataset"]))
+        scores = {k: row[k] for k in MTEB_METRICS if row.get(k) is not None}
+        doc = {"dataset_revision": None, "task_name": task, "mteb_version": None, "evaluated_by": f"embedforge {__version__}",
+               "scores": {split: [{**scores, "main_score": row["ndcg_at_10"], "hf_subset": "default",
+                                   "languages": ["eng-Latn"]}]},
+               "evaluation_time": row.get("corpus_encode_s"), "kg_co2_emissions": None}
+        path = out_dir / "mteb" / _safe(model) / "no_revision_available" / f"{task}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(path, doc)
+        paths.append(path)
+    return paths
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -82,7 +138,7 @@ def render_markdown(result: EvalResult, title: str, notes: Sequence[str] = ()) -
 
 
 def write_report(result: EvalResult, out_dir: str | Path, title: str = "Evaluation",
-                 notes: Sequence[str] = (), extra: dict[str, Any] | None = None) -> dict[str, Path]:
+                 notes: Sequence[str] = (), extra: dict[str, Any] | None = None, split: str = "test") -> dict[str, Path]:
     """Write every output file into ``out_dir``; returns their paths by name."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -100,4 +156,6 @@ def write_report(result: EvalResult, out_dir: str | Path, title: str = "Evaluati
     plots.quality_vs_bytes(result.rows, out / PLOTS[2])
     paths.update({p.removesuffix(".png"): out / p for p in PLOTS})
     atomic_write_text(paths["report"], render_markdown(result, title, notes))
+    write_trec_runs(result, out)
+    write_mteb_results(result, out, split)
     return paths
