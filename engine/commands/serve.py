@@ -6,15 +6,8 @@ from typing import Annotated
 
 import typer
 
+from embedforge.commands import fail
 from embedforge.progress import console
-
-
-def _fail(message: str, code: int = 2) -> None:
-    """Print a clear error (the message verbatim, no markup) and exit without a traceback."""
-    from rich.text import Text
-
-    console.print(Text.assemble(("error: ", "bold red"), message))
-    raise typer.Exit(code)
 
 
 def register(app: typer.Typer) -> None:
@@ -118,7 +111,7 @@ def register(app: typer.Typer) -> None:
 
             app = create_app(config)
         except (ModelDirError, FileNotFoundError, ValueError, RuntimeError) as exc:
-            _fail(str(exc))
+            fail(str(exc))
         if config.api_key is None and host not in ("127.0.0.1", "localhost", "::1"):
             console.print(f"[yellow]warning:[/] serving on {host} without an API key (use --api-key-env)")
         console.print(
