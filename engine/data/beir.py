@@ -28,7 +28,9 @@ class BeirDataset:
     """query id → {doc id → graded relevance}; only judged queries."""
 
 
-def _read_jsonl(path: Path) -> list[dict]:
+def _read_jsonl(path: Path, title_only_ok: bool = False) -> list[dict]:
+    """Rows with ``_id`` and a string ``text``; with ``title_only_ok`` (the corpus) a row with a title and no
+    text is a document too (its content is its title)."""
     rows = []
     with open(path, "rb") as fh:
         for lineno, raw in enumerate(fh, start=1):
@@ -38,8 +40,14 @@ def _read_jsonl(path: Path) -> list[dict]:
                 obj = json.loads(raw.decode("utf-8"))
             except (UnicodeDecodeError, json.JSONDecodeError) as exc:
                 raise BeirFormatError(f"{path}:{lineno}: not a valid JSON line ({exc})") from None
-            if not isinstance(obj, dict) or "_id" not in obj or not isinstance(obj.get("text"), str):
+            if not isinstance(obj, dict) or "_id" not in obj:
                 raise BeirFormatError(f"{path}:{lineno}: expected an object with '_id' and a string 'text'")
+            text, title = obj.get("text"), obj.get("title")
+            if text is None and title_only_ok and isinstance(title, str) and title.strip():
+                obj["text"] = ""
+            elif not isinstance(text, str):
+                raise BeirFormatError(f"{path}:{lineno}: expected an object with '_id' and a string 'text'"
+                                      f"{' (or a title)' if title_only_ok else ''}")
             rows.append(obj)
     return rows
 
@@ -73,7 +81,7 @@ def load_beir(directory: str | Path, split: str = "test") -> BeirDataset:
     for need in ("corpus.jsonl", "queries.jsonl", f"qrels/{split}.tsv"):
         if not (root / need).is_file():
             raise BeirFormatError(f"{root}: missing {need} (BEIR layout: corpus.jsonl, queries.jsonl, qrels/{split}.tsv)")
-    corpus = _read_jsonl(root / "corpus.jsonl")
+    corpus = _read_jsonl(root / "corpus.jsonl", title_only_ok=True)
     queries = {str(q["_id"]): q["text"] for q in _read_jsonl(root / "queries.jsonl")}
     qrels = load_qrels(root / "qrels" / f"{split}.tsv")
     missing = [q for q in qrels if q not in queries]

@@ -45,5 +45,5 @@ def embeddings_schema(dim: int, dtype: str = "float32", int8: bool = False, bina
 
 
 def passage_text(title: str | None, text: str) -> str:
-    """The text a passage is embedded as: ``title + " " + text`` (BEIR's convention), or the text alone."""
-    return f"{title} {text}" if title else text
+    """The text a passage is embedded as: ``title + " " + text`` (BEIR's convention), or whichever is present."""
+    return f"{title} {text}" if title and text else (title or text)

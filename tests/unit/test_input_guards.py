@@ -96,3 +96,17 @@ def test_words_of_normal_length_are_never_cut(counter: TokenCounter) -> None:
     for c in chunks:
         piece = text[c.start:c.end]
         assert len(piece) <= 400 and set(piece.split(" ")) == {"pneumonoultramicroscopicsilicovolcanoconiosis"}
+
+
+def test_beir_corpus_title_only_rows_are_documents(tmp_path: Path) -> None:
+    from embedforge.data.beir import BeirFormatError, load_beir
+
+    (tmp_path / "qrels").mkdir()
+    (tmp_path / "corpus.jsonl").write_text('{"_id": "d1", "title": "Only a title"}\n{"_id": "d2", "text": "body"}\n')
+    (tmp_path / "queries.jsonl").write_text('{"_id": "q1", "text": "a query"}\n')
+    (tmp_path / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+    data = load_beir(tmp_path)
+    assert data.corpus_texts == ["Only a title", "body"]
+    (tmp_path / "corpus.jsonl").write_text('{"_id": "d1", "title": ""}\n')  # both empty: still refused
+    with pytest.raises(BeirFormatError, match="corpus.jsonl:1"):
+        load_beir(tmp_path)
