@@ -80,6 +80,7 @@ def run(job: Path, overrides: Overrides = None,
         force: Annotated[bool, typer.Option(help="Re-run the selected stages from scratch")] = False,
         log_level: Annotated[str, typer.Option(help="Log level")] = "INFO") -> None:
     """Run a job: each stage is skipped when finished, resumed when partial, re-run when its config changed."""
+    from embedforge.preflight import preflight
     from embedforge.runner import run_job
     from embedforge.spec import SpecError
     from embedforge.stages.base import StageFailed
@@ -87,6 +88,7 @@ def run(job: Path, overrides: Overrides = None,
     setup_logging(log_level)
     spec = _load(job, overrides)
     try:
+        preflight(spec, str(job))  # the job's paths and models, before any stage runs
         results = run_job(spec, stages.split(",") if stages else None, force=force)
     except SpecError as exc:  # found before the first stage ran: a problem of the job spec
         fail(str(exc))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from embedforge.configs.base import StageConfig, hashed_fields
 from embedforge.stages import STAGES, stage_info
+
+_SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
 
 
 class SpecError(ValueError):
@@ -35,7 +38,7 @@ class JobSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, protected_namespaces=())
 
-    name: str = Field("job", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+    name: str = "job"
     """Job name; outputs go to ``<run_dir>/<name>/``. A slug: letters, digits, ``_ . -``, starting with a letter
     or digit (so never ``..`` or a hidden name), at most 128 characters."""
     run_dir: str = "runs"
@@ -52,6 +55,14 @@ class JobSpec(BaseModel):
     """torch CPU threads (null: torch's default)."""
     stages: dict[str, Any] = Field(default_factory=dict)
     """Stage name → that stage's settings; a stage runs when present here. Order is fixed by the registry."""
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _SLUG.match(value):
+            raise ValueError("a job name is a slug: letters, digits, '_', '.', '-', starting with a letter or digit, "
+                             "at most 128 characters (it names the folder <run_dir>/<name>)")
+        return value
 
     @field_validator("device")
     @classmethod
