@@ -11,6 +11,10 @@ batch is N × ``batch_size``, the same loss a single process would compute with 
 stage needs afterwards (the model candidates) under ``<stage dir>/ddp/`` and hands back the result; the stage
 then finishes in its own process as usual.
 
+Across nodes: ``EMBEDFORGE_TORCHRUN_ARGS`` replaces ``--standalone`` (e.g. ``--nnodes=2 --node-rank=0
+--master-addr=node0 --master-port=29500``); each other node runs ``torchrun <its args> --nproc-per-node=N -m
+embedforge.training.distributed <payload>`` on the same payload (the run directory on shared storage).
+
 Why torchrun and not ``torch.multiprocessing`` or accelerate's launcher: torchrun is what the trainer expects
 (its environment variables), it stops all processes when one fails, and the same entry point runs across nodes
 (docs/gpu.md gives the command).
@@ -22,6 +26,7 @@ import importlib
 import logging
 import os
 import pickle
+import shlex
 import shutil
 import subprocess
 import sys
@@ -84,7 +89,8 @@ def run_data_parallel(fn: Callable[..., dict[str, Any]], ctx: Any, nproc: int, *
     payload, result_file = work / "payload.pkl", work / "result.pkl"
     with open(payload, "wb") as fh:
         pickle.dump({"fn": (fn.__module__, fn.__qualname__), "ctx": ctx, "args": args}, fh)
-    cmd = [sys.executable, "-P", "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+    launch = shlex.split(os.environ.get("EMBEDFORGE_TORCHRUN_ARGS", "")) or ["--standalone"]
+    cmd = [sys.executable, "-P", "-m", "torch.distributed.run", *launch, f"--nproc-per-node={nproc}",
            "-m", "embedforge.training.distributed", str(payload)]
     log.info("train: data-parallel on %d processes (effective batch %d): %s", nproc,
              nproc * getattr(ctx.config, "batch_size", 0), " ".join(cmd[2:]))
