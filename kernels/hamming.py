@@ -14,8 +14,8 @@ import triton
 import triton.language as tl
 
 from embedforge.kernels.launch import launcher
-from embedforge.kernels.selection import merge_running_topk, score_keys, store_keys
-from embedforge.kernels.topk import default_splits, merge_split_keys
+from embedforge.kernels.selection import load_tile, merge_running_topk, score_keys, split_tiles, store_keys
+from embedforge.kernels.topk import check_codes, merge_split_keys, split_key_buffer
 
 
 @triton.jit
@@ -27,9 +27,7 @@ def _hamming_topk_kernel(q_ptr, c_ptr, out_ptr, n_q, n_c, n_words, stride_q, str
     rows = pid_q * BLOCK_Q + tl.arange(0, BLOCK_Q)
     row_ok = rows < n_q
     running = tl.zeros([BLOCK_Q, K], dtype=tl.uint64)
-    n_tiles = tl.cdiv(n_c, BLOCK_N)
-    first = split * tiles_per_split
-    last = tl.minimum(first + tiles_per_split, n_tiles)
+    first, last = split_tiles(split, tiles_per_split, n_c, BLOCK_N)
     for tile in range(first, last):
         cols = tile * BLOCK_N + tl.arange(0, BLOCK_N)
         col_ok = cols < n_c
@@ -37,10 +35,8 @@ def _hamming_topk_kernel(q_ptr, c_ptr, out_ptr, n_q, n_c, n_words, stride_q, str
         for w0 in range(0, n_words, BLOCK_W):
             offs_w = w0 + tl.arange(0, BLOCK_W)
             w_ok = offs_w < n_words
-            q = tl.load(q_ptr + rows[:, None].to(tl.int64) * stride_q + offs_w[None, :],
-                        mask=row_ok[:, None] & w_ok[None, :], other=0)
-            c = tl.load(c_ptr + cols[:, None].to(tl.int64) * stride_c + offs_w[None, :],
-                        mask=col_ok[:, None] & w_ok[None, :], other=0)
+            q = load_tile(q_ptr, rows, row_ok, offs_w, w_ok, stride_q)
+            c = load_tile(c_ptr, cols, col_ok, offs_w, w_ok, stride_c)
             x = (q[:, None, :] ^ c[None, :, :]).to(tl.uint32, bitcast=True)
             x = x - ((x >> 1) & 0x55555555)  # SWAR popcount of each 32-bit word
             x = (x & 0x33333333) + ((x >> 2) & 0x33333333)
@@ -83,15 +79,8 @@ def code_words(bits: torch.Tensor) -> torch.Tensor:
 def hamming_topk(q_bits: torch.Tensor, c_bits: torch.Tensor, k: int, *, backend: str = "triton",
                  splits: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``k`` nearest corpus codes by Hamming distance: ``(distances int32 ascending (q, k'), ids int64)``."""
-    if q_bits.dtype != torch.uint8 or c_bits.dtype != torch.uint8 or q_bits.shape[1] != c_bits.shape[1]:
-        raise ValueError(f"expected uint8 codes of equal width, got {q_bits.dtype} {tuple(q_bits.shape)} and "
-                         f"{c_bits.dtype} {tuple(c_bits.shape)}")
-    if c_bits.shape[0] == 0:
-        raise ValueError("cannot search an empty corpus")
-    k_eff = min(k, c_bits.shape[0])
-    k_pad = max(16, triton.next_power_of_2(k_eff))
-    splits = splits or default_splits(q_bits.shape[0], c_bits.shape[0], k_pad, q_bits.device)
-    out = torch.empty((splits, q_bits.shape[0], k_pad), dtype=torch.int64, device=q_bits.device)
+    check_codes(q_bits, c_bits, torch.uint8)
+    out, k_eff = split_key_buffer(q_bits.shape[0], c_bits.shape[0], k, q_bits.device, splits)
     launch_hamming_topk(code_words(q_bits), code_words(c_bits), out, backend)
     scores, ids = merge_split_keys(out, k_eff)
     return (-scores).to(torch.int32), ids

@@ -14,7 +14,7 @@ import triton
 import triton.language as tl
 
 from embedforge.kernels.launch import launcher
-from embedforge.kernels.topk import default_splits, launch_similarity_topk, merge_split_keys
+from embedforge.kernels.topk import check_codes, launch_similarity_topk, merge_split_keys, split_key_buffer
 
 
 @triton.jit
@@ -63,15 +63,8 @@ def quantize_int8(x: torch.Tensor, *, backend: str = "triton") -> tuple[torch.Te
 def int8_topk(q_codes: torch.Tensor, q_scales: torch.Tensor, c_codes: torch.Tensor, c_scales: torch.Tensor, k: int,
               *, backend: str = "triton", splits: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-``k`` by int8 scores ``float(q·c) * q_scale * c_scale``: ``(scores fp32 (q, k'), ids int64 (q, k'))``."""
-    if q_codes.dtype != torch.int8 or c_codes.dtype != torch.int8 or q_codes.shape[1] != c_codes.shape[1]:
-        raise ValueError(f"expected int8 codes of equal width, got {q_codes.dtype} {tuple(q_codes.shape)} and "
-                         f"{c_codes.dtype} {tuple(c_codes.shape)}")
-    if c_codes.shape[0] == 0:
-        raise ValueError("cannot search an empty corpus")
-    k_eff = min(k, c_codes.shape[0])
-    k_pad = max(16, triton.next_power_of_2(k_eff))
-    splits = splits or default_splits(q_codes.shape[0], c_codes.shape[0], k_pad, q_codes.device)
-    out = torch.empty((splits, q_codes.shape[0], k_pad), dtype=torch.int64, device=q_codes.device)
+    check_codes(q_codes, c_codes, torch.int8)
+    out, k_eff = split_key_buffer(q_codes.shape[0], c_codes.shape[0], k, q_codes.device, splits)
     launch_similarity_topk(q_codes.contiguous(), c_codes.contiguous(), out, backend,
                            q_scales.to(torch.float32).contiguous(), c_scales.to(torch.float32).contiguous())
     return merge_split_keys(out, k_eff)

@@ -16,6 +16,20 @@ import triton.language as tl
 
 
 @triton.jit
+def split_tiles(split, tiles_per_split, n_cols, BLOCK_N: tl.constexpr):
+    """``(first, last)`` corpus tiles of ``split`` (tiles of ``BLOCK_N`` rows, ``tiles_per_split`` per split)."""
+    first = split * tiles_per_split
+    return first, tl.minimum(first + tiles_per_split, tl.cdiv(n_cols, BLOCK_N))
+
+
+@triton.jit
+def load_tile(ptr, rows, rows_ok, offs, offs_ok, stride):
+    """``rows × offs`` of a row-major matrix with ``stride`` elements a row; 0 where a mask is off."""
+    return tl.load(ptr + rows[:, None].to(tl.int64) * stride + offs[None, :], mask=rows_ok[:, None] & offs_ok[None, :],
+                   other=0)
+
+
+@triton.jit
 def score_keys(scores, cols, valid):
     """fp32 ``scores`` and int ``cols`` (global corpus ids) → uint64 keys; ``valid == False`` → key 0 (never wins)."""
     bits = (scores.to(tl.float32) + 0.0).to(tl.uint32, bitcast=True)

@@ -17,7 +17,7 @@ import triton.language as tl
 
 from embedforge.kernels import reference
 from embedforge.kernels.launch import launcher
-from embedforge.kernels.selection import merge_running_topk, score_keys, store_keys
+from embedforge.kernels.selection import load_tile, merge_running_topk, score_keys, split_tiles, store_keys
 
 
 @triton.jit
@@ -33,9 +33,7 @@ def _similarity_topk_kernel(q_ptr, c_ptr, q_scale_ptr, c_scale_ptr, out_ptr, n_q
     running = tl.zeros([BLOCK_Q, K], dtype=tl.uint64)
     if INT8:
         q_scale = tl.load(q_scale_ptr + rows, mask=row_ok, other=0.0)
-    n_tiles = tl.cdiv(n_c, BLOCK_N)
-    first = split * tiles_per_split
-    last = tl.minimum(first + tiles_per_split, n_tiles)
+    first, last = split_tiles(split, tiles_per_split, n_c, BLOCK_N)
     for tile in range(first, last):
         cols = tile * BLOCK_N + tl.arange(0, BLOCK_N)
         col_ok = cols < n_c
@@ -43,10 +41,8 @@ def _similarity_topk_kernel(q_ptr, c_ptr, q_scale_ptr, c_scale_ptr, out_ptr, n_q
         for d0 in range(0, dim, BLOCK_D):
             offs_d = d0 + tl.arange(0, BLOCK_D)
             d_ok = offs_d < dim
-            q = tl.load(q_ptr + rows[:, None].to(tl.int64) * stride_q + offs_d[None, :],
-                        mask=row_ok[:, None] & d_ok[None, :], other=0)
-            c = tl.load(c_ptr + cols[:, None].to(tl.int64) * stride_c + offs_d[None, :],
-                        mask=col_ok[:, None] & d_ok[None, :], other=0)
+            q = load_tile(q_ptr, rows, row_ok, offs_d, d_ok, stride_q)
+            c = load_tile(c_ptr, cols, col_ok, offs_d, d_ok, stride_c)
             if UPCAST:  # Triton's interpreter multiplies bf16 as raw bits: give it fp32
                 q = q.to(tl.float32)
                 c = c.to(tl.float32)
@@ -110,12 +106,28 @@ def similarity_topk(queries: torch.Tensor, corpus: torch.Tensor, k: int, *, back
     ``queries`` (q, d) and ``corpus`` (n, d) share a dtype (fp32, fp16 or bf16); rows must be contiguous in d.
     """
     _check_pair(queries, corpus)
-    k_eff = min(k, corpus.shape[0])
-    k_pad = max(16, triton.next_power_of_2(k_eff))
-    splits = splits or default_splits(queries.shape[0], corpus.shape[0], k_pad, queries.device)
-    out = torch.empty((splits, queries.shape[0], k_pad), dtype=torch.int64, device=queries.device)
+    out, k_eff = split_key_buffer(queries.shape[0], corpus.shape[0], k, queries.device, splits)
     launch_similarity_topk(queries.contiguous(), corpus.contiguous(), out, backend)
     return merge_split_keys(out, k_eff)
+
+
+def split_key_buffer(n_q: int, n_c: int, k: int, device: torch.device,
+                     splits: int | None = None) -> tuple[torch.Tensor, int]:
+    """The int64 ``(splits, q, K)`` buffer a split top-k kernel fills (K = next power of two ≥ k, at least 16),
+    and the width ``min(k, n_c)`` that :func:`merge_split_keys` returns."""
+    k_eff = min(k, n_c)
+    k_pad = max(16, triton.next_power_of_2(k_eff))
+    splits = splits or default_splits(n_q, n_c, k_pad, device)
+    return torch.empty((splits, n_q, k_pad), dtype=torch.int64, device=device), k_eff
+
+
+def check_codes(q_codes: torch.Tensor, c_codes: torch.Tensor, dtype: torch.dtype) -> None:
+    """Query and corpus codes of ``dtype`` and equal width, and a corpus that is not empty."""
+    if q_codes.dtype != dtype or c_codes.dtype != dtype or q_codes.shape[1] != c_codes.shape[1]:
+        raise ValueError(f"expected {str(dtype).removeprefix('torch.')} codes of equal width, got {q_codes.dtype} "
+                         f"{tuple(q_codes.shape)} and {c_codes.dtype} {tuple(c_codes.shape)}")
+    if c_codes.shape[0] == 0:
+        raise ValueError("cannot search an empty corpus")
 
 
 def merge_split_keys(out: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
