@@ -159,6 +159,26 @@ def parse_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
 
 
+MAX_NODES, MAX_DEPTH = 100_000, 64
+
+
+def check_size(data: Any) -> None:
+    """Refuse data with more than :data:`MAX_NODES` values once aliases are expanded (a "billion laughs" file
+    is a few lines of YAML) or nested deeper than :data:`MAX_DEPTH`."""
+    stack, seen = [(data, 0)], 0
+    while stack:
+        node, depth = stack.pop()
+        seen += 1
+        if seen > MAX_NODES:
+            raise ValueError(f"more than {MAX_NODES:,} values (YAML aliases expanded); a job spec is far smaller")
+        if depth > MAX_DEPTH:
+            raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+
+
 def parse_overrides(items: list[str] | None) -> list[tuple[list[str], Any]]:
     """``["stages.chunk.max_tokens=256"]`` → ``[(["stages", "chunk", "max_tokens"], 256)]`` (values parsed as YAML)."""
     out: list[tuple[list[str], Any]] = []
@@ -281,6 +301,10 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> JobSpec:
         raise SpecError(f"{path}: not valid YAML: nested too deeply") from None
     if data is None or data == {}:
         raise SpecError(f"{path}: the job spec is empty; it needs at least 'stages:' with one stage")
+    try:
+        check_size(data)
+    except ValueError as exc:
+        raise SpecError(f"{path}: {exc}") from None
     if not isinstance(data, dict):
         raise SpecError(f"{path}: a job spec must be a YAML mapping, got {type(data).__name__}")
     data = apply_overrides(data, parse_overrides(overrides))

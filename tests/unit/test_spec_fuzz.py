@@ -168,8 +168,16 @@ def test_unmutated_jobs_validate(tmp_path: Path, job: Path) -> None:
     assert exc is None and code == 0, output
 
 
+BOMB = "\n".join(["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+                 + [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+                 + ["stages: {chunk: {}}", ""]).encode()
+
+
 @pytest.mark.parametrize(("text", "expected"), [
     (b"", "empty"),
+    (BOMB, "more than 100,000 values"),
+    (b"stages: " + b"[" * 5000 + b"]" * 5000 + b"\n", "nested too deeply"),
+    (b"stages: " + b"[" * 80 + b"]" * 80 + b"\n", "nested deeper than 64 levels"),
     (b"name: t\n", "no stages"),
     (b"\xff\xfename: t\n", "not UTF-8"),
     (b"name: a\nname: b\nstages: {chunk: {}}\n", "duplicate key 'name' (line 1 and line 2)"),
