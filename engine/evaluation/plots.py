@@ -29,6 +29,15 @@ def _grid(plt: Any, n: int, title: str) -> tuple[Any, list[Any]]:
     return fig, list(axes[0])
 
 
+def _label(ax: Any, title: str, xlabel: str, ylabel: str) -> None:
+    """Title, axis labels, a light grid and a small legend: every panel looks the same."""
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+
+
 def _save(fig: Any, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -56,11 +65,7 @@ def quality_vs_dim(rows: Sequence[dict[str, Any]], path: Path, metric: str = "nd
         dims = sorted({r["dim"] for r in sub if r["dim"] is not None})
         if dims:
             ax.set_xticks(dims, [str(d) for d in dims])
-        ax.set_title(ds)
-        ax.set_xlabel("dimension")
-        ax.set_ylabel(metric)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        _label(ax, ds, "dimension", metric)
     return _save(fig, path)
 
 
@@ -88,11 +93,7 @@ def latency_vs_dim(rows: Sequence[dict[str, Any]], path: Path) -> Path:
         if dims:
             ax.set_xticks(dims, [str(d) for d in dims])
         ax.set_yscale("log")
-        ax.set_title(f"{ds} ({sub[0]['n_docs'] if sub else '?'} docs)")
-        ax.set_xlabel("dimension")
-        ax.set_ylabel("ms per query (p50)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        _label(ax, f"{ds} ({sub[0]['n_docs'] if sub else '?'} docs)", "dimension", "ms per query (p50)")
     return _save(fig, path)
 
 
@@ -115,9 +116,5 @@ def quality_vs_bytes(rows: Sequence[dict[str, Any]], path: Path, metric: str = "
                     if d is not None:
                         ax.annotate(str(d), (b, v), fontsize=6, xytext=(3, 3), textcoords="offset points")
         ax.set_xscale("log")
-        ax.set_title(ds)
-        ax.set_xlabel("index bytes")
-        ax.set_ylabel(metric)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        _label(ax, ds, "index bytes", metric)
     return _save(fig, path)
