@@ -27,7 +27,14 @@ from embedforge.serving.auth import BearerAuth
 from embedforge.serving.batcher import DynamicBatcher
 from embedforge.serving.config import ServeConfig
 from embedforge.serving.errors import APIError, install_error_handlers
-from embedforge.serving.limits import BodySizeLimit, apply_char_limit, apply_token_limit, count_tokens
+from embedforge.serving.limits import (
+    BodySizeLimit,
+    apply_char_limit,
+    apply_token_limit,
+    count_tokens,
+    refuse_unreadable,
+    unreadable_runs,
+)
 from embedforge.serving.metrics import MetricsMiddleware, ServeMetrics
 from embedforge.serving.model_dir import check_model_dir
 from embedforge.serving.protocol import EmbeddingRequest, check_dimensions, embedding_items, parse_inputs
@@ -131,6 +138,8 @@ def create_app(config: ServeConfig, encoder: Encoder | None = None) -> FastAPI:
         texts = apply_char_limit(parse_inputs(request.input, config.max_inputs), char_limit, config.on_too_long)
         dim = check_dimensions(request.dimensions, encoder.dim)
         counted = await batcher.on_model_thread(count_tokens, encoder.tokenizer, texts, limit)
+        refuse_unreadable(await batcher.on_model_thread(unreadable_runs, encoder.tokenizer, texts, limit),
+                          config.on_too_long)
         lengths = apply_token_limit(counted, limit, config.on_too_long)
         vectors = await batcher.submit(texts, tokens=sum(lengths))
         if dim is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -78,6 +79,45 @@ def apply_char_limit(texts: list[str], max_chars: int, policy: str) -> list[str]
             code="input_too_long",
         )
     return [t[:max_chars] if len(t) > max_chars else t for t in texts]
+
+
+LONG_RUN = re.compile(r"\S{101,}")
+"""Text without spaces longer than BERT WordPiece's 100-character word limit: the prefilter of
+:func:`unreadable_runs` (most texts have none, so the tokenizer is not run twice)."""
+
+
+def unreadable_runs(tokenizer: object, texts: Sequence[str], limit: int) -> dict[int, tuple[int, int]]:
+    """Inputs in which the tokenizer reads a run of over 100 characters as ONE unknown token (a megabyte
+    without spaces becomes ``[UNK]``): input index → (start character, length) of the first such run, within
+    the first ``limit`` tokens. Runs on the model thread, like :func:`count_tokens`."""
+    unk = getattr(tokenizer, "unk_token_id", None)
+    suspects = [i for i, t in enumerate(texts) if LONG_RUN.search(t)]
+    if unk is None or not suspects:
+        return {}
+    stripped = [texts[i].strip() for i in suspects]
+    encoded = tokenizer(stripped, add_special_tokens=False, truncation=True, max_length=limit,  # type: ignore[operator]
+                        return_offsets_mapping=True)
+    found: dict[int, tuple[int, int]] = {}
+    for i, ids, offsets in zip(suspects, encoded["input_ids"], encoded["offset_mapping"], strict=True):
+        for token, (a, b) in zip(ids, offsets, strict=True):
+            if token == unk and b - a > 100:
+                found[i] = (a, b - a)
+                break
+    return found
+
+
+def refuse_unreadable(found: dict[int, tuple[int, int]], policy: str) -> None:
+    """With ``policy='error'``, a 400 naming the inputs :func:`unreadable_runs` found."""
+    if not found or policy != "error":
+        return
+    shown = ", ".join(f"input[{i}] (character {a}, {n} characters)" for i, (a, n) in list(found.items())[:5])
+    raise APIError(
+        400,
+        f"{shown}: a run of text without spaces that the tokenizer reads as one unknown token, so its embedding "
+        "would not depend on it; break it up or remove it (or start the server with --on-too-long truncate)",
+        param="input",
+        code="unreadable_input",
+    )
 
 
 def count_tokens(tokenizer: object, texts: Sequence[str], limit: int) -> list[int]:

@@ -76,6 +76,7 @@ BAD_BODIES = {
     "unknown model": b'{"input": "x", "model": "gpt-4"}',
     "too many tokens": json.dumps({"input": "word " * 200}).encode(),
     "a megabyte-like run without spaces": json.dumps({"input": "x" * 60000}).encode(),
+    "a run read as one unknown token": json.dumps({"input": "see " + "x" * 500 + " here"}).encode(),
     "deeply nested": b'{"input": ' + b"[" * 5000 + b"]" * 5000 + b"}",
     "body too large": json.dumps({"input": "y " * 40000}).encode(),
 }
@@ -108,6 +109,15 @@ def test_surrogates_are_400_naming_the_input(conn: http.client.HTTPConnection) -
 def test_unspaced_megabyte_is_refused_not_embedded_as_three_tokens(conn: http.client.HTTPConnection) -> None:
     status, body = _embed(conn, BAD_BODIES["a megabyte-like run without spaces"])
     assert status == 413 and "characters" in body["error"]["message"]
+
+
+def test_run_read_as_one_unknown_token_is_refused(conn: http.client.HTTPConnection) -> None:
+    status, body = _embed(conn, BAD_BODIES["a run read as one unknown token"])
+    assert status == 400 and body["error"]["code"] == "unreadable_input" and "input[0] (character 4, 500" in \
+        body["error"]["message"]
+    url = "see https://example.com/" + "retrieval-" * 10 + " now"  # a 120-character run the tokenizer reads fine
+    status, _ = _embed(conn, json.dumps({"input": url}).encode())
+    assert status == 200
 
 
 def test_keep_alive_survives_a_run_of_bad_requests(conn: http.client.HTTPConnection) -> None:
