@@ -1,5 +1,5 @@
 # The two set-up commands of the README. Both create .venv if missing and install everything first.
-.PHONY: quickstart test lint
+.PHONY: quickstart test lint docs
 
 quickstart:
 	bash scripts/setup.sh
@@ -11,3 +11,6 @@ test:
 
 lint:
 	.venv/bin/ruff check .
+
+docs:
+	NO_MKDOCS_2_WARNING=1 .venv/bin/python -P -m mkdocs build --strict

@@ -72,10 +72,11 @@ class DatasetMissing(DatasetError, FileNotFoundError):
 
 
 def cache_root() -> Path:
-    """``$EMBEDFORGE_DATASETS``, else ``$EMBEDFORGE_CACHE/datasets``, else ``~/.cache/embedforge/datasets``."""
+    """``$EMBEDFORGE_DATASETS``, else ``$XDG_CACHE_HOME/embedforge/datasets`` (``~/.cache/…``). Not under
+    ``$EMBEDFORGE_CACHE``: a run with fresh computation caches should still find the datasets."""
     if os.environ.get("EMBEDFORGE_DATASETS"):
         return Path(os.environ["EMBEDFORGE_DATASETS"]).expanduser()
-    return Path(os.environ.get("EMBEDFORGE_CACHE") or "~/.cache/embedforge").expanduser() / "datasets"
+    return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "embedforge" / "datasets"
 
 
 def is_dataset_ref(ref: str) -> bool:
