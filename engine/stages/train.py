@@ -16,30 +16,44 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+
 from embedforge import device as dev
 from embedforge.configs.train import TrainConfig
-from embedforge.data.shards import atomic_write_text, list_shards, read_table
+from embedforge.data.schemas import TRIPLES
+from embedforge.data.shards import ShardWriter, atomic_write_text, list_shards, read_table, shard_name
 from embedforge.models import hub_id, model_id
 from embedforge.progress import track
-from embedforge.runner import library_versions
+from embedforge.provenance import library_versions
 from embedforge.stages.base import StageContext, StageFailed
-from embedforge.training.checkpoints import last_checkpoint, publish_dir
+from embedforge.training.checkpoints import interpolate, last_checkpoint, publish_dir, state_copy
 from embedforge.training.data import (
     TrainingRows,
     ValidationSet,
     doc_key,
     load_passages,
     load_queries,
+    query_problem,
     rows_from_queries,
+    rows_from_teacher,
     rows_from_triples,
     select_queries,
     split_queries,
     validation_set,
 )
-from embedforge.training.losses import TrainConfigError, check_loss_data, check_matryoshka_dims
+from embedforge.training.guard import Candidate, choose
+from embedforge.training.guard import table as guard_table
+from embedforge.training.losses import (
+    DISTILL_LOSSES,
+    TrainConfigError,
+    check_loss_data,
+    check_matryoshka_dims,
+)
 from embedforge.training.matryoshka_evaluator import MatryoshkaRetrievalEvaluator
 from embedforge.training.model_card import model_card
 from embedforge.training.model_files import finish_model_dir
+from embedforge.training.teacher import Teacher, build_teacher, label_queries
+from embedforge.training.yardstick import SIGNAL_NAMES, metric_key, teacher_validation_labels
 
 log = logging.getLogger("embedforge.train")
 
@@ -48,7 +62,7 @@ def run(ctx: StageContext) -> None:
     cfg: TrainConfig = ctx.config
     check_machine(ctx, cfg)
     start_model = start_model_dir(ctx, cfg)
-    rows, val = load_training_data(ctx, cfg)
+    rows, val = load_training_data(ctx, cfg, start_model)
     try:
         check_loss_data(cfg, rows.n_negatives)
     except TrainConfigError as exc:
@@ -97,8 +111,8 @@ def start_model_dir(ctx: StageContext, cfg: TrainConfig) -> str:
 # ---------------------------------------------------------------- data
 
 
-def load_training_data(ctx: StageContext, cfg: TrainConfig) -> tuple[TrainingRows, ValidationSet]:
-    """Training rows (triples, else queries) and the validation set, with unusable rows quarantined."""
+def load_training_data(ctx: StageContext, cfg: TrainConfig, start_model: str) -> tuple[TrainingRows, ValidationSet]:
+    """Training rows (teacher-labelled, triples or queries) and the validation set, unusable rows quarantined."""
     if not ctx.has_input("chunk"):
         raise StageFailed("train needs the chunk stage's passages (add 'chunk' to the job)")
     if not (ctx.has_input("generate") or ctx.has_input("mine")):
@@ -115,14 +129,22 @@ def load_training_data(ctx: StageContext, cfg: TrainConfig) -> tuple[TrainingRow
         only, strip = select_queries(queries, cfg.query_kinds, cfg.ict_keep_sentence, ctx.job.seed)
     except ValueError as exc:
         raise StageFailed(f"train: {exc}") from None
-    if ctx.has_input("mine"):
+    val = validation_set(queries, passages, val_ids, cfg.eval_corpus_max, ctx.job.seed)
+    teacher = make_teacher(ctx, cfg, start_model, passages) \
+        if cfg.teacher != "none" or (cfg.validation != "synthetic" and val.queries) else None
+    if cfg.teacher != "none":
+        rows = teacher_rows(ctx, cfg, teacher, queries, passages, train_ids if only is None else train_ids & only,
+                            strip)
+    elif ctx.has_input("mine"):
         val_docs = {doc_key(q["chunk_id"]) for q in queries if q["query_id"] in val_ids}
         rows = rows_from_triples(ctx.input_dir("mine"), cfg.max_negatives, exclude_ids=val_ids, exclude_docs=val_docs,
                                  only_ids=only, strip_ids=strip)
     else:
         shards = [str(p) for p in list_shards(ctx.input_dir("generate"))]
         rows = rows_from_queries(queries, passages, train_ids if only is None else train_ids & only, shards, strip)
-    val = validation_set(queries, passages, val_ids, cfg.eval_corpus_max, ctx.job.seed)
+    if cfg.validation != "synthetic" and val.queries:
+        val.teacher = teacher_validation_labels(teacher, val, list(passages), gains=cfg.teacher_gains,
+                                                positive_gain=cfg.teacher_positive_gain, depth=cfg.teacher_depth)
     if rows.quarantine:
         atomic_write_text(ctx.out_dir / "quarantine.jsonl",
                           "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows.quarantine))
@@ -132,8 +154,57 @@ def load_training_data(ctx: StageContext, cfg: TrainConfig) -> tuple[TrainingRow
         raise StageFailed(f"train: only {len(rows)} usable training rows (need at least 2; see quarantine.jsonl)")
     if not val.queries:
         log.warning("train: no validation queries (set train.val_fraction > 0 or give generate a val split); "
-                    "training runs without evaluation or best-checkpoint choice")
+                    "training runs without evaluation, best-checkpoint choice or regression guard")
     return rows, val
+
+
+def make_teacher(ctx: StageContext, cfg: TrainConfig, start_model: str, passages: dict[str, str]) -> Teacher:
+    """The configured teacher over every chunk (the hybrid one when only the validation signal needs it)."""
+    kind = cfg.teacher if cfg.teacher != "none" else "hybrid"
+    t0 = time.perf_counter()
+    try:
+        teacher = build_teacher(kind, list(passages.values()), start_model=start_model,
+                                teacher_model=cfg.teacher_model, device=ctx.job.device, depth=cfg.teacher_depth)
+    except (ValueError, OSError) as exc:
+        raise StageFailed(f"train.teacher: {exc}") from None
+    log.info("train: %s teacher over %d passages ready in %.1f s", kind, len(passages), time.perf_counter() - t0)
+    return teacher
+
+
+def teacher_rows(ctx: StageContext, cfg: TrainConfig, teacher: Teacher, queries: list[dict[str, Any]],
+                 passages: dict[str, str], train_ids: set[str], strip: set[str]) -> TrainingRows:
+    """Label the training queries with the teacher; its triples (with scores) go to ``teacher_triples/``."""
+    todo, quarantine = [], []
+    for q in queries:
+        if q["query_id"] not in train_ids:
+            continue
+        reason = query_problem(q["query"], q["chunk_id"], passages)
+        if reason:
+            quarantine.append({"source": "train", "query_id": q["query_id"], "reason": reason})
+        else:
+            todo.append({**q, "query": q["query"].strip()})
+    t0 = time.perf_counter()
+    labels = label_queries(teacher, todo, list(passages), passages, num_negatives=cfg.max_negatives,
+                           false_negative_margin=cfg.false_negative_margin, query_filter_rank=cfg.query_filter_rank,
+                           depth=cfg.teacher_depth, same_doc=lambda a, b: doc_key(a) == doc_key(b))
+    seconds = time.perf_counter() - t0
+    writer = ShardWriter(ctx.out_dir / "teacher_triples")
+    writer.write(shard_name(0), pa.Table.from_pylist(labels.triples, schema=TRIPLES))
+    atomic_write_text(ctx.out_dir / "teacher_dropped.jsonl",
+                      "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in labels.dropped))
+    ranks = [r for r in labels.positive_ranks if r is not None]
+    ctx.count("teacher_dropped", len(labels.dropped))
+    ctx.extra["teacher"] = {
+        "kind": teacher.name, "queries": len(todo), "kept": len(labels.triples), "dropped": len(labels.dropped),
+        "query_filter_rank": cfg.query_filter_rank, "false_negative_margin": cfg.false_negative_margin,
+        "positive_at_rank_1": round(sum(r == 1 for r in ranks) / max(len(todo), 1), 4),
+        "positive_outside_list": len(labels.positive_ranks) - len(ranks), "seconds": round(seconds, 2)}
+    log.info("train: teacher %s kept %d of %d training queries (%d dropped: own passage not in its top %d) in %.1f s",
+             teacher.name, len(labels.triples), len(todo), len(labels.dropped), cfg.query_filter_rank, seconds)
+    rows = rows_from_teacher(labels.triples, strip, cfg.teacher_temperature if cfg.loss in DISTILL_LOSSES else None)
+    rows.shards = [str(p) for p in list_shards(ctx.out_dir / "teacher_triples")]
+    rows.quarantine = quarantine
+    return rows
 
 
 # ---------------------------------------------------------------- full / LoRA with the trainer
@@ -156,9 +227,11 @@ def train_with_trainer(ctx: StageContext, cfg: TrainConfig, start_model: str, ro
     if cfg.max_seq_length:  # a training-time truncation; the saved model keeps its own limit
         model.max_seq_length = cfg.max_seq_length
     dims = eval_dims(cfg, int(model.get_embedding_dimension()))
-    evaluator = MatryoshkaRetrievalEvaluator(val, dims) if val.queries else None
-    before = evaluator(model) if evaluator else {}
+    evaluator = MatryoshkaRetrievalEvaluator(val, dims, primary_dim=primary_dim(cfg, dims),
+                                             signal=cfg.validation) if val.queries else None
+    before = evaluator(model) if evaluator else {}  # the start model: step 0 of the best-checkpoint choice
     guide = SentenceTransformer(start_model, device=str(device), local_files_only=True) if cfg.loss == "gist" else None
+    start_weights = state_copy(model) if cfg.weight_averaging else None  # before LoRA: the plain model's keys
     if cfg.mode == "lora":
         ctx.extra["lora_trainable_parameters"] = add_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout)
     checkpoints = ctx.out_dir / "checkpoints"
@@ -181,6 +254,19 @@ def train_with_trainer(ctx: StageContext, cfg: TrainConfig, start_model: str, ro
     if cfg.mode == "lora":
         ctx.extra["lora_layers_merged"] = merge_lora(model)
     after = evaluator(model) if evaluator else {}
+    candidates = {"base": (before, lambda path: save_start_model(start_model, path)),
+                  "tuned": (after, lambda path: model.save(str(path)))}
+    if start_weights is not None:  # WiSE-FT: a third candidate between the start and the tuned weights
+        tuned_weights = state_copy(model)
+        averaged_weights = interpolate(tuned_weights, start_weights, cfg.weight_averaging)
+        model.load_state_dict(averaged_weights)
+        averaged = evaluator(model) if evaluator else {}
+
+        def save_weights(weights: dict[str, Any]) -> Any:
+            return lambda path: (model.load_state_dict(weights), model.save(str(path)))
+
+        candidates = {"base": candidates["base"], "tuned": (after, save_weights(tuned_weights)),
+                      "averaged": (averaged, save_weights(averaged_weights))}
     model.max_seq_length = serving_max_seq_length
     steps_run = trainer.state.global_step - (int(resume.name.split("-")[1]) if resume else 0)
     ctx.throughput["train_steps_per_s"] = round(steps_run / max(seconds, 1e-9), 4)
@@ -188,8 +274,21 @@ def train_with_trainer(ctx: StageContext, cfg: TrainConfig, start_model: str, ro
     return {"dims": dims, "before": before, "after": after,
             "steps": trainer.state.global_step, "resumed_from": str(resume) if resume else None,
             "best": trainer.state.best_model_checkpoint, "losses": history.losses, "evals": history.evals,
-            "seconds": round(seconds, 2), "train_loss": float(output.training_loss),
-            "save": lambda path: model.save(str(path))}
+            "seconds": round(seconds, 2), "train_loss": float(output.training_loss), "candidates": candidates}
+
+
+def save_start_model(start_model: str, path: Path) -> None:
+    """Write the start model unchanged (the guard promoted it): loaded and saved by sentence-transformers."""
+    from sentence_transformers import SentenceTransformer
+
+    SentenceTransformer(start_model, device="cpu", local_files_only=True).save(str(path))
+
+
+def primary_dim(cfg: TrainConfig, dims: list[int]) -> int:
+    """The dimension the guard and the best-checkpoint choice look at."""
+    if cfg.primary_dim is not None and cfg.primary_dim not in dims:
+        raise StageFailed(f"train.primary_dim: {cfg.primary_dim} is not one of the evaluated dimensions {dims}")
+    return cfg.primary_dim or dims[0]
 
 
 def eval_dims(cfg: TrainConfig, model_dim: int) -> list[int]:
@@ -213,7 +312,8 @@ def train_adapter_mode(ctx: StageContext, cfg: TrainConfig, start_model: str, ro
     else:
         encoder = get_encoder(start_model, device=ctx.job.device)
     dims = eval_dims(cfg, encoder.dim)
-    evaluator = MatryoshkaRetrievalEvaluator(val, dims) if val.queries else None
+    evaluator = MatryoshkaRetrievalEvaluator(val, dims, primary_dim=primary_dim(cfg, dims),
+                                             signal=cfg.validation) if val.queries else None
     evaluate = None
     if evaluator is not None:
         qv = encoder.encode([val.queries[q] for q in evaluator.query_ids])
@@ -235,7 +335,8 @@ def train_adapter_mode(ctx: StageContext, cfg: TrainConfig, start_model: str, ro
     return {"dims": dims, "before": before, "after": after, "steps": result.steps, "resumed_from": None,
             "best": f"epoch {result.best_epoch}", "losses": list(enumerate(result.losses, 1)),
             "evals": result.evals, "seconds": round(seconds, 2), "train_loss": result.losses[-1],
-            "save": lambda path: save_with_adapter(start_model, result.layers, path)}
+            "candidates": {"base": (before, lambda path: save_start_model(start_model, path)),
+                           "tuned": (after, lambda path: save_with_adapter(start_model, result.layers, path))}}
 
 
 # ---------------------------------------------------------------- artifacts
@@ -243,7 +344,13 @@ def train_adapter_mode(ctx: StageContext, cfg: TrainConfig, start_model: str, ro
 
 def finish(ctx: StageContext, cfg: TrainConfig, start_model: str, rows: TrainingRows, val: ValidationSet,
            result: dict[str, Any]) -> None:
-    """Save the model atomically with its card; put metrics per dim and the history into the manifest."""
+    """Guard (base vs tuned), save the promoted model atomically with its card; metrics per dim into the manifest."""
+    dims = result["dims"]
+    pdim = primary_dim(cfg, dims)
+    candidates = [Candidate(name, metrics) for name, (metrics, _) in result["candidates"].items()]
+    verdict = choose(candidates, key=lambda d: metric_key(cfg.validation, d), dims=dims, primary_dim=pdim,
+                     promote=cfg.promote, signal=SIGNAL_NAMES[cfg.validation])
+    guard = verdict.as_manifest(cfg.validation, pdim, cfg.promote)
     inputs = {name: {"hash": out.hash, "shards": [str(p) for p in list_shards(out.dir)]}
               for name, out in ctx.inputs.items()}
     data = {"source": rows.source, "train_rows": len(rows), "negatives": rows.n_negatives,
@@ -252,29 +359,33 @@ def finish(ctx: StageContext, cfg: TrainConfig, start_model: str, rows: Training
     card = model_card(job=ctx.job.name, stage_hash=ctx.out_dir.name.rsplit("-", 1)[-1],
                       spec_hash=ctx.job.spec_hash(), start_model=start_model, start_model_ref=start_ref,
                       start_model_id=model_id(start_model), mode=cfg.mode, loss=cfg.loss, inputs=inputs, data=data,
-                      config=cfg.model_dump(mode="json"), dims=result["dims"], before=result["before"],
+                      config=cfg.model_dump(mode="json"), dims=dims, before=result["before"],
                       after=result["after"], history={"steps": result["steps"], "best": result["best"],
                                                       "seconds": result["seconds"]},
-                      versions=library_versions())
+                      versions=library_versions(), guard=guard)
+    save = result["candidates"][verdict.promoted][1]
 
     def write(tmp: Path) -> None:
-        result["save"](tmp)
-        finish_model_dir(tmp, title=ctx.job.name, base_model=hub_id(start_ref), dims=result["dims"],
-                         extra_markdown=card, metrics=result["after"])
+        save(tmp)
+        finish_model_dir(tmp, title=ctx.job.name, base_model=hub_id(start_ref), dims=dims, extra_markdown=card,
+                         metrics=result["candidates"][verdict.promoted][0])
 
     publish_dir(ctx.out_dir / "model", write)
     per_dim = {str(d): {"ndcg@10_before": result["before"].get(f"val_ndcg@10_d{d}"),
                         "ndcg@10_after": result["after"].get(f"val_ndcg@10_d{d}"),
                         "recall@10_before": result["before"].get(f"val_recall@10_d{d}"),
-                        "recall@10_after": result["after"].get(f"val_recall@10_d{d}")} for d in result["dims"]}
+                        "recall@10_after": result["after"].get(f"val_recall@10_d{d}")} for d in dims}
     ctx.extra.update({
         "model_dir": str(ctx.out_dir / "model"), "model_id": model_id(ctx.out_dir / "model"),
         "start_model": start_model, "data": data, "metrics_per_dim": per_dim,
         "metrics_before": result["before"], "metrics_after": result["after"],
+        "promoted": guard["promoted"], "guard": guard,
+        "candidate_metrics": {name: metrics for name, (metrics, _) in result["candidates"].items()},
         "training": {"steps": result["steps"], "best": result["best"], "resumed_from": result["resumed_from"],
                      "seconds": result["seconds"], "train_loss": result["train_loss"],
                      "loss_history": result["losses"], "eval_history": result["evals"]},
     })
-    log.info("train: model saved to %s; val nDCG@10 %s", ctx.out_dir / "model",
-             ", ".join(f"d{d}: {v['ndcg@10_before'] or 0:.3f} → {v['ndcg@10_after'] or 0:.3f}"
-                       for d, v in per_dim.items()))
+    for line in guard_table(verdict, dims):
+        log.info("train: %s", line)
+    (log.info if verdict.better or verdict.better is None else log.warning)("train: %s", verdict.message)
+    log.info("train: model saved to %s (%s)", ctx.out_dir / "model", guard["promoted"])

@@ -17,11 +17,23 @@ def _metrics_table(before: dict[str, float], after: dict[str, float], dims: list
     return lines
 
 
+def _guard_section(guard: dict[str, Any] | None) -> list[str]:
+    """The regression guard's verdict: which model this directory holds and why."""
+    if not guard:
+        return []
+    lines = ["## Regression guard", "", f"{guard['message'][0].upper()}{guard['message'][1:]}."]
+    if guard["promoted"] == "base":
+        lines += ["", "**Not promoted**: this directory holds the start model unchanged, because the tuned model "
+                  f"did not beat it on {guard['signal']} validation at {guard['primary_dim']} d "
+                  f"(`promote: {guard['promote']}`)."]
+    return [*lines, ""]
+
+
 def model_card(*, job: str, stage_hash: str, spec_hash: str, start_model: str, start_model_id: str,
                start_model_ref: str | None = None,
                mode: str, loss: str, inputs: dict[str, Any], data: dict[str, Any], config: dict[str, Any],
                dims: list[int], before: dict[str, float], after: dict[str, float], history: dict[str, Any],
-               versions: dict[str, str]) -> str:
+               versions: dict[str, str], guard: dict[str, Any] | None = None) -> str:
     """embedforge's part of the model card (after sentence-transformers' own, :mod:`model_files`): validation per
     dimension, the regression guard, lineage (names and content hashes, no machine paths), training settings."""
     lines = [
@@ -39,6 +51,7 @@ def model_card(*, job: str, stage_hash: str, spec_hash: str, start_model: str, s
         "",
         *_metrics_table(before, after, dims),
         "",
+        *_guard_section(guard),
         "## Lineage",
         "",
         f"- job: `{job}`, job spec hash `{spec_hash}`, stage hash `{stage_hash}`",

@@ -99,7 +99,8 @@ def inputs(tmp_path_factory: pytest.TempPathFactory, scifact_slice: Path) -> dic
 
 def _spec(run_dir: Path, **train: object) -> dict:
     base = {"max_steps": 6, "batch_size": 16, "learning_rate": 1e-4, "eval_steps": 2, "max_seq_length": 32,
-            "matryoshka_dims": [384, 128], "save_total_limit": 3, "eval_corpus_max": 80}
+            "matryoshka_dims": [384, 128], "save_total_limit": 3, "eval_corpus_max": 80,
+            "promote": "always"}  # these tests check the training itself; the guard has test_train_guard.py
     return {"name": "t", "run_dir": str(run_dir), "device": "cpu", "seed": 7, "threads": 2,
             "stages": {"train": {**base, **train}}}
 

@@ -189,3 +189,50 @@ def test_interpolate_is_wise_ft() -> None:
     assert torch.allclose(out["w"], torch.tensor([1.5, 4.0])) and torch.equal(out["ids"], tuned["ids"])
     with pytest.raises(ValueError, match="differ"):
         interpolate(tuned, {"w": start["w"]}, 0.5)
+
+
+@pytest.fixture(scope="module")
+def adi_passages() -> list[str]:
+    import json
+
+    from embedforge.data.ingest import BUILTIN_DIR
+
+    docs = [json.loads(line) for line in (BUILTIN_DIR / "adi" / "corpus.jsonl").read_text().splitlines()]
+    return [f"{d['title']} {d['text']}" for d in docs]
+
+
+def test_cross_encoder_and_dense_teachers_rank_the_corpus(tmp_path, minilm_path, encoder, adi_passages) -> None:
+    """A tiny randomly initialised cross-encoder (MiniLM's config, 2 layers) saved to tmp re-scores the hybrid
+    teacher's candidates; the dense teacher is a plain search with another bi-encoder (here MiniLM itself)."""
+    from sentence_transformers import CrossEncoder
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from embedforge.search.index import search
+    from embedforge.training.teacher import CrossEncoderTeacher, DenseTeacher, HybridTeacher, build_teacher
+
+    config = BertConfig.from_pretrained(str(minilm_path), num_labels=1, num_hidden_layers=2)
+    torch.manual_seed(0)
+    BertForSequenceClassification(config).save_pretrained(tmp_path / "ce")
+    AutoTokenizer.from_pretrained(str(minilm_path)).save_pretrained(tmp_path / "ce")
+
+    queries = ["computer retrieval of documents", "library catalog cards"]
+    hybrid = HybridTeacher(adi_passages, encoder, depth=20)
+    h_scores, h_ids = hybrid.rank(queries, 20)
+    assert h_ids.shape == (2, 20) and (np.diff(h_scores, axis=1) <= 0).all()
+    ce = CrossEncoderTeacher(adi_passages, hybrid, str(tmp_path / "ce"), device="cpu")
+    scores, ids = ce.rank(queries, 5)
+    assert ids.shape == (2, 5) and (np.diff(scores, axis=1) <= 0).all()
+    reference = CrossEncoder(str(tmp_path / "ce"), device="cpu")
+    for q, cand, row_ids, row_scores in zip(queries, h_ids, ids, scores, strict=True):
+        assert set(row_ids) <= set(cand)  # re-scored first-stage candidates only
+        expected = reference.predict([(q, adi_passages[i]) for i in cand])
+        np.testing.assert_allclose(row_scores, np.sort(expected)[::-1][:5], rtol=1e-4, atol=1e-5)
+
+    dense = DenseTeacher(adi_passages, encoder)
+    d_scores, d_ids = dense.rank(queries, 5)
+    ref_scores, ref_ids = search(encoder.encode(queries), encoder.encode(adi_passages), 5)
+    np.testing.assert_array_equal(d_ids, ref_ids)
+    assert isinstance(build_teacher("cross_encoder", adi_passages[:10], start_model=str(minilm_path),
+                                    teacher_model=str(tmp_path / "ce"), device="cpu", depth=10), CrossEncoderTeacher)
+    with pytest.raises(ValueError, match="teacher_model"):
+        build_teacher("dense", adi_passages, start_model=str(minilm_path), teacher_model=None, device="cpu", depth=10)

@@ -1,0 +1,193 @@
+"""The train stage's regression guard on the built-in ADI corpus (82 abstracts, packaged with embedforge).
+
+Inputs are CHUNKS / QUERIES shards built here from the ADI abstracts (a title, a sentence and a three-keyword query
+per abstract, every fifth abstract held out for validation); the stage runs through the runner. A run made to hurt
+(a learning rate that wrecks MiniLM in four steps) must end with the start model promoted, byte-for-byte; the
+same run with ``promote: always`` keeps the tuned model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+
+from embedforge.data.ingest import BUILTIN_DIR
+from embedforge.data.schemas import CHUNKS, QUERIES
+from embedforge.data.shards import ShardWriter, shard_name
+from embedforge.runner import run_stage
+from embedforge.spec import validate_dict
+from embedforge.stages.base import StageOutput
+
+
+def adi_inputs(root: Path) -> dict[str, tuple[str, str]]:
+    """chunk and generate outputs over the ADI abstracts: one chunk per abstract, two queries each."""
+    docs = [json.loads(line) for line in (BUILTIN_DIR / "adi" / "corpus.jsonl").read_text().splitlines()]
+    chunk_rows, query_rows = [], []
+    for i, doc in enumerate(docs):
+        version = hashlib.sha256((doc["title"] + "\n" + doc["text"]).encode()).hexdigest()
+        cid = f"{version[:16]}-0"
+        chunk_rows.append({"chunk_id": cid, "doc_id": doc["_id"], "doc_version": version, "idx": 0,
+                           "title": doc["title"], "text": doc["text"], "start_char": 0, "end_char": len(doc["text"]),
+                           "n_tokens": 0})
+        sentences = [s.strip() for s in re.split(r"(?<=[.;])\s+", doc["text"]) if len(s.split()) >= 5]
+        split = "val" if i % 5 == 0 else "train"
+        words = [w for w in re.findall(r"[a-z]{5,}", doc["text"].lower())][1::4][:3]
+        for kind, text in (("title", doc["title"]), ("ict", max(sentences or [doc["text"]], key=len)),
+                           ("keyword", " ".join(words))):
+            query_rows.append({"query_id": f"{doc['_id']}-{kind}", "chunk_id": cid, "doc_id": doc["_id"],
+                               "query": text, "kind": kind, "generator": "fixture", "prompt_hash": "", "seed": 0,
+                               "split": split})
+    out = {}
+    for name, rows, schema in (("chunk", chunk_rows, CHUNKS), ("generate", query_rows, QUERIES)):
+        d = root / f"{name}-adi"
+        ShardWriter(d).write(shard_name(0), pa.Table.from_pylist(rows, schema=schema))
+        (d / "_SUCCESS").write_text("fixture\n")
+        out[name] = (f"{name}hash", str(d))
+    return out
+
+
+def spec(run_dir: Path, **train: object) -> dict:
+    base = {"max_steps": 4, "batch_size": 16, "learning_rate": 5e-5, "eval_steps": 2, "max_seq_length": 64,
+            "matryoshka_dims": [384, 96], "save_total_limit": 2, "warmup_ratio": 0.0}
+    return {"name": "adi", "run_dir": str(run_dir), "device": "cpu", "seed": 3, "threads": 2,
+            "stages": {"train": {**base, **train}}}
+
+
+def run_train(spec: dict, inputs: dict[str, tuple[str, str]], out: Path) -> dict:
+    outputs = {n: StageOutput(n, h, Path(d)) for n, (h, d) in inputs.items()}
+    outputs["train"] = StageOutput("train", "t", out)
+    return run_stage(validate_dict(spec), "train", outputs)
+
+
+def _weights(model_dir: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(model_dir / "model.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def adi(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[str, str]]:
+    return adi_inputs(tmp_path_factory.mktemp("adi_inputs"))
+
+
+@pytest.fixture(scope="module")
+def hurt_runs(tmp_path_factory: pytest.TempPathFactory, adi: dict) -> dict[str, tuple[Path, dict]]:
+    """The same harmful training (learning rate 0.02) with promote if_better and always."""
+    root = tmp_path_factory.mktemp("hurt")
+    runs = {}
+    for promote in ("if_better", "always"):
+        out = root / f"train-{promote}"
+        runs[promote] = out, run_train(spec(root, learning_rate=2e-2, promote=promote), adi, out)
+    return runs
+
+
+def test_harmful_training_promotes_the_base_model(hurt_runs: dict, minilm_path: Path, caplog) -> None:
+    out, manifest = hurt_runs["if_better"]
+    guard = manifest["guard"]
+    assert manifest["promoted"] == "base" and guard["better"] is False
+    base, tuned = guard["scores"]["base"]["384"], guard["scores"]["tuned"]["384"]
+    assert tuned < base - 0.05, (tuned, base)  # the run really hurt
+    assert guard["message"] == (f"the tuned model is not better than the base model on synthetic-query nDCG@10 at "
+                                f"384 d: {tuned:.4f} vs {base:.4f}; the job's model is the base model")
+    saved, start = _weights(out / "model"), _weights(minilm_path)
+    assert len(saved) > 100 and set(saved) <= set(start)  # the start file also holds the position_ids buffer
+    assert all(torch.equal(saved[k], start[k]) for k in saved), "the promoted model is not the start model"
+    card = (out / "model" / "README.md").read_text()
+    assert "Not promoted" in card and f"{tuned:.4f} vs {base:.4f}" in card
+    assert manifest["metrics_per_dim"]["384"]["ndcg@10_after"] == pytest.approx(tuned)
+
+
+def test_promote_always_keeps_the_tuned_model(hurt_runs: dict, minilm_path: Path) -> None:
+    out, manifest = hurt_runs["always"]
+    assert manifest["promoted"] == "tuned" and manifest["guard"]["better"] is False
+    assert manifest["guard"]["message"].endswith("the job's model is the tuned model (promote: always)")
+    saved, start = _weights(out / "model"), _weights(minilm_path)
+    assert any(not torch.equal(saved[k], start[k]) for k in saved)
+    assert "Not promoted" not in (out / "model" / "README.md").read_text()
+    # both runs measured the same base and trained the same way
+    other = hurt_runs["if_better"][1]["guard"]["scores"]
+    assert manifest["guard"]["scores"] == other
+
+
+# ---------------------------------------------------------------- teacher-guided training
+
+
+@pytest.fixture(scope="module")
+def margin_mse_run(tmp_path_factory: pytest.TempPathFactory, adi: dict) -> tuple[Path, dict]:
+    """Hybrid teacher (real BM25 + MiniLM), MarginMSE, teacher-agreement validation, WiSE-FT candidate."""
+    root = tmp_path_factory.mktemp("teacher")
+    out = root / "train-mm"
+    s = spec(root, teacher="hybrid", loss="margin_mse", max_negatives=2, query_filter_rank=1,
+             false_negative_margin=0.3, teacher_temperature=0.5, validation="both", weight_averaging=0.5)
+    return out, run_train(s, adi, out)
+
+
+def test_teacher_scores_and_negatives_are_written_to_triples(margin_mse_run: tuple[Path, dict], adi: dict,
+                                                             encoder) -> None:
+    import pyarrow.parquet as pq
+
+    from embedforge.training.data import load_passages
+    from embedforge.training.teacher import HybridTeacher
+
+    out, manifest = margin_mse_run
+    teacher = manifest["teacher"]
+    triples = pq.read_table(out / "teacher_triples" / "shards" / shard_name(0)).to_pylist()
+    dropped = (out / "teacher_dropped.jsonl").read_text().splitlines()
+    assert teacher["kind"] == "hybrid" and teacher["kept"] == len(triples) > 20
+    assert teacher["dropped"] == len(dropped) > 0 and teacher["kept"] + teacher["dropped"] == teacher["queries"]
+    assert manifest["counts"]["teacher_dropped"] == len(dropped)
+    assert manifest["data"]["source"] == "teacher" and manifest["data"]["train_rows"] == len(triples)
+    # the same teacher, rebuilt here: every kept query has its passage first, negatives are the first candidates
+    # after it that score at least the margin below it; every dropped query's passage is not first
+    passages = load_passages(Path(adi["chunk"][1]))
+    ids = list(passages)
+    hybrid = HybridTeacher(list(passages.values()), encoder, depth=100)
+    scores, ranked = hybrid.rank([t["query"] for t in triples], 100)
+    for t, srow, irow in zip(triples, scores, ranked, strict=True):
+        order = [ids[i] for i in irow if i >= 0]
+        assert order[0] == t["pos_chunk_id"] and t["pos_score"] == pytest.approx(srow[0], abs=1e-4)
+        expected = [(ids[i], s) for s, i in zip(srow[1:], irow[1:], strict=True) if i >= 0 and s < srow[0] - 0.3][:2]
+        assert t["neg_chunk_ids"] == [c for c, _ in expected]
+        assert t["neg_scores"] == pytest.approx([s for _, s in expected], abs=1e-4)
+        assert len(t["negatives"]) == 2 and t["negatives"][0] == passages[t["neg_chunk_ids"][0]]
+    first = [json.loads(line) for line in dropped][0]
+    assert "rank" in first["reason"] or "outside" in first["reason"]
+
+
+def test_margin_mse_trains_and_the_guard_uses_the_configured_signal(margin_mse_run: tuple[Path, dict]) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    out, manifest = margin_mse_run
+    guard = manifest["guard"]
+    assert guard["signal"] == "both" and set(guard["scores"]) == {"base", "tuned", "averaged"}
+    cands = manifest["candidate_metrics"]
+    for name in ("base", "tuned", "averaged"):
+        m = cands[name]
+        assert 0 <= m["val_teacher_ndcg@10_d384"] <= 1 and 0 <= m["val_ndcg@10_d384"] <= 1
+        assert m["val_mean_ndcg@10_d384"] == pytest.approx((m["val_teacher_ndcg@10_d384"] + m["val_ndcg@10_d384"]) / 2)
+        assert guard["scores"][name]["384"] == m["val_mean_ndcg@10_d384"]
+    losses = [loss for _, loss in manifest["training"]["loss_history"]]
+    assert len(losses) == 4 and all(np.isfinite(losses))
+    best = max(("tuned", "averaged"), key=lambda n: cands[n]["val_mean_ndcg@10_d384"])
+    expected = best if cands[best]["val_mean_ndcg@10_d384"] > cands["base"]["val_mean_ndcg@10_d384"] else "base"
+    assert guard["candidate"] == expected and manifest["promoted"] == ("base" if expected == "base" else "tuned")
+    assert SentenceTransformer(str(out / "model"), device="cpu").encode(["x"]).shape == (1, 384)
+
+
+def test_distill_kl_with_mnrl_trains_and_saves(tmp_path: Path, adi: dict) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    s = spec(tmp_path, teacher="hybrid", loss="distill_kl", mnrl_weight=0.2, max_negatives=3, max_steps=2,
+             validation="teacher", teacher_temperature=0.5)
+    manifest = run_train(s, adi, tmp_path / "train-kl")
+    assert manifest["guard"]["signal"] == "teacher" and manifest["data"]["negatives"] == 3
+    assert manifest["training"]["steps"] == 2 and all(np.isfinite(v) for _, v in manifest["training"]["loss_history"])
+    assert manifest["promoted"] in ("base", "tuned")
+    assert SentenceTransformer(str(tmp_path / "train-kl" / "model"), device="cpu").encode(["x"]).shape == (1, 384)
