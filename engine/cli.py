@@ -96,8 +96,35 @@ def run(job: Path, overrides: Overrides = None,
         fail(str(exc), 1)
     table = Table("stage", "rows out", "quarantined", "seconds")
     for name, manifest in results.items():
-        table.add_row(name, str(manifest.get("rows_out")), str(manifest.get("quarantined")),
-                      str(manifest.get("timings", {}).get("seconds")))
+        table.add_row(name, _cell(manifest.get("rows_out")), _cell(manifest.get("quarantined")),
+                      _cell(manifest.get("timings", {}).get("seconds")))
+    console.print(table)
+    _print_headline(spec)
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "–"
+    return f"{value:,.1f}" if isinstance(value, float) else f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def _print_headline(spec) -> None:  # noqa: ANN001
+    """The job's headline numbers: tuned vs base nDCG@10 per dimension, flagged when the tuned model is worse."""
+    from embedforge.evaluation.report import headline
+    from embedforge.runner import plan
+
+    if "evaluate" not in spec.stages:
+        return
+    results = plan(spec)["evaluate"].dir / "results.json"
+    if not results.is_file():
+        return
+    rows = headline(json.loads(results.read_text()))
+    if not rows:
+        return
+    table = Table("dataset", "dim", "base nDCG@10", "tuned nDCG@10", "Δ", "")
+    for r in rows:
+        table.add_row(str(r["dataset"]), _cell(r["dim"]), f"{r['base']:.4f}", f"{r['tuned']:.4f}", f"{r['delta']:+.4f}",
+                      "[bold red]tuned is worse[/]" if r["worse"] else "")
     console.print(table)
 
 

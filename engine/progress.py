@@ -115,5 +115,6 @@ def quiet_third_party(verbosity: int = 0) -> None:
     warnings.filterwarnings("ignore", module=r"torch\.onnx.*")
     warnings.filterwarnings("ignore", message=r"Converting a tensor to a Python")  # torch.jit's TracerWarning
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|sentence_transformers)\..*")
-    for name in ("torch.onnx", "onnxruntime", "onnxscript", "sentence_transformers", "transformers", "vllm", "ray"):
+    for name in ("torch.onnx", "onnxruntime", "onnxscript", "sentence_transformers", "transformers", "vllm", "ray",
+                 "bitsandbytes"):
         logging.getLogger(name).setLevel(logging.ERROR)

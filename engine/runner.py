@@ -214,8 +214,8 @@ def run_stage(job: JobSpec, name: str, outputs: dict[str, StageOutput], force: b
     (out.dir / SUCCESS).write_text(out.hash + "\n")
     if out.url:
         run_storage.push(out.dir, out.url)
-    log.info("stage %s: done in %.1fs, rows out %s, quarantined %s", name, manifest["timings"]["seconds"],
-             manifest["rows_out"], manifest["quarantined"])
+    log.info("stage %s: done in %.1fs%s, quarantined %s", name, manifest["timings"]["seconds"],
+             "" if manifest["rows_out"] is None else f", rows out {manifest['rows_out']:,}", manifest["quarantined"])
     return manifest
 
 

@@ -159,3 +159,18 @@ def write_report(result: EvalResult, out_dir: str | Path, title: str = "Evaluati
     write_trec_runs(result, out)
     write_mteb_results(result, out, split)
     return paths
+
+
+def headline(rows: Sequence[dict[str, Any]], reference: str = "base", candidate: str = "tuned") -> list[dict[str, Any]]:
+    """Per dataset and dimension: ``candidate`` vs ``reference`` nDCG@10 of the float search, the difference, and
+    whether the candidate is worse (for the end-of-run summary)."""
+    by_key = {(r["dataset"], r["model"], r.get("dim")): r["ndcg_at_10"] for r in rows
+              if r.get("quantization", "none") == "none" and "fused_with" not in r}
+    out = []
+    for (dataset, model, dim), value in sorted(by_key.items(), key=lambda kv: (kv[0][0], -(kv[0][2] or 0))):
+        if model != candidate or (dataset, reference, dim) not in by_key:
+            continue
+        ref = by_key[(dataset, reference, dim)]
+        out.append({"dataset": dataset, "dim": dim, reference: ref, candidate: value, "delta": value - ref,
+                    "worse": value < ref})
+    return out

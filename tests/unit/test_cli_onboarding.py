@@ -61,3 +61,23 @@ def test_third_party_noise_is_off_unless_verbose() -> None:
     loud = subprocess.run([sys.executable, "-P", "-c", probe, "-v"], capture_output=True, text=True, env=env)
     assert quiet.stdout.split()[-2:] == ["1", "1"]
     assert loud.stdout.split()[-2:] == ["None", "None"]
+
+
+def test_headline_flags_a_worse_tuned_model() -> None:
+    from embedforge.evaluation.report import headline
+
+    rows = [{"dataset": "d", "model": m, "dim": dim, "quantization": q, "ndcg_at_10": v}
+            for m, dim, q, v in [("base", 384, "none", 0.60), ("tuned", 384, "none", 0.58), ("base", 96, "none", 0.50),
+                                 ("tuned", 96, "none", 0.55), ("tuned", 96, "int8", 0.10), ("bm25", None, "none", 0.7)]]
+    assert [(r["dim"], r["worse"], round(r["delta"], 4)) for r in headline(rows)] == [(384, True, -0.02), (96, False, 0.05)]
+
+
+def test_run_ends_with_the_headline_numbers(cli, tmp_path: Path, minilm_path: Path) -> None:
+    job = tmp_path / "job.yaml"
+    job.write_text(f"name: head\nrun_dir: {tmp_path / 'runs'}\nstages:\n  evaluate:\n    datasets: [builtin:adi]\n"
+                   f"    models: [base, 'tuned={minilm_path}']\n    dims: [384, 96]\n    quantizations: [none]\n"
+                   "    bm25: false\n    heldout: false\n    latency: false\n    n_resamples: 200\n")
+    proc = cli("run", str(job))
+    text = proc.stdout + proc.stderr
+    assert "tuned nDCG@10" in text and "+0.0000" in text and "tuned is worse" not in text
+    assert "None" not in text
