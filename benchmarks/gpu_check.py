@@ -7,9 +7,9 @@
 Writes ``DIR/gpu_check.json``, ``DIR/gpu_check.md`` (one table per section; also printed) and ``DIR/pytest.log``.
 Sections:
 
-- ``pytest``: ``pytest -m gpu`` over every test file that carries the ``gpu`` marker (Triton kernels compiled
-  and checked against their torch references in fp32/fp16/bf16, the device module's CUDA choices, the encoder on
-  CUDA); tests of an absent optional package (faiss-gpu, vLLM) are deselected and named;
+- ``pytest`` (run after the timed sections): ``pytest -m gpu`` over every test file that carries the ``gpu``
+  marker (Triton kernels compiled and checked against their torch references in fp32/fp16/bf16, the device
+  module's CUDA choices, the encoder on CUDA); tests of an absent optional package (faiss, vLLM) are deselected;
 - ``kernels``: each Triton kernel against its torch reference and its honest peer (``torch.topk`` over a
   matmul for the top-k kernels), in each dtype, from ``bench_kernels.build_cases``: time, ratio, max error;
 - ``encode``: our encoder (torch backend, fp16 and bf16, token-budget batches over length-sorted windows) against
@@ -267,7 +267,10 @@ def section_encode(ctx: Context) -> dict[str, Any]:
     st = SentenceTransformer(str(ctx.model_dir), device=str(ctx.device), local_files_only=True)
     if ref_dtype == "fp16":
         st.half()
-    lengths = np.asarray([len(ids) for ids in st.tokenizer(texts, truncation=True, max_length=st.max_seq_length)["input_ids"]])
+    tokenize_start = time.perf_counter()  # the tokenizer alone: a floor under both paths' time
+    encoded = st.tokenizer(texts, truncation=True, max_length=st.max_seq_length)["input_ids"]
+    tokenize_s = time.perf_counter() - tokenize_start
+    lengths = np.asarray([len(ids) for ids in encoded])
     tokens, flops = int(lengths.sum()), useful_flops(lengths, ctx.config)
     st.encode(texts[:256], batch_size=128)  # warm-up (CUDA context, cuBLAS handles, kernels)
     times: dict[str, float] = {}
@@ -292,6 +295,7 @@ def section_encode(ctx: Context) -> dict[str, Any]:
         row["ok"] = cosine >= (0.99 if dtype != "fp32" else 0.9999)
         rows.append(row)
     return {"texts": len(texts), "tokens": tokens, "mean_tokens": tokens / len(texts), "reference_dtype": ref_dtype,
+            "tokenize_only_s": tokenize_s, "notes": [f"tokenizer alone: {tokenize_s:.2f} s for {len(texts)} texts"],
             "bf16_matmul_tflops_measured": peak, "rows": rows, "ok": all(r.get("ok", True) for r in rows)}
 
 
@@ -476,9 +480,10 @@ def section_vllm(ctx: Context) -> dict[str, Any]:
 
 
 SECTIONS: dict[str, Callable[[Context], dict[str, Any]]] = {
-    "pytest": section_pytest, "kernels": section_kernels, "encode": section_encode, "mining": section_mining,
-    "training": section_training, "faiss_gpu": section_faiss_gpu, "vllm": section_vllm,
+    "kernels": section_kernels, "encode": section_encode, "mining": section_mining, "training": section_training,
+    "pytest": section_pytest, "faiss_gpu": section_faiss_gpu, "vllm": section_vllm,
 }
+"""In run order: the timed sections first, then the test run (the longest: it compiles every kernel variant)."""
 
 
 # ---------------------------------------------------------------------------- driver
@@ -598,6 +603,13 @@ def main(argv: list[str] | None = None) -> int:
     if not args.tiny and not torch.cuda.is_available():
         print("no CUDA device here: running the full sizes on the CPU would take hours; use --tiny", file=sys.stderr)
         return 2
+    def write(complete: bool) -> str:  # after every section: a run cut short still leaves its findings
+        report.update(complete=complete, seconds=round(time.perf_counter() - start, 1))
+        (out / "gpu_check.json").write_text(json.dumps(report, indent=1, default=str))
+        text = markdown(report)
+        (out / "gpu_check.md").write_text(text)
+        return text
+
     with tempfile.TemporaryDirectory(prefix="gpu_check-") as tmp:
         ctx = Context(args.tiny, Path(tmp), out)
         for name in wanted:
@@ -605,11 +617,8 @@ def main(argv: list[str] | None = None) -> int:
             report["sections"][name] = sec = run_section(name, ctx)
             print(f"[gpu_check] {name}: {sec['status']} in {sec['seconds']} s"
                   + (f" ({sec['reason']})" if sec.get("reason") else ""), flush=True)
-    report["seconds"] = round(time.perf_counter() - start, 1)
-    (out / "gpu_check.json").write_text(json.dumps(report, indent=1, default=str))
-    text = markdown(report)
-    (out / "gpu_check.md").write_text(text)
-    print(text)
+            write(complete=False)
+    print(write(complete=True))
     bad = [n for n, s in report["sections"].items() if s["status"] == "failed" or s.get("ok") is False]
     if bad:
         print(f"[gpu_check] not passed: {', '.join(bad)}", file=sys.stderr)

@@ -101,6 +101,8 @@ def run_data_parallel(fn: Callable[..., dict[str, Any]], ctx: Any, nproc: int, *
                           "its processes' errors are in the log above")
     with open(result_file, "rb") as fh:
         out = pickle.load(fh)
+    for key in [k for k in out["throughput"] if "examples" in k]:  # rank 0 counted its own share of each step
+        out["throughput"][key] = round(out["throughput"][key] * nproc, 2)
     for name in ("counts", "extra", "throughput"):
         getattr(ctx, name).update(out[name])
     out["result"]["world_size"] = nproc

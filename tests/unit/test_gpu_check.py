@@ -17,7 +17,7 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[2]
-SECTIONS = ("pytest", "kernels", "encode", "mining", "training", "faiss_gpu", "vllm")
+SECTIONS = ("kernels", "encode", "mining", "training", "pytest", "faiss_gpu", "vllm")
 
 
 def _kit():
@@ -34,7 +34,7 @@ def test_tiny_run_writes_a_well_formed_report(tmp_path: Path) -> None:
     report = json.loads((out / "gpu_check.json").read_text())
     text = (out / "gpu_check.md").read_text()
     assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    assert report["mode"] == "tiny-cpu" and report["machine"]["git_sha"]
+    assert report["mode"] == "tiny-cpu" and report["machine"]["git_sha"] and report["complete"] is True
     assert list(report["sections"]) == list(SECTIONS)
     for name, sec in report["sections"].items():
         assert sec["status"] in ("ran", "skipped"), (name, sec)
@@ -106,6 +106,31 @@ def test_a_missing_dependency_skips_the_section_with_its_reason(monkeypatch: pyt
     skipped, failed = kit.run_section("fake", None), kit.run_section("broken", None)
     assert skipped["status"] == "skipped" and skipped["reason"] == "no_such_module_for_gpu_check not installed (just a test)"
     assert failed["status"] == "failed" and failed["reason"] == "ValueError: boom" and "Traceback" in failed["traceback"]
+
+
+def test_one_cuda_major_in_the_gpu_extra_the_constraints_and_the_image() -> None:
+    """By construction (no container engine, no GPU here): the gpu extra, its pins and the image agree on CUDA 13."""
+    import re
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    lines = (REPO / "constraints" / "gpu-cuda13.txt").read_text().splitlines()
+    pins = dict(line.split("==") for line in lines if line and not line.startswith("#"))
+    assert len(pins) > 100 and all(re.fullmatch(r"[a-z0-9][a-z0-9.\-]*", name) for name in pins)
+    for spec in extras["gpu"] + extras["serve"]:  # every direct requirement is pinned, within its range
+        req = Requirement(spec)
+        assert req.name in pins, req.name
+        assert req.specifier.contains(pins[req.name], prereleases=True), (spec, pins[req.name])
+    assert pins["cuda-toolkit"].startswith("13.") and pins["torch"] == "2.14.0"
+    cuda12 = [name for name in pins if re.search(r"cu(da)?-?12|cu12", name)]
+    assert cuda12 == ["nvidia-cutlass-dsl-libs-cu12"], cuda12  # the one documented exception (docs/gpu.md)
+    assert not any("vllm" in r or "ray" in r for r in extras["serve"])
+    containerfile = (REPO / "Containerfile.cuda").read_text()
+    assert re.search(r"^ARG CUDA_VERSION=13\.", containerfile, re.M)
+    assert "ENV PIP_CONSTRAINT=/src/constraints/gpu-cuda13.txt" in containerfile
+    assert "COPY constraints ./constraints" in containerfile and 'pip install ".[serve]"' in containerfile
 
 
 # ------------------------------------------------------------------ CUDA only (the kit's pytest section)
