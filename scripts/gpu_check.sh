@@ -52,7 +52,7 @@ run)
         EMBEDFORGE_GIT_SHA=$(git describe --always --dirty 2>/dev/null || cat .whl/GIT_SHA 2>/dev/null || echo unknown)
         export EMBEDFORGE_GIT_SHA
     fi
-    export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+    export PYTHONUNBUFFERED=1
     exec "$PY" -P benchmarks/gpu_check.py "$@"
     ;;
 *)
