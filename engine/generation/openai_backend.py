@@ -6,6 +6,11 @@ from the environment variable named in the spec and is never logged or put in an
 server rejects for good (other 4xx) comes back with ``error`` set, so the stage quarantines it; a server that
 stays unavailable after all retries stops the stage (re-run to resume).
 
+Why ``httpx`` and not the ``openai`` client with its own ``max_retries``: the stage records how many requests
+were retried (the client's retries are invisible to its caller), treats a prompt the server rejects for good as
+a quarantined row rather than an exception, and speaks to servers that implement only ``/v1/chat/completions``;
+the retry loop below is those 20 lines.
+
 >>> api = OpenAIBackend("http://127.0.0.1:8000/v1", "smollm2", api_key_env=None)             # doctest: +SKIP
 >>> api.generate([[{"role": "user", "content": "Hi"}]], Sampling(max_tokens=8), seed=1)      # doctest: +SKIP
 """
