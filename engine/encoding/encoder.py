@@ -10,8 +10,12 @@ How it is fast:
 - backends: ``torch`` (fp32, or bf16/fp16 autocast; on CUDA pinned memory, non-blocking copies, one replica per
   visible GPU), ``onnx`` (ONNX Runtime fp32: the fastest exact CPU path here), ``onnx-int8`` (ORT dynamic int8,
   lossy) and ``st`` (sentence-transformers' own forward, for module stacks the fast path does not know);
-  ``auto`` picks ``onnx`` for fp32 on CPU when onnxruntime and onnx are installed, else ``torch``
-  (``EMBEDFORGE_ENCODER_BACKEND`` overrides what ``auto`` means, e.g. ``torch`` to skip ONNX exports);
+  ``auto`` for fp32 on CPU times ``onnx`` (when onnxruntime and onnx are installed) and ``torch`` on a probe
+  batch at start-up and keeps the faster, so the default is never the slower of the two on the CPU at hand;
+  ``torch`` elsewhere (``EMBEDFORGE_ENCODER_BACKEND`` overrides what ``auto`` means, e.g. ``torch`` to skip
+  ONNX exports);
+- bf16/fp16: the Linear weights are cast once and the rest runs under autocast (LayerNorm, softmax and
+  pooling stay fp32, which keeps cosine ≥ 0.9999 to fp32 where plain bf16 weights give ~0.998);
 - an optional on-disk cache (:mod:`embedforge.encoding.cache`): a text already encoded by the same model and
   variant is read back instead of encoded (``Encoder(..., cache=True)`` or ``encode(..., cache=True)``).
 
@@ -25,6 +29,7 @@ import logging
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -187,17 +192,23 @@ class Encoder:
         self.stats = {"texts_encoded": 0, "tokens": 0, "cache_hits": 0, "batches": 0}
         """Counters: texts the model actually ran on, their tokens, texts served from the cache, batches."""
         self._run = self._make_runner()
+        self.timings: dict[str, float] = {}
+        """Seconds per probe batch of each backend measured when ``auto`` chose between them."""
+        if self.backend == "onnx" and self._auto:
+            self._keep_faster()
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ setup
 
     def _pick_backend(self, wanted: str) -> str:
+        self._auto = False
         if self.pooling is None:
             if wanted not in ("auto", "st"):
                 log.warning("%s: module stack not supported by the fast path; using backend 'st'", self.path)
             return "st"
         wanted = os.environ.get("EMBEDFORGE_ENCODER_BACKEND", "") if wanted == "auto" else wanted
-        if wanted in ("", "auto"):
+        self._auto = wanted in ("", "auto")
+        if self._auto:
             exact_cpu = self.device.type == "cpu" and self.dtype == torch.float32
             return "onnx" if exact_cpu and dev.has_module("onnxruntime") and dev.has_module("onnx") else "torch"
         if wanted.startswith("onnx") and self.device.type != "cpu":
@@ -242,6 +253,10 @@ class Encoder:
                 hidden = ort_model(features)
                 return pool(hidden, torch.from_numpy(features["attention_mask"]), self.pooling, self.normalizes)
             return run_ort
+        if self.dtype != torch.float32:  # weights cast once; autocast would re-cast them on every forward
+            for module in hf.modules():
+                if isinstance(module, torch.nn.Linear):
+                    module.to(self.dtype)
         replicas = self._replicas(hf)
 
         def run_torch(features: dict[str, np.ndarray], replica: int = 0) -> torch.Tensor:
@@ -253,6 +268,36 @@ class Encoder:
                 hidden = module(**feats).last_hidden_state
             return pool(hidden, feats["attention_mask"], self.pooling, self.normalizes).cpu()
         return run_torch
+
+    def _keep_faster(self) -> None:
+        """Exact fp32 on CPU: time ONNX Runtime and torch on a probe batch here and keep the faster (the winner
+        depends on the CPU, its ISA and the load, not on a fixed rule); remembered per model and thread count."""
+        key = (self.model_id, torch.get_num_threads())
+        if key in _FASTER:
+            self.backend, self.timings = _FASTER[key][0], dict(_FASTER[key][1])
+            if self.backend == "torch":
+                self._run = self._make_runner()
+            return
+        lengths = [96] * 4 + [32] * 8  # ~640 tokens: tens of ms per run on an idle core
+        features = self._pad([[self.tokenizer.cls_token_id or 101] + [1000 + (7 * i + j) % 20000
+                              for j in range(n - 1)] for i, n in enumerate(lengths)])
+        runners = {"onnx": self._run}
+        self.backend = "torch"
+        runners["torch"] = self._make_runner()
+        times: dict[str, list[float]] = {name: [] for name in runners}
+        with torch.inference_mode():
+            for rep in range(3):  # interleaved, so a burst of load elsewhere hits both; the first is warm-up
+                for name, run in runners.items():
+                    t0 = time.perf_counter()
+                    run(features)
+                    if rep:
+                        times[name].append(time.perf_counter() - t0)
+        self.timings = {name: min(t) for name, t in times.items()}
+        self.backend = min(self.timings, key=self.timings.get)
+        self._run = runners[self.backend]
+        _FASTER[key] = (self.backend, dict(self.timings))
+        log.info("encoder backend auto: %s (probe %s)", self.backend,
+                 ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in self.timings.items()))
 
     def _replicas(self, hf: torch.nn.Module) -> list[tuple[torch.device, torch.nn.Module]]:
         """One model per visible GPU when the device is plain ``cuda`` and there are several; else the one."""
@@ -370,6 +415,8 @@ class Encoder:
 
 
 _LOADED: dict[tuple[str, str, str, str], Encoder] = {}
+_FASTER: dict[tuple[str, int], tuple[str, dict[str, float]]] = {}
+"""Backend ``auto`` chose for exact CPU encoding, per (model id, threads), with the probe timings."""
 
 
 def get_encoder(model: str | Path, *, device: str = "auto", dtype: str = "fp32", backend: str = "auto",
