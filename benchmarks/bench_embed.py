@@ -5,11 +5,17 @@
 
 Speed: SciFact documents (all judged test documents first, then the rest up to ``--docs``) are chunked at 256
 MiniLM tokens with our chunker; passages are ``title + " " + chunk``. The chunks are processed in windows of
-``--window``; in each window every contender encodes the same texts back to back (ST with batch 32, the
-reference), so machine noise hits all of them alike. Reported per contender: docs/s (chunks/s),
-``speedup_vs_st`` (ratio of total times) and ``min_cosine`` (per row, vs ST). Contenders: ``ours`` (the
-default exact path: ``backend=auto``, fp32 → ONNX Runtime on CPU), ``ours-torch`` (fp32 eager), ``ours-bf16``
-(torch bf16 autocast) and ``ours-int8`` (ORT dynamic int8). No cache anywhere.
+``--window``; in each window every contender encodes the same texts back to back, so machine noise hits all
+of them alike. References: ``st`` (``SentenceTransformer.encode``, batch 32, fp32) and ``st-bf16`` (the same
+with ``model_kwargs={"torch_dtype": torch.bfloat16}``; ``st-fp16`` too on CUDA). Ours: ``ours`` (the default
+exact path: ``backend=auto``, which times ONNX Runtime and torch fp32 at start-up and keeps the faster),
+``ours-torch`` (fp32 eager), ``ours-bf16`` (bf16 Linear weights, LayerNorm/softmax/pooling in fp32) and
+``ours-int8`` (ORT dynamic int8, lossy). No cache anywhere. Reported per contender: docs/s (chunks/s),
+``speedup_vs_st`` (vs ST fp32), ``speedup_same_precision`` (vs the ST reference of the same precision),
+``min_cosine`` (per row, vs ST fp32), and ``peak_fraction``: useful model FLOP/s (unpadded tokens x the
+model's FLOP per token at that length) over this machine's own peak, a large matmul timed in the same run
+in the contender's precision (fp32 or bf16). The JSON records the CPU model, its bf16/int8 ISA flags and the
+load average before and after.
 
 Quality: nDCG@10 on the SciFact test queries over the same sub-corpus (a document scores as its best chunk),
 for ST and each contender, with pytrec_eval. The sub-corpus makes absolute nDCG higher than on the full
@@ -32,6 +38,7 @@ import sys
 import tempfile
 import time
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +94,43 @@ def ndcg10(query_vecs: np.ndarray, qids: list[str], chunk_vecs: np.ndarray, owne
     return float(np.mean([v["ndcg_cut_10"] for v in evaluator.evaluate(run).values()]))
 
 
-def speed_and_quality(args: argparse.Namespace) -> list[dict[str, Any]]:
+def cpu_info() -> dict[str, Any]:
+    """CPU model, logical CPUs and the ISA flags that matter for bf16/int8 (from /proc/cpuinfo)."""
+    import os
+
+    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "?")
+    flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "avx_vnni")
+    return {"cpu_model": model, "logical_cpus": os.cpu_count(), "isa": [f for f in wanted if f in flags]}
+
+
+def matmul_peak(threads: int, n: int = 2048, reps: int = 5) -> dict[str, float]:
+    """This machine's matmul GFLOP/s in fp32 and bf16 (best of ``reps``), the peak the contenders are held to."""
+    import torch
+
+    torch.set_num_threads(threads)
+    peak = {}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+        a @ b
+        best = float("inf")
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            a @ b
+            best = min(best, time.perf_counter() - t0)
+        peak[name] = round(2 * n ** 3 / best / 1e9, 1)
+    return peak
+
+
+def model_flops(hf_config: Any, lengths: list[int]) -> float:
+    """FLOPs of a BERT-style encoder over sequences of ``lengths`` (unpadded): per layer and token, the Q/K/V/O
+    projections (4 H^2), the FFN (2 H I) and attention scores and mixing (2 T H) multiply-adds, x2."""
+    h, i, layers = hf_config.hidden_size, hf_config.intermediate_size, hf_config.num_hidden_layers
+    return float(sum(2 * layers * t * (4 * h * h + 2 * h * i + 2 * t * h) for t in lengths))
+
+
+def speed_and_quality(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     import torch
     from sentence_transformers import SentenceTransformer
 
@@ -99,37 +142,55 @@ def speed_and_quality(args: argparse.Namespace) -> list[dict[str, Any]]:
     qids = list(qrels)
     path = resolve_model("all-MiniLM-L6-v2")
     st = SentenceTransformer(str(path), device="cpu")
-    contenders: dict[str, Any] = {"st": lambda t: st.encode(t, batch_size=32, normalize_embeddings=True)}
+    st16 = SentenceTransformer(str(path), device="cpu", model_kwargs={"torch_dtype": torch.bfloat16})
+    references = {"st": st, "st-bf16": st16}
+    contenders: dict[str, Any] = {name: partial(m.encode, batch_size=32, normalize_embeddings=True)
+                                  for name, m in references.items()}
+    precision = {"st": "fp32", "st-bf16": "bf16", "ours": "fp32", "ours-torch": "fp32", "ours-bf16": "bf16",
+                 "ours-int8": "int8"}
+    encoders: dict[str, Encoder] = {}
     for name, backend, dtype in (("ours", "auto", "fp32"), ("ours-torch", "torch", "fp32"),
                                  ("ours-bf16", "torch", "bf16"), ("ours-int8", "onnx-int8", "fp32")):
         enc = Encoder(path, device="cpu", dtype=dtype, backend=backend)
         enc.encode(texts[:16])  # warm-up (and ONNX export, cached)
-        contenders[name] = enc
+        encoders[name] = enc
+        contenders[name] = enc.encode
+    lengths = [len(ids) for ids in st.tokenizer(texts, truncation=True, max_length=st.max_seq_length)["input_ids"]]
+    flops = model_flops(st[0].auto_model.config, lengths)
+    peak = matmul_peak(args.threads)
     seconds = {k: 0.0 for k in contenders}
     outputs: dict[str, list[np.ndarray]] = {k: [] for k in contenders}
-    print(f"{len(texts)} chunks of {len(set(owners))} SciFact docs, windows of {args.window}", flush=True)
+    print(f"{len(texts)} chunks of {len(set(owners))} SciFact docs ({sum(lengths):,} tokens), windows of "
+          f"{args.window}; matmul peak GFLOP/s {peak}", flush=True)
     for start in range(0, len(texts), args.window):
         window = texts[start:start + args.window]
         for name, fn in contenders.items():
             t0 = time.perf_counter()
-            outputs[name].append(fn(window) if name == "st" else fn.encode(window))
+            outputs[name].append(np.asarray(fn(window), np.float32))
             seconds[name] += time.perf_counter() - t0
     ref = np.concatenate(outputs["st"])
+    query_texts = [queries[q] for q in qids]
     rows = []
     for name, fn in contenders.items():
         vectors = np.concatenate(outputs[name])
-        qv = (st.encode([queries[q] for q in qids], normalize_embeddings=True) if name == "st"
-              else fn.encode([queries[q] for q in qids]))
-        rows.append({"name": name, "backend": "sentence-transformers" if name == "st" else fn.backend,
+        same = "st-bf16" if precision[name] == "bf16" else "st"
+        achieved = flops / seconds[name] / 1e9
+        rows.append({"name": name, "precision": precision[name],
+                     "backend": "sentence-transformers" if name.startswith("st") else encoders[name].backend,
                      "docs": len(texts), "docs_per_s": round(len(texts) / seconds[name], 2),
                      "speedup_vs_st": round(seconds["st"] / seconds[name], 3),
+                     "speedup_same_precision": round(seconds[same] / seconds[name], 3),
+                     "gflops": round(achieved, 1),
+                     "peak_fraction": round(achieved / peak["bf16" if precision[name] == "bf16" else "fp32"], 3),
                      "min_cosine": round(float((vectors * ref).sum(1).min()), 6),
                      "mean_cosine": round(float((vectors * ref).sum(1).mean()), 6),
-                     "ndcg@10": round(ndcg10(qv, qids, vectors, owners, qrels), 4)})
+                     "ndcg@10": round(ndcg10(np.asarray(fn(query_texts), np.float32), qids, vectors, owners, qrels), 4)})
+        if name == "ours":
+            rows[-1]["auto_probe_s"] = {k: round(v, 4) for k, v in encoders[name].timings.items()}
     base = next(r for r in rows if r["name"] == "st")["ndcg@10"]
     for r in rows:
         r["ndcg@10_change_vs_st"] = round(r["ndcg@10"] - base, 4)
-    return rows
+    return rows, {"matmul_peak_gflops": peak, "tokens": sum(lengths), "model_gflop": round(flops / 1e9, 1)}
 
 
 def peak_rss_mib() -> float:
@@ -188,22 +249,32 @@ def main() -> None:
     if args.rss_child:
         rss_child(args.rss_child, args.threads)
         return
-    rows = [] if args.skip_speed else speed_and_quality(args)
+    import os
+
+    load_before = os.getloadavg()
+    rows, speed_meta = ([], {}) if args.skip_speed else speed_and_quality(args)
+    load_after = os.getloadavg()
     mem = memory_rows([int(s) for s in args.rss_sizes.split(",") if s], args.threads)
     if len(mem) >= 2:
         growth = mem[-1]["peak_rss_mib"] / mem[0]["peak_rss_mib"] - 1
         mem.append({"name": "rss-growth", "value": round(growth, 4), "flat_within_10pct": abs(growth) <= 0.10})
     rows += mem
-    print(f"\n{'name':<12} {'backend':<22} {'docs/s':>8} {'speedup':>8} {'min_cos':>9} {'nDCG@10':>8} {'Δ nDCG':>7}")
+    print(f"\n{'name':<11} {'prec':<5} {'backend':<22} {'docs/s':>7} {'vs ST':>6} {'vs same':>7} {'peak%':>6} "
+          f"{'min_cos':>9} {'nDCG@10':>8} {'Δ nDCG':>7}")
     for r in rows:
         if "speedup_vs_st" in r:
-            print(f"{r['name']:<12} {r['backend']:<22} {r['docs_per_s']:>8} {r['speedup_vs_st']:>8} "
+            print(f"{r['name']:<11} {r['precision']:<5} {r['backend']:<22} {r['docs_per_s']:>7} "
+                  f"{r['speedup_vs_st']:>6} {r['speedup_same_precision']:>7} {100 * r['peak_fraction']:>5.1f}% "
                   f"{r['min_cosine']:>9} {r['ndcg@10']:>8} {r['ndcg@10_change_vs_st']:>7}")
         else:
             print(r)
-    meta = {"benchmark": "bench_embed", "device": "cpu", "threads": args.threads, "shared_machine": True,
+    meta = {"benchmark": "bench_embed", "device": "cpu", "threads": args.threads, **cpu_info(), **speed_meta,
+            "load_average_before": [round(x, 2) for x in load_before],
+            "load_average_after": [round(x, 2) for x in load_after],
             "git": git_sha(), "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
             "versions": library_versions()}
+    print(f"{meta['cpu_model']} ({', '.join(meta['isa'])}); load average {meta['load_average_before'][0]} → "
+          f"{meta['load_average_after'][0]}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps([{**meta, **r} for r in rows], indent=2) + "\n")
     print(f"wrote {args.out}")
