@@ -15,7 +15,8 @@ from embedforge.progress import console, setup_logging
 def embed(
     model: Annotated[str, typer.Option(help="Model directory or packaged name (all-MiniLM-L6-v2)")],
     input: Annotated[str, typer.Option("--input", help="JSONL file, Parquet shards (e.g. a chunk stage dir) or BEIR dir")],
-    output: Annotated[Path, typer.Option(help="Output directory (resumed when it holds finished shards)")],
+    output: Annotated[Path, typer.Option("--out", "-o", "--output", help="Output directory (resumed when it holds "
+                                         "finished shards)")],
     dims: Annotated[str, typer.Option(help="Comma-separated Matryoshka dims, first is primary (default: full)")] = "",
     format: Annotated[str, typer.Option(help="auto, chunks, parquet, jsonl or beir")] = "auto",
     id_field: Annotated[str | None, typer.Option(help="Row id column/key (default: auto)")] = None,
@@ -24,7 +25,7 @@ def embed(
     vector_dtype: Annotated[str, typer.Option(help="float32 or float16")] = "float32",
     int8: Annotated[bool, typer.Option(help="Also write int8 + scale columns")] = False,
     binary: Annotated[bool, typer.Option(help="Also write packed binary columns")] = False,
-    precision: Annotated[str, typer.Option(help="fp32, bf16, fp16 or auto")] = "fp32",
+    precision: Annotated[str, typer.Option("--dtype", "--precision", help="fp32, bf16, fp16 or auto")] = "fp32",
     backend: Annotated[str, typer.Option(help="auto, torch, onnx or onnx-int8 (lossy)")] = "auto",
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N]")] = "auto",
     shard_rows: Annotated[int, typer.Option(help="Input rows per output shard")] = 20000,
