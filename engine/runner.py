@@ -142,7 +142,7 @@ def _last_write(out_dir: Path) -> float:
     return max(times, default=0.0)
 
 
-def _record_failure(job: JobSpec, out: StageOutput, exc: BaseException, started: float) -> None:
+def _record_failure(out: StageOutput, exc: BaseException, started: float) -> None:
     """Leave no empty stage directory; note the failure next to it for ``status``."""
     if out.dir.is_dir() and not any(p.is_file() and p.name != ATTEMPTS for p in out.dir.rglob("*")):
         shutil.rmtree(out.dir, ignore_errors=True)
@@ -206,7 +206,7 @@ def run_stage(job: JobSpec, name: str, outputs: dict[str, StageOutput], force: b
                 run_storage.push(out.dir, out.url, partial=True)
             except Exception:  # noqa: BLE001 - the stage's own error is the one to report
                 log.warning("stage %s: could not upload its partial output to %s", name, out.url, exc_info=True)
-        _record_failure(job, out, exc, started)
+        _record_failure(out, exc, started)
         raise
     manifest = _write_manifest(ctx, out, started, time.perf_counter() - t0)
     (out.dir / ATTEMPTS).unlink(missing_ok=True)

@@ -96,6 +96,8 @@ def check_source(src: SourceConfig) -> Path:
         raise FileNotFoundError(f"ingest source not found: {src.path}") from None
     if not os.access(path, os.R_OK):
         raise FileNotFoundError(f"ingest source {src.path}: not readable (permissions)")
+    if not (path.is_dir() or path.is_file()):  # a device, FIFO or socket would be read forever
+        raise ValueError(f"ingest source {src.path}: not a regular file or directory")
     fmt = detect_format(path, src.format)
     wants_dir = fmt in ("beir", "folder")
     if wants_dir != path.is_dir():

@@ -61,7 +61,7 @@ FLIPS = [None, True, 0, -1, -4, 10**30, 1.5, float("nan"), "", "text", "../../es
          {"zz": 1}, "\x00", "🙂" * 3]
 ESCAPES = {"name": ["..", ".", "../up", "a/b", ".hidden", "", "x" * 300],
            "run_dir": ["", "\x00"], "glob": ["../*.txt", "/etc/*", "a/../../b", "~/x"],
-           "path": ["/nonexistent/corpus.jsonl", "../../../etc/passwd", "builtin:../x", "", "/"]}
+           "path": ["/nonexistent/corpus.jsonl", "../../../etc/passwd", "builtin:../x", "", "/dev/zero"]}
 
 
 COMMAND = typer.main.get_command(app)  # built once: typer's CliRunner rebuilds it per call (0.2 s)
@@ -188,6 +188,7 @@ BOMB = "\n".join(["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
     (b"base_model: no-such-model\nstages: {chunk: {}}\n", "base_model"),
     (b"stages:\n  ingest: {sources: [{path: builtin:adi, glob: /etc/*}]}\n", "sources.0.glob"),
     (b"stages:\n  ingest: {sources: [{path: missing.jsonl}]}\n", "stages.ingest.sources.0.path"),
+    (b"stages:\n  ingest: {sources: [{path: /dev/zero, format: jsonl}]}\n", "not a regular file"),
     (b"stages:\n  chunk: {}\n  embed: {dims: [999]}\n", "stages.embed.dims: [999] beyond the dimension"),
     (b"stages:\n  evaluate: {datasets: [builtin:adi], dims: [385]}\n", "stages.evaluate.dims: [385] beyond"),
     (b"stages:\n  evaluate: {datasets: [no/such/dataset]}\n", "stages.evaluate.datasets.0"),
