@@ -1,4 +1,5 @@
-"""``embedforge datasets get|list``: evaluation datasets in the local cache, named ``beir:NAME`` in jobs.
+"""``embedforge datasets get|list|export``: evaluation datasets in the local cache, named ``beir:NAME`` in jobs;
+``export`` writes a job's synthetic queries and chunks as a BEIR directory (BEIR out as well as in).
 
 ``get NAME`` downloads BEIR's archive (checked against its published sha256 and md5); ``get NAME --from PATH``
 copies a local BEIR directory instead (offline). Either way the copy is checked against the dataset's known
@@ -55,9 +56,31 @@ def list_datasets() -> None:
     console.print(table)
 
 
+def export(chunks: Annotated[Path, typer.Option("--chunks", help="A chunk stage's output directory")],
+           queries: Annotated[Path, typer.Option("--queries", help="A generate stage's output directory")],
+           out: Annotated[Path, typer.Option("--out", "-o", help="BEIR directory to write")],
+           split: Annotated[str, typer.Option(help="Which generated queries: val (held out) or train")] = "val") -> None:
+    """Write a job's synthetic queries and its chunks as a BEIR directory (qrels: each query's source chunk)."""
+    from embedforge.cli import fail
+    from embedforge.data.datasets import write_beir
+    from embedforge.evaluation.heldout import heldout_dataset
+    from embedforge.progress import console
+
+    try:
+        dataset, counts = heldout_dataset(chunks, queries, split=split, name=out.name)
+    except (FileNotFoundError, ValueError, KeyError) as exc:
+        fail(f"cannot read the stage outputs: {exc}")
+    if not dataset.query_ids:
+        fail(f"{queries}: no usable '{split}' queries ({counts})")
+    write_beir(dataset, out)
+    console.print(f"{out}: {len(dataset.corpus_ids):,} passages, {len(dataset.query_ids):,} {split} queries "
+                  "(BEIR layout; evaluate it with --dataset)", highlight=False)
+
+
 def register(app: typer.Typer) -> None:
     group = typer.Typer(no_args_is_help=True, help="Evaluation datasets: fetch BEIR datasets into the local cache "
                         "(jobs name them beir:NAME).")
     group.command("get")(get)
     group.command("list")(list_datasets)
+    group.command("export")(export)
     app.add_typer(group, name="datasets")

@@ -21,6 +21,10 @@ import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from embedforge.data.beir import BeirDataset
 
 PREFIX = "beir:"
 MARKER = ".embedforge-dataset.json"
@@ -210,3 +214,22 @@ def require(name: str) -> Path:
         return resolve_dataset(f"{PREFIX}{name}")
     except DatasetError as exc:
         raise SystemExit(f"error: {exc}") from None
+
+
+def write_beir(dataset: BeirDataset, out: str | Path, split: str = "test") -> Path:
+    """Write ``dataset`` as a BEIR directory (``corpus.jsonl`` with each passage as it is embedded,
+    ``queries.jsonl``, ``qrels/<split>.tsv``), which BEIR, MTEB-style loaders and ``load_beir`` read back."""
+    out = Path(out)
+    (out / "qrels").mkdir(parents=True, exist_ok=True)
+    with open(out / "corpus.jsonl", "w", encoding="utf-8") as fh:
+        for doc_id, text in zip(dataset.corpus_ids, dataset.corpus_texts, strict=True):
+            fh.write(json.dumps({"_id": doc_id, "title": "", "text": text}, ensure_ascii=False) + "\n")
+    with open(out / "queries.jsonl", "w", encoding="utf-8") as fh:
+        for qid, text in zip(dataset.query_ids, dataset.query_texts, strict=True):
+            fh.write(json.dumps({"_id": qid, "text": text}, ensure_ascii=False) + "\n")
+    with open(out / "qrels" / f"{split}.tsv", "w", encoding="utf-8") as fh:
+        fh.write("query-id\tcorpus-id\tscore\n")
+        for qid in dataset.query_ids:
+            for doc_id, grade in dataset.qrels[qid].items():
+                fh.write(f"{qid}\t{doc_id}\t{grade}\n")
+    return out

@@ -105,3 +105,31 @@ def test_download_is_checked_against_the_published_checksums(cache: Path, server
     with pytest.raises(DatasetError, match=r"docs 124 \(expected 125\)"):
         datasets.get("tiny", force=True)
     assert (cache / "tiny" / datasets.MARKER).is_file()  # the good copy stays when a re-fetch fails
+
+
+def test_write_beir_round_trips(tmp_path: Path, adi_dir: Path) -> None:
+    ds = load_beir(adi_dir)
+    back = load_beir(datasets.write_beir(ds, tmp_path / "adi-copy"))
+    assert back.corpus_ids == ds.corpus_ids and back.corpus_texts == ds.corpus_texts
+    assert back.query_ids == ds.query_ids and back.qrels == ds.qrels
+
+
+def test_export_a_jobs_synthetic_queries_as_beir(cli, tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "chunk").mkdir()
+    (tmp_path / "generate").mkdir()
+    pq.write_table(pa.table({"chunk_id": ["c1", "c2", "c3"], "title": ["Wings", "", "Flow"],
+                             "text": ["lift on a wing", "drag of a body", "laminar flow"]}), tmp_path / "chunk" / "p.parquet")
+    pq.write_table(pa.table({"query_id": ["q1", "q2", "q3", "q4"], "chunk_id": ["c1", "c2", "c3", "gone"],
+                             "query": ["what makes lift", "body drag", "train only", "unknown chunk"],
+                             "split": ["val", "val", "train", "val"]}), tmp_path / "generate" / "p.parquet")
+    out = tmp_path / "beir"
+    cli("datasets", "export", "--chunks", str(tmp_path / "chunk"), "--queries", str(tmp_path / "generate"), "-o", str(out))
+    ds = load_beir(out)
+    assert ds.query_ids == ["q1", "q2"] and ds.qrels == {"q1": {"c1": 1}, "q2": {"c2": 1}}
+    assert ds.corpus_texts == ["Wings lift on a wing", "drag of a body", "Flow laminar flow"]
+    bad = cli("datasets", "export", "--chunks", str(tmp_path / "nope"), "--queries", str(tmp_path / "generate"),
+              "-o", str(tmp_path / "x"), check=False)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
