@@ -77,3 +77,9 @@ class ServeConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+        from embedforge.device import check_device_string
+
+        try:
+            check_device_string(self.device)
+        except ValueError as exc:
+            raise ValueError(f"--device: {exc}") from None

@@ -109,6 +109,10 @@ def test_config_validation_names_the_option() -> None:
         ServeConfig(model="m", max_inputs=0).validate()
     with pytest.raises(ValueError, match="--on-too-long"):
         ServeConfig(model="m", on_too_long="drop").validate()  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="--device: unknown device 'tpu9'"):
+        ServeConfig(model="m", device="tpu9").validate()
+    with pytest.raises(ValueError, match="--max-chars-per-input"):
+        ServeConfig(model="m", max_chars_per_input=3).validate()
 
 
 def test_served_name() -> None:
