@@ -513,9 +513,12 @@ def machine() -> dict[str, Any]:
         if spec is not None:
             from importlib import metadata
 
-            with contextlib.suppress(metadata.PackageNotFoundError):
-                info[lib] = metadata.version({"sentence_transformers": "sentence-transformers",
-                                              "faiss": "faiss-gpu-cu12"}.get(lib, lib))
+            names = {"sentence_transformers": ["sentence-transformers"],
+                     "faiss": ["faiss-gpu-cu12", "faiss-gpu", "faiss-cpu"]}.get(lib, [lib])
+            for dist in names:
+                with contextlib.suppress(metadata.PackageNotFoundError):
+                    info[lib] = f"{metadata.version(dist)}" + (f" ({dist})" if lib == "faiss" else "")
+                    break
             info.setdefault(lib, "installed")
     with contextlib.suppress(OSError):
         info["cpu"] = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")

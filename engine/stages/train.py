@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -71,7 +72,7 @@ def run(ctx: StageContext) -> None:
              len(rows), rows.source, rows.n_negatives, len(val), len(val.corpus), cfg.mode, cfg.loss)
     if cfg.mode == "adapter":
         result = train_adapter_mode(ctx, cfg, start_model, rows, val)
-    elif cfg.nproc > 1:  # DDP: the same function on nproc processes (embedforge.training.distributed)
+    elif cfg.nproc > 1 or os.environ.get("EMBEDFORGE_TORCHRUN_ARGS"):  # DDP (embedforge.training.distributed)
         from embedforge.training.distributed import run_data_parallel
 
         result = run_data_parallel(train_with_trainer, ctx, cfg.nproc, cfg, start_model, rows, val)

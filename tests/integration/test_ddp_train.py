@@ -10,7 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -94,3 +100,37 @@ def test_loss_at_step_one_equals_one_process_with_the_doubled_batch(runs: dict) 
     assert step_two == step_one == 1
     # 16 candidates per query (2 x 8 gathered), not 8: a run without gathering would be ~log(2) lower per dim
     assert loss_two == pytest.approx(loss_one, rel=1e-4, abs=1e-5), (loss_two, loss_one)
+
+
+@pytest.mark.slow  # a third training run; the single-node tests above cover the default path
+def test_two_nodes_on_one_machine_as_docs_gpu_md_says(tmp_path: Path, inputs: dict, model_without_dropout: Path,
+                                                       runs: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The multi-node commands of docs/gpu.md with two "nodes" on 127.0.0.1, one process each: node 0 is the stage
+    (EMBEDFORGE_TORCHRUN_ARGS), node 1 a plain torchrun on the payload node 0 wrote. Effective batch 2 x 8."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    rendezvous = f"--nnodes=2 --master-addr=127.0.0.1 --master-port={port}"
+    monkeypatch.setenv("EMBEDFORGE_TORCHRUN_ARGS", f"{rendezvous} --node-rank=0")
+    payload = tmp_path / "train-out" / "ddp" / "payload.pkl"
+    node1: list[subprocess.CompletedProcess] = []
+
+    def second_node() -> None:
+        deadline = time.time() + 600
+        while not payload.is_file() and time.time() < deadline:
+            time.sleep(0.2)
+        time.sleep(0.5)  # the pickle is written before torchrun starts; let the write finish
+        node1.append(subprocess.run([sys.executable, "-P", "-m", "torch.distributed.run", *rendezvous.split(),
+                                     "--node-rank=1", "--nproc-per-node=1", "-m", "embedforge.training.distributed",
+                                     str(payload)], capture_output=True, text=True, timeout=900,
+                                    env={**os.environ, "EMBEDFORGE_TORCHRUN_ARGS": ""}))
+
+    thread = threading.Thread(target=second_node, daemon=True)
+    thread.start()
+    out, manifest = _train(tmp_path, inputs, model_without_dropout, nproc=1, batch_size=8)
+    thread.join(timeout=120)
+    assert node1 and node1[0].returncode == 0, node1[0].stderr[-3000:] if node1 else "node 1 never started"
+    assert (out / "_SUCCESS").is_file() and (out / "model" / "model.safetensors").is_file()
+    step, loss = manifest["training"]["loss_history"][0]
+    _, one = runs["one"]
+    assert step == 1 and loss == pytest.approx(one["training"]["loss_history"][0][1], rel=1e-4, abs=1e-5)
