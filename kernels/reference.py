@@ -10,26 +10,26 @@ from __future__ import annotations
 
 import torch
 
-_SIGN = -(1 << 63)  # int64 with only the sign bit set: flips unsigned key order into signed order
 _LOW32 = 0xFFFFFFFF
+_LOW31 = 0x7FFFFFFF
 
 
 def topk_keys(scores: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    """Pack fp32 ``scores`` and int64 ``ids`` (< 2**32) into int64 keys: larger key = higher score, then lower id."""
-    canonical = scores.to(torch.float32) + 0.0  # -0.0 becomes +0.0, so the two tie like in torch/FAISS
-    bits = canonical.contiguous().view(torch.int32).to(torch.int64) & _LOW32
-    ordered = torch.where(bits >= 0x80000000, bits ^ _LOW32, bits | 0x80000000)
-    return ((ordered << 32) | (_LOW32 - ids.to(torch.int64))) ^ _SIGN
+    """Pack fp32 ``scores`` and int64 ``ids`` (< 2**32) into int64 keys: larger key = higher score, then lower id.
+
+    High word: the score's bits as a signed int32 whose order is the float order (negative floats get their 31
+    magnitude bits flipped); low word: ``2**32 - 1 - id``. The same keys the Triton kernels write.
+    """
+    bits = (scores.to(torch.float32) + 0.0).contiguous().view(torch.int32)  # + 0.0: -0.0 ties with +0.0
+    ordered = bits ^ ((bits >> 31) & _LOW31)
+    return (ordered.to(torch.int64) << 32) | (_LOW32 - ids.to(torch.int64))
 
 
 def decode_keys(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Inverse of :func:`topk_keys`: ``(scores fp32, ids int64)``."""
-    unsigned = keys ^ _SIGN
-    ids = _LOW32 - (unsigned & _LOW32)
-    ordered = (unsigned >> 32) & _LOW32
-    bits = torch.where(ordered >= 0x80000000, ordered ^ 0x80000000, ordered ^ _LOW32)
-    bits = torch.where(bits >= 1 << 31, bits - (1 << 32), bits).to(torch.int32)
-    return bits.view(torch.float32), ids
+    ordered = (keys >> 32).to(torch.int32)
+    bits = ordered ^ ((ordered >> 31) & _LOW31)
+    return bits.view(torch.float32), _LOW32 - (keys & _LOW32)
 
 
 def best_keys(keys: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
