@@ -8,4 +8,10 @@ import os as _os
 _os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 _os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-__version__ = "0.1.0"
+try:  # one version, the one pyproject.toml declares
+    from importlib.metadata import PackageNotFoundError as _Missing
+    from importlib.metadata import version as _version
+
+    __version__ = _version("embedforge")
+except _Missing:  # pragma: no cover - a source tree that was never installed
+    __version__ = "0+unknown"
