@@ -72,8 +72,8 @@ def _model(job: JobSpec, ref: str, where: str, problems: _Problems) -> int | Non
         return problems.dims[ref]
     try:
         path = resolve_model(ref)
-    except (FileNotFoundError, OSError, ValueError) as exc:
-        problems.add(where, str(exc))
+    except Exception as exc:  # noqa: BLE001 - any failure to resolve (hub, permissions, ...) is reported, not raised
+        problems.add(where, " ".join(str(exc).split()) or type(exc).__name__)
         problems.dims[ref] = None
         return None
     if path.is_dir() and not any((path / name).is_file() for name in ("config.json", "modules.json")):
