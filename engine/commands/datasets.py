@@ -32,7 +32,7 @@ def get(name: Annotated[str, typer.Argument(help="Dataset name (scifact, nfcorpu
 
     counts = count(target)
     console.print(f"{target}: {counts['docs']:,} documents, {counts['test_queries']} judged test queries, "
-                  f"{counts['test_judgements']:,} judgements — use it as beir:{target.name}", highlight=False)
+                  f"{counts['test_judgements']:,} judgements — use it as beir:{target.name}", highlight=False, soft_wrap=True)
 
 
 def list_datasets() -> None:
@@ -52,7 +52,7 @@ def list_datasets() -> None:
         queries = d["test_queries"] if d else (known.test_queries if known else "")
         table.add_row(name, state, f"{docs:,}" if docs != "" else "", str(queries),
                       d["source"] if d else (known.url or "") if known else "")
-    console.print(f"cache: {cache_root()}", highlight=False)
+    console.print(f"cache: {cache_root()}", highlight=False, soft_wrap=True)
     console.print(table)
 
 
@@ -74,7 +74,7 @@ def export(chunks: Annotated[Path, typer.Option("--chunks", help="A chunk stage'
         fail(f"{queries}: no usable '{split}' queries ({counts})")
     write_beir(dataset, out)
     console.print(f"{out}: {len(dataset.corpus_ids):,} passages, {len(dataset.query_ids):,} {split} queries "
-                  "(BEIR layout; evaluate it with --dataset)", highlight=False)
+                  "(BEIR layout; evaluate it with --dataset)", highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

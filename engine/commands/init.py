@@ -199,7 +199,7 @@ def init(corpus: Annotated[str, typer.Option("--corpus", "-c", help="Your docume
         out.unlink()
         fail(f"init wrote an invalid job spec (please report): {exc}", 1)
     console.print(f"{out}: {stats.docs:,} documents, ~{stats.chunks(256):,} chunks; {machine.describe()}. "
-                  f"Next: embedforge run {out}", highlight=False)
+                  f"Next: embedforge run {out}", highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

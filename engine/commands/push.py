@@ -66,7 +66,7 @@ def push(model_dir: Annotated[Path, typer.Argument(help="Model directory (runs/<
         api.upload_folder(folder_path=str(model_dir), repo_id=repo_id, commit_message=message, ignore_patterns=SKIP)
     except (HfHubHTTPError, OSError, ValueError) as exc:
         fail(f"push to {repo_id} failed: {str(exc).splitlines()[0]}", 1)
-    console.print(f"pushed {len(files)} files ({total / 2**20:.1f} MiB) to {url}", highlight=False)
+    console.print(f"pushed {len(files)} files ({total / 2**20:.1f} MiB) to {url}", highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:
