@@ -139,6 +139,9 @@ def speed_and_quality(args: argparse.Namespace) -> tuple[list[dict[str, Any]], d
 
     torch.set_num_threads(args.threads)
     texts, owners, qrels, queries = scifact_chunks(args.docs)
+    if args.chunks:  # a quick run: the first chunks only (judged documents come first)
+        texts, owners = texts[:args.chunks], owners[:args.chunks]
+        qrels = {q: rel for q, rel in qrels.items() if any(d in set(owners) for d in rel)}
     qids = list(qrels)
     path = resolve_model("all-MiniLM-L6-v2")
     st = SentenceTransformer(str(path), device="cpu")
@@ -239,6 +242,7 @@ def memory_rows(sizes: list[int], threads: int) -> list[dict[str, Any]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--docs", type=int, default=0, help="SciFact docs (judged first; 0 = all 5,183)")
+    parser.add_argument("--chunks", type=int, default=0, help="use only the first N chunks (0 = all)")
     parser.add_argument("--window", type=int, default=128, help="chunks per interleaved window")
     parser.add_argument("--rss-sizes", default="10000,100000")
     parser.add_argument("--threads", type=int, default=2)

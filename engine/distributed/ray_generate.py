@@ -25,6 +25,7 @@ import pyarrow as pa
 
 from embedforge import device as dev
 from embedforge.configs.generate import GenerateConfig
+from embedforge.distributed.pool import plan_pool, watched
 from embedforge.generation.backends import Completion, Sampling, Usage
 from embedforge.generation.query_maker import QueryMaker, ShardCompletions
 
@@ -61,11 +62,15 @@ class GenerateShard:
 
 
 def ray_completions(shards: Iterable[tuple[str, list[dict[str, Any]]]], maker: QueryMaker, usage: Usage, *,
-                    workers: int = 1, gpus: int | None = None, cpus: int | None = None) -> Iterator[ShardCompletions]:
+                    workers: int = 1, gpus: int | None = None, cpus: int | None = None,
+                    stall_s: float = 1800.0) -> Iterator[ShardCompletions]:
     """Completions of every shard's prompts from a Ray actor pool of ``workers`` engines, yielded in shard order.
 
-    ``gpus`` per actor (null: 1 when the cluster has GPUs, else 0); ``cpus`` per actor (null: 1). Connects to
-    the cluster of ``RAY_ADDRESS`` (as under ``embedforge submit``) or starts a local one for the call.
+    ``gpus`` per actor (null: 1 when the cluster has GPUs, else 0); ``cpus`` per actor (null: a share of the
+    CPUs that leaves one free, see :func:`~embedforge.distributed.pool.plan_pool`). The pool autoscales
+    between 1 and ``workers`` actors; when no shard comes back for ``stall_s`` seconds the call fails with
+    :class:`~embedforge.distributed.pool.Stalled`. Connects to the cluster of ``RAY_ADDRESS`` (as under
+    ``embedforge submit``) or starts a local one for the call.
     """
     ray = dev.optional_import("ray", "the Ray generate executor")
     planned = [ShardCompletions(name, rows, *maker.prompts(rows), [], None) for name, rows in shards]
@@ -77,23 +82,30 @@ def ray_completions(shards: Iterable[tuple[str, list[dict[str, Any]]]], maker: Q
     if started:
         ray.init(include_dashboard=False, log_to_driver=False)
     try:
+        resources = ray.cluster_resources()
         if gpus is None:
-            gpus = 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0
-        actors = max(1, min(workers, len(remote)))
-        log.info("generate on Ray: %d shards with prompts, %d actors (%d GPU, %d CPU each)", len(remote), actors,
-                 gpus, cpus or 1)
+            gpus = 1 if resources.get("GPU", 0) > 0 else 0
+        pool = plan_pool(resources, actors=max(1, min(workers, len(remote))), cpus_per_actor=cpus,
+                         use_gpu=gpus > 0)
+        log.info("generate on Ray: %d shards with prompts; pool %s", len(remote), pool.describe())
         items = [{"shard": s.name, "prompts": json.dumps([p.messages for p in s.prompts], ensure_ascii=False)}
                  for s in remote]
         ds = ray.data.from_items(items, override_num_blocks=len(items))
-        ds = ds.map_batches(GenerateShard, batch_size=1, batch_format="pyarrow", concurrency=actors,
-                            num_gpus=gpus, num_cpus=cpus or 1,
+        ds = ds.map_batches(GenerateShard, batch_size=1, batch_format="pyarrow", compute=pool.compute(ray),
+                            num_gpus=gpus, num_cpus=pool.cpus_per_actor,
                             fn_constructor_kwargs={"config": maker.cfg.model_dump(mode="json"), "seed": maker.seed})
         by_name = {s.name: s for s in planned}
         order = iter(planned)
         ready: set[str] = {s.name for s in planned if not s.prompts}
         nxt = next(order, None)
         t0 = time.perf_counter()
-        for row in ds.iter_rows():
+        done = 0
+
+        def status() -> str:
+            return f"{done}/{len(remote)} shards back; pool {pool.describe()}; cluster {resources}"
+
+        for row in watched(iter(ds.iter_rows()), stall_s, "generate", status):
+            done += 1
             shard = by_name[row["shard"]]
             shard.completions = [Completion(**c) for c in json.loads(row["completions"])]
             shard.generator_id = row["generator"]
