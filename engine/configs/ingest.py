@@ -37,7 +37,7 @@ class SourceConfig(StageConfig):
     @field_validator("glob")
     @classmethod
     def _glob(cls, value: str) -> str:
-        from pathlib import PurePosixPath, PureWindowsPath
+        from pathlib import Path, PurePosixPath, PureWindowsPath
 
         if not value.strip() or "\x00" in value:
             raise ValueError("glob must be a non-empty pattern relative to the folder, like **/*.txt")
@@ -45,6 +45,10 @@ class SourceConfig(StageConfig):
             raise ValueError(f"glob '{value}' is absolute; give a pattern relative to the folder, like **/*.txt")
         if ".." in PurePosixPath(value.replace("\\", "/")).parts:
             raise ValueError(f"glob '{value}' leaves the folder ('..'); a glob selects files inside the folder only")
+        try:  # pathlib refuses some patterns only when it globs ('.', './'): find out now
+            list(Path("/nonexistent-embedforge-glob-probe").glob(value))
+        except (ValueError, IndexError, AttributeError, NotImplementedError):
+            raise ValueError(f"glob '{value}' is not a file pattern pathlib can use (like **/*.txt)") from None
         return value
 
 

@@ -53,7 +53,7 @@ def test_run_dir_up_the_tree_still_keeps_outputs_under_it(tmp_path: Path, monkey
         assert out.dir.resolve().is_relative_to(tmp_path.resolve()) and out.dir.parent.name == "t"
 
 
-@pytest.mark.parametrize("glob", ["../*.txt", "/etc/*", "sub/../../*", "~/x"])
+@pytest.mark.parametrize("glob", ["../*.txt", "/etc/*", "sub/../../*", "~/x", ".", "./", ""])
 def test_glob_leaving_the_folder_is_a_spec_error(tmp_path: Path, glob: str) -> None:
     with pytest.raises(SpecError, match="glob"):
         validate_dict(_job(tmp_path, [{"path": str(tmp_path), "glob": glob}]))

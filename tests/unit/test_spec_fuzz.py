@@ -60,7 +60,7 @@ def _get(node: Any, path: tuple) -> Any:
 FLIPS = [None, True, 0, -1, -4, 10**30, 1.5, float("nan"), "", "text", "../../escape", [], [1, "x"], {},
          {"zz": 1}, "\x00", "🙂" * 3]
 ESCAPES = {"name": ["..", ".", "../up", "a/b", ".hidden", "", "x" * 300],
-           "run_dir": ["", "\x00"], "glob": ["../*.txt", "/etc/*", "a/../../b", "~/x"],
+           "run_dir": ["", "\x00"], "glob": ["../*.txt", "/etc/*", "a/../../b", "~/x", ".", "./", "", "["],
            "path": ["/nonexistent/corpus.jsonl", "../../../etc/passwd", "builtin:../x", "", "/dev/zero"]}
 
 
