@@ -589,6 +589,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="directory for gpu_check.json and gpu_check.md")
     parser.add_argument("--tiny", action="store_true", help="tiny sizes on the CPU (seconds; for the test suite)")
+    parser.add_argument("--budget-s", type=float, default=None,
+                        help="start no new section after this many seconds (skipped, with the reason); default 480 "
+                             "on CUDA (a run fits a 10-minute slot), none with --tiny")
     parser.add_argument("--sections", default=",".join(SECTIONS),
                         help=f"comma-separated subset of {','.join(SECTIONS)}")
     args = parser.parse_args(argv)
@@ -600,6 +603,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
+    budget = args.budget_s if args.budget_s is not None else (float("inf") if args.tiny else 480.0)
     report: dict[str, Any] = {"kit": "gpu_check", "version": 1, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                               "mode": "tiny-cpu" if args.tiny else ("cuda" if torch.cuda.is_available() else "cpu"),
                               "machine": machine(), "sections": {}}
@@ -617,7 +621,13 @@ def main(argv: list[str] | None = None) -> int:
         ctx = Context(args.tiny, Path(tmp), out)
         for name in wanted:
             print(f"[gpu_check] {name} ...", flush=True)
-            report["sections"][name] = sec = run_section(name, ctx)
+            elapsed = time.perf_counter() - start
+            if elapsed > budget:
+                sec = {"status": "skipped", "seconds": 0.0,
+                       "reason": f"time budget: {elapsed:.0f} s spent of --budget-s {budget:.0f}"}
+            else:
+                sec = run_section(name, ctx)
+            report["sections"][name] = sec
             print(f"[gpu_check] {name}: {sec['status']} in {sec['seconds']} s"
                   + (f" ({sec['reason']})" if sec.get("reason") else ""), flush=True)
             write(complete=False)

@@ -64,6 +64,16 @@ def test_tiny_run_writes_a_well_formed_report(tmp_path: Path) -> None:
     assert (out / "pytest.log").is_file()
 
 
+def test_sections_past_the_time_budget_are_skipped_with_the_reason(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-P", str(REPO / "benchmarks" / "gpu_check.py"), "--tiny", "--out",
+                           str(tmp_path), "--sections", "vllm,kernels", "--budget-s", "0"], capture_output=True,
+                          text=True, timeout=600)
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert [s["status"] for s in report["sections"].values()] == ["skipped", "skipped"]
+    assert report["sections"]["kernels"]["reason"].startswith("time budget:")
+
+
 def test_bad_section_name_is_a_one_line_error(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-P", str(REPO / "benchmarks" / "gpu_check.py"), "--tiny", "--out",
                            str(tmp_path), "--sections", "kernels,nope"], capture_output=True, text=True, timeout=300)
