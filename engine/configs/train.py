@@ -40,9 +40,10 @@ class TrainConfig(StageConfig):
     """The ``cross_encoder`` or ``dense`` teacher: a local directory, a cached or packaged name, or a hub id."""
     teacher_depth: int = Field(100, ge=10)
     """Candidates the teacher ranks per query (each of BM25 and dense for ``hybrid``; the evaluate stage fuses 100)."""
-    teacher_temperature: float = Field(1.0, gt=0)
+    teacher_temperature: float | Literal["auto"] = 1.0
     """Teacher scores are divided by this before the distillation loss, whose student scores are ``scale`` times
-    the cosine similarity: choose it so the two spreads are comparable (hybrid z-scores: ~0.25–1)."""
+    the cosine similarity: choose it so the two spreads are comparable. ``auto``: the median teacher margin
+    (positive minus first negative) over the start model's median ``scale``-times-cosine margin on the same rows."""
     false_negative_margin: float = Field(0.5, ge=0)
     """A candidate the teacher scores within this of the positive is not used as a negative (teacher units)."""
     query_filter_rank: int = Field(3, ge=0)
@@ -67,9 +68,6 @@ class TrainConfig(StageConfig):
     """Mini-batch of CachedMNRL (memory stays constant whatever the batch size; same result)."""
     batch_size: int = Field(32, ge=2)
     """Rows per batch (in-batch negatives grow with it)."""
-    nproc: int = Field(1, ge=1)
-    """Processes of data-parallel training (DDP via torchrun; one per GPU, or gloo on a CPU). In-batch negatives are
-    gathered across them: the effective batch is ``nproc`` × ``batch_size``. Not used in adapter mode."""
     nproc: int = Field(1, ge=1)
     """Processes of data-parallel training (DDP via torchrun; one per GPU, or gloo on a CPU). In-batch negatives are
     gathered across them: the effective batch is ``nproc`` × ``batch_size``. Not used in adapter mode."""
@@ -156,6 +154,8 @@ class TrainConfig(StageConfig):
                 raise ValueError(f"loss '{self.loss}' needs max_negatives >= 1 (teacher negatives per row)")
             if self.mode == "adapter":
                 raise ValueError(f"loss '{self.loss}' works with mode full or lora (adapter mode trains with MNRL)")
+        if isinstance(self.teacher_temperature, float) and self.teacher_temperature <= 0:
+            raise ValueError(f"teacher_temperature must be > 0 or 'auto', got {self.teacher_temperature}")
         if self.teacher in ("cross_encoder", "dense") and not self.teacher_model:
             raise ValueError(f"teacher '{self.teacher}' needs teacher_model (a local directory, cache or hub id)")
         if len(self.teacher_gains) > 10 or any(g < 0 for g in self.teacher_gains) or not any(self.teacher_gains):

@@ -53,7 +53,7 @@ from embedforge.training.losses import (
 from embedforge.training.matryoshka_evaluator import MatryoshkaRetrievalEvaluator
 from embedforge.training.model_card import model_card
 from embedforge.training.model_files import finish_model_dir
-from embedforge.training.teacher import Teacher, build_teacher, label_queries
+from embedforge.training.teacher import Teacher, auto_temperature, build_teacher, label_queries
 from embedforge.training.yardstick import SIGNAL_NAMES, metric_key, teacher_validation_labels
 
 log = logging.getLogger("embedforge.train")
@@ -134,8 +134,8 @@ def load_training_data(ctx: StageContext, cfg: TrainConfig, start_model: str) ->
     teacher = make_teacher(ctx, cfg, start_model, passages) \
         if cfg.teacher != "none" or (cfg.validation != "synthetic" and val.queries) else None
     if cfg.teacher != "none":
-        rows = teacher_rows(ctx, cfg, teacher, queries, passages, train_ids if only is None else train_ids & only,
-                            strip)
+        rows = teacher_rows(ctx, cfg, teacher, start_model, queries, passages,
+                            train_ids if only is None else train_ids & only, strip)
     elif ctx.has_input("mine"):
         val_docs = {doc_key(q["chunk_id"]) for q in queries if q["query_id"] in val_ids}
         rows = rows_from_triples(ctx.input_dir("mine"), cfg.max_negatives, exclude_ids=val_ids, exclude_docs=val_docs,
@@ -172,8 +172,9 @@ def make_teacher(ctx: StageContext, cfg: TrainConfig, start_model: str, passages
     return teacher
 
 
-def teacher_rows(ctx: StageContext, cfg: TrainConfig, teacher: Teacher, queries: list[dict[str, Any]],
-                 passages: dict[str, str], train_ids: set[str], strip: set[str]) -> TrainingRows:
+def teacher_rows(ctx: StageContext, cfg: TrainConfig, teacher: Teacher, start_model: str,
+                 queries: list[dict[str, Any]], passages: dict[str, str], train_ids: set[str],
+                 strip: set[str]) -> TrainingRows:
     """Label the training queries with the teacher; its triples (with scores) go to ``teacher_triples/``."""
     todo, quarantine = [], []
     for q in queries:
@@ -202,7 +203,17 @@ def teacher_rows(ctx: StageContext, cfg: TrainConfig, teacher: Teacher, queries:
         "positive_outside_list": len(labels.positive_ranks) - len(ranks), "seconds": round(seconds, 2)}
     log.info("train: teacher %s kept %d of %d training queries (%d dropped: own passage not in its top %d) in %.1f s",
              teacher.name, len(labels.triples), len(todo), len(labels.dropped), cfg.query_filter_rank, seconds)
-    rows = rows_from_teacher(labels.triples, strip, cfg.teacher_temperature if cfg.loss in DISTILL_LOSSES else None)
+    temperature = None
+    if cfg.loss in DISTILL_LOSSES:
+        temperature = cfg.teacher_temperature
+        if temperature == "auto":
+            from embedforge.encoding.encoder import get_encoder
+
+            encoder = get_encoder(start_model, device=ctx.job.device)
+            temperature = auto_temperature(labels.triples, lambda texts: encoder.encode(texts, cache=True), cfg.scale)
+            log.info("train: teacher_temperature auto = %.3f", temperature)
+        ctx.extra["teacher"]["temperature"] = round(temperature, 4)
+    rows = rows_from_teacher(labels.triples, strip, temperature)
     rows.shards = [str(p) for p in list_shards(ctx.out_dir / "teacher_triples")]
     rows.quarantine = quarantine
     return rows

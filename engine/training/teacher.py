@@ -132,7 +132,7 @@ def pick(ranked: Sequence[tuple[str, float]], positive: str, *, num_negatives: i
          query_filter_rank: int, same_doc: Callable[[str, str], bool] = lambda a, b: False) -> Pick:
     """Negatives and scores for one query from the teacher's ``ranked`` ``(id, score)`` list (best first).
 
-    >>> pick([("a", 3.0), ("p", 2.9), ("b", 2.0), ("c", 0.5)], "p", num_negatives=2, false_negative_margin=0.5,
+    >>> pick([("a", 3.0), ("p", 2.9), ("b", 2.6), ("c", 0.5)], "p", num_negatives=1, false_negative_margin=0.5,
     ...      query_filter_rank=3).negatives
     [('c', 0.5)]
     """
@@ -186,3 +186,21 @@ def label_queries(teacher: Teacher, queries: list[dict[str, Any]], corpus_ids: l
                 "negatives": [passages[c] for c, _ in p.negatives], "pos_score": p.pos_score,
                 "neg_scores": [s for _, s in p.negatives]})
     return out
+
+
+def auto_temperature(triples: list[dict[str, Any]], encode: Callable[[list[str]], np.ndarray], scale: float) -> float:
+    """Teacher temperature that puts the teacher's margins on the student's scale: median teacher margin
+    (``pos_score - neg_scores[0]``) over the median ``scale · (cos(q, pos) - cos(q, neg_1))`` of the start model
+    (``encode`` returns normalized vectors). Falls back to 1 when the student's median margin is not positive."""
+    if not triples:
+        return 1.0
+    teacher = np.median([t["pos_score"] - t["neg_scores"][0] for t in triples])
+    q = encode([t["query"] for t in triples])
+    p = encode([t["positive"] for t in triples])
+    n = encode([t["negatives"][0] for t in triples])
+    student = float(np.median(scale * ((q * p).sum(axis=1) - (q * n).sum(axis=1))))
+    if student <= 0 or teacher <= 0:
+        log.warning("train: teacher_temperature auto: median margins teacher %.3f, student %.3f — using 1.0",
+                    teacher, student)
+        return 1.0
+    return float(teacher / student)

@@ -185,9 +185,10 @@ def test_distill_kl_with_mnrl_trains_and_saves(tmp_path: Path, adi: dict) -> Non
     from sentence_transformers import SentenceTransformer
 
     s = spec(tmp_path, teacher="hybrid", loss="distill_kl", mnrl_weight=0.2, max_negatives=3, max_steps=2,
-             validation="teacher", teacher_temperature=0.5)
+             validation="teacher", teacher_temperature="auto")
     manifest = run_train(s, adi, tmp_path / "train-kl")
     assert manifest["guard"]["signal"] == "teacher" and manifest["data"]["negatives"] == 3
+    assert manifest["teacher"]["temperature"] > 0
     assert manifest["training"]["steps"] == 2 and all(np.isfinite(v) for _, v in manifest["training"]["loss_history"])
     assert manifest["promoted"] in ("base", "tuned")
     assert SentenceTransformer(str(tmp_path / "train-kl" / "model"), device="cpu").encode(["x"]).shape == (1, 384)

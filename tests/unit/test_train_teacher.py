@@ -236,3 +236,20 @@ def test_cross_encoder_and_dense_teachers_rank_the_corpus(tmp_path, minilm_path,
                                     teacher_model=str(tmp_path / "ce"), device="cpu", depth=10), CrossEncoderTeacher)
     with pytest.raises(ValueError, match="teacher_model"):
         build_teacher("dense", adi_passages, start_model=str(minilm_path), teacher_model=None, device="cpu", depth=10)
+
+
+def test_auto_temperature_matches_the_median_margins() -> None:
+    from embedforge.training.teacher import auto_temperature
+
+    vectors = {"q": [1.0, 0.0], "p": [0.8, 0.6], "n": [0.0, 1.0]}  # cos(q, p) - cos(q, n) = 0.8
+
+    def encode(texts):
+        return np.array([vectors[t] for t in texts], dtype=np.float32)
+
+    triples = [{"query": "q", "positive": "p", "negatives": ["n"], "pos_score": 10.0, "neg_scores": [2.0]}] * 3
+    assert auto_temperature(triples, encode, scale=20) == pytest.approx(8.0 / 16.0)
+    flipped = [{**t, "positive": "n", "negatives": ["p"]} for t in triples]
+    assert auto_temperature(flipped, encode, scale=20) == 1.0  # the student ranks them the other way: fallback
+    assert TrainConfig(teacher="hybrid", loss="distill_kl", teacher_temperature="auto").teacher_temperature == "auto"
+    with pytest.raises(ValidationError, match="teacher_temperature"):
+        TrainConfig(teacher_temperature=0.0)
