@@ -144,7 +144,7 @@ def _check_embed(job: JobSpec, problems: _Problems) -> None:
 def _check_model_fields(job: JobSpec, problems: _Problems) -> None:
     """Single model references of the other stages (``model: base`` and the like)."""
     for stage, attr in (("chunk", "tokenizer"), ("mine", "model"), ("train", "model"), ("extend_vocab", "model"),
-                        ("generate", "roundtrip_model"), ("mine", "cross_encoder")):
+                        ("generate", "roundtrip_model"), ("mine", "cross_encoder"), ("train", "teacher_model")):
         if stage in job.stages:
             ref = getattr(job.config(stage), attr)
             if ref is not None and ref != "train":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -129,6 +130,14 @@ class TrainConfig(StageConfig):
     """Checkpoints kept in the stage directory (the best one is always kept)."""
     dataloader_workers: int = no_hash(0)
     """Data loader worker processes."""
+
+    def input_fingerprint(self) -> list[str] | None:
+        """Content hash of a local ``teacher_model`` directory, so replacing the teacher re-runs train."""
+        if not self.teacher_model or self.teacher == "none" or not Path(self.teacher_model).expanduser().exists():
+            return None
+        from embedforge.data.fingerprint import path_fingerprint
+
+        return [path_fingerprint(self.teacher_model)]
 
     @field_validator("matryoshka_dims")
     @classmethod

@@ -201,8 +201,8 @@ def teacher_rows(ctx: StageContext, cfg: TrainConfig, teacher: Teacher, start_mo
         "query_filter_rank": cfg.query_filter_rank, "false_negative_margin": cfg.false_negative_margin,
         "positive_at_rank_1": round(sum(r == 1 for r in ranks) / max(len(todo), 1), 4),
         "positive_outside_list": len(labels.positive_ranks) - len(ranks), "seconds": round(seconds, 2)}
-    log.info("train: teacher %s kept %d of %d training queries (%d dropped: own passage not in its top %d) in %.1f s",
-             teacher.name, len(labels.triples), len(todo), len(labels.dropped), cfg.query_filter_rank, seconds)
+    log.info("train: teacher %s kept %d of %d training queries in %.1f s (%d dropped, reasons in teacher_dropped.jsonl)",
+             teacher.name, len(labels.triples), len(todo), seconds, len(labels.dropped))
     temperature = None
     if cfg.loss in DISTILL_LOSSES:
         temperature = cfg.teacher_temperature

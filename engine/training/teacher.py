@@ -110,6 +110,12 @@ def build_teacher(kind: str, corpus: Sequence[str], *, start_model: str, teacher
     if kind == "hybrid":
         return hybrid
     if kind == "cross_encoder":
+        from embedforge.models import resolve_model
+
+        try:  # a packaged name or local directory; else let sentence-transformers find it (cache, hub)
+            teacher_model = str(resolve_model(teacher_model))
+        except Exception:  # noqa: BLE001 - CrossEncoder reports what it cannot load
+            pass
         return CrossEncoderTeacher(corpus, hybrid, teacher_model, device=device)
     raise ValueError(f"train.teacher: unknown teacher {kind!r} (hybrid | cross_encoder | dense)")
 

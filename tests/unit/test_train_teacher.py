@@ -253,3 +253,21 @@ def test_auto_temperature_matches_the_median_margins() -> None:
     assert TrainConfig(teacher="hybrid", loss="distill_kl", teacher_temperature="auto").teacher_temperature == "auto"
     with pytest.raises(ValidationError, match="teacher_temperature"):
         TrainConfig(teacher_temperature=0.0)
+
+
+def test_a_local_teacher_is_content_hashed_and_checked_before_the_run(tmp_path) -> None:
+    from embedforge.preflight import preflight
+    from embedforge.spec import SpecError, validate_dict
+
+    teacher = tmp_path / "ce"
+    teacher.mkdir()
+    (teacher / "config.json").write_text("{}")
+    cfg = TrainConfig(teacher="cross_encoder", teacher_model=str(teacher))
+    before = cfg.input_fingerprint()
+    (teacher / "config.json").write_text('{"num_labels": 1}')
+    assert before and cfg.input_fingerprint() != before
+    assert TrainConfig().input_fingerprint() is None
+    job = validate_dict({"name": "t", "base_model": "all-MiniLM-L6-v2", "stages": {"train": {
+        "teacher": "dense", "teacher_model": str(tmp_path / "missing")}}})
+    with pytest.raises(SpecError, match=r"stages\.train\.teacher_model"):
+        preflight(job)
