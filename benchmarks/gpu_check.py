@@ -239,7 +239,7 @@ def section_kernels(ctx: Context) -> dict[str, Any]:
     import bench_kernels
 
     s = ctx.size
-    rows = []
+    rows, peaks = [], {}
     for dtype in ("fp32", "fp16", "bf16"):
         args = argparse.Namespace(dtype=dtype, queries=s["kernel_queries"], corpus=s["kernel_corpus"],
                                   dim=s["kernel_dim"], k=s["k"], candidates=s["k"], batch=s["kernel_batch"],
@@ -250,8 +250,11 @@ def section_kernels(ctx: Context) -> dict[str, Any]:
         else:
             found = bench_kernels.run_cpu(bench_kernels.build_cases(args, torch.device("cpu"), "interpret"))
         for row in found:
+            for key in ("copy_gbps", "matmul_fp16_tflops", "matmul_fp32_tflops"):  # the device's, not the row's
+                if key in row:
+                    peaks[key] = row.pop(key)
             rows.append({"dtype": dtype, "ok": bool(row["correct"]), **row})
-    return {"backend": "triton" if ctx.cuda else "interpret", "rows": rows,
+    return {"backend": "triton" if ctx.cuda else "interpret", "measured_peaks": peaks, "rows": rows,
             "ok": all(r["ok"] for r in rows)}
 
 
@@ -573,7 +576,10 @@ def markdown(report: dict[str, Any]) -> str:
             continue
         title = f"## {name}" + (f": {sec['counts']}" if name == "pytest" else "")
         columns = list(dict.fromkeys(c for row in rows for c in row))
-        lines += ["", title, "", "| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+        lines += ["", title, ""]
+        if sec.get("measured_peaks"):
+            lines += ["measured peaks: " + ", ".join(f"{k} {_cell(v)}" for k, v in sec["measured_peaks"].items()), ""]
+        lines += ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
         for row in rows:
             lines.append("| " + " | ".join(_cell(row.get(c)) for c in columns) + " |")
     return "\n".join(lines) + "\n"
