@@ -57,7 +57,7 @@ class Tracker:
         self.done += n
         for key, value in extra.items():
             self.extra[key] = self.extra.get(key, 0.0) + value
-        rates = "  ".join(f"{v / max(self.elapsed, 1e-9):,.0f} {k}/s" for k, v in self.extra.items())
+        rates = "  ".join(f"{v / max(self.elapsed, 1e-9):,.0f} {k}/s" for k, v in self.extra.items() if v)
         if self._progress is not None and self._task is not None:
             self._progress.update(self._task, advance=n, rates=rates)
             return

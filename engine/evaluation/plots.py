@@ -35,7 +35,8 @@ def _label(ax: Any, title: str, xlabel: str, ylabel: str) -> None:
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:  # no labelled line (e.g. BM25 only): no empty legend
+        ax.legend(fontsize=7)
 
 
 def _save(fig: Any, path: Path) -> Path:
