@@ -23,7 +23,7 @@ from embedforge.device import cpu_bf16_dot
 from embedforge.mining.corpus import normalize_text
 from embedforge.runner import plan, run_job
 from embedforge.search.index import auto_backend
-from embedforge.spec import validate_dict
+from embedforge.spec import SpecError, validate_dict
 from embedforge.stages.base import StageFailed
 
 ADI = Path(__file__).resolve().parents[2] / "engine" / "data" / "builtin" / "adi"
@@ -185,7 +185,7 @@ def test_resume_after_kill(adi: dict, mined: dict, tmp_path: Path) -> None:
 
 def test_clear_errors_for_missing_and_empty_queries(adi: dict, tmp_path: Path) -> None:
     job = validate_dict(_job(adi["root"] / "runs", {"queries_path": str(tmp_path / "nope")}))
-    with pytest.raises(StageFailed, match="does not exist"):
+    with pytest.raises(SpecError, match="stages.mine.queries_path: .*nope' not found"):  # before any stage runs
         run_job(job, stages=["mine"])
     empty = _write_queries(tmp_path / "empty", [])
     job = validate_dict(_job(adi["root"] / "runs", {"queries_path": str(empty)}))
