@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,7 @@ def run(ctx: StageContext) -> None:
     else:
         result = train_with_trainer(ctx, cfg, start_model, rows, val)
     finish(ctx, cfg, start_model, rows, val, result)
+    shutil.rmtree(ctx.out_dir / "ddp", ignore_errors=True)  # data-parallel scratch: payload, rank 0's candidates
 
 
 def check_machine(ctx: StageContext, cfg: TrainConfig) -> None:

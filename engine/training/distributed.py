@@ -9,7 +9,7 @@ in-batch losses gather the other processes' embeddings (:func:`gather_across_dev
 ``embedforge.training.losses``), so every query is scored against N × ``batch_size`` passages: the effective
 batch is N × ``batch_size``, the same loss a single process would compute with that batch. Rank 0 saves what the
 stage needs afterwards (the model candidates) under ``<stage dir>/ddp/`` and hands back the result; the stage
-then finishes in its own process as usual.
+then finishes in its own process as usual, and removes ``ddp/``.
 
 Across nodes: ``EMBEDFORGE_TORCHRUN_ARGS`` replaces ``--standalone`` (e.g. ``--nnodes=2 --node-rank=0
 --master-addr=node0 --master-port=29500``); each other node runs ``torchrun <its args> --nproc-per-node=N -m

@@ -84,8 +84,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory, inputs: dict, model_without_d
 def test_two_processes_finish_and_save_one_model(runs: dict) -> None:
     out, manifest = runs["two"]
     assert (out / "_SUCCESS").is_file()
-    models = [p.parent for p in out.rglob("model.safetensors") if ".ddp" not in p.parts and "ddp" not in p.parts
-              and "checkpoints" not in p.parts]
+    assert not (out / "ddp").exists(), "the data-parallel scratch (payload, rank 0's candidates) was left behind"
+    models = [p.parent for p in out.rglob("model.safetensors") if "checkpoints" not in p.parts]
     assert models == [out / "model"], models
     assert manifest["training"]["steps"] == 2
     from sentence_transformers import SentenceTransformer
