@@ -56,6 +56,9 @@ from embedforge.progress import track
 
 log = logging.getLogger("embedforge.embed.ray")
 
+BLOCK_BYTES = 2 << 20
+"""Ray Data's target block size during a run (about one encoded batch of 512 rows at 384-1024 dims)."""
+
 
 def _json_lines_datasource() -> type:
     """:class:`JsonLines` (defined on first use: Ray is an optional dependency)."""
@@ -268,9 +271,10 @@ def embed_with_ray(source: str | Path, out_dir: Path, model_path: str, opts: Out
     if started:
         ray.init(include_dashboard=False, log_to_driver=False)
     context = ray.data.DataContext.get_current()
-    ordered = context.execution_options.preserve_order
+    ordered, block_bytes = context.execution_options.preserve_order, context.target_max_block_size
     try:
         context.execution_options.preserve_order = True
+        context.target_max_block_size = BLOCK_BYTES  # outputs of about one encoded batch (see repartition below)
         resources = ray.cluster_resources()
         pool = plan_pool(resources, actors=actors, cpus_per_actor=cpus_per_actor, io_cpus=io_cpus,
                          use_gpu=device != "cpu")
@@ -283,7 +287,11 @@ def embed_with_ray(source: str | Path, out_dir: Path, model_path: str, opts: Out
             names = set(pq.read_schema(paths[0]).names)
             columns = [c for c in dict.fromkeys(("chunk_id", "doc_version", "title", "text", *ID_FIELDS,
                                                  id_field or "")) if c in names]
-            ds = ray.data.read_parquet(paths, columns=columns, include_paths=True, num_cpus=pool.io_cpus)
+            ds = ray.data.read_parquet(paths, include_paths=True, num_cpus=pool.io_cpus).select_columns(
+                [*columns, "path"])
+        # Blocks of one batch each, in order (streaming, no shuffle): with preserve_order a task's rows reach the
+        # driver when the task ends, so small tasks are what lets shards commit as the run goes.
+        ds = ds.repartition(target_num_rows_per_block=batch_rows)
         ds = ds.map_batches(actor_cls, batch_size=batch_rows, batch_format="pyarrow", compute=pool.compute(ray),
                             num_cpus=pool.cpus_per_actor, num_gpus=pool.gpus_per_actor,
                             fn_constructor_kwargs={"model_path": model_path, "device": device,
@@ -305,6 +313,7 @@ def embed_with_ray(source: str | Path, out_dir: Path, model_path: str, opts: Out
             raise RuntimeError(f"{stage} on Ray: {len(missing)} shard(s) got no rows back (first: {missing[0]})")
     finally:
         context.execution_options.preserve_order = ordered
+        context.target_max_block_size = block_bytes
         if started:
             ray.shutdown()
     committer.totals["shards_skipped"] += skipped
