@@ -26,7 +26,7 @@ def run(ctx: StageContext) -> None:
     try:
         result = embed_corpus(cfg, model_path, source, ctx.out_dir, device=ctx.job.device)
     except (Stalled, ValueError) as exc:
-        raise StageFailed(f"embed: {exc}") from None
+        raise StageFailed(str(exc) if isinstance(exc, Stalled) else f"embed: {exc}") from None  # Stalled names it
 
     ctx.extra["model"] = {"ref": model_ref, **result.model}
     for key, value in result.totals.items():
