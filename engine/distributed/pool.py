@@ -20,12 +20,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from embedforge.encoding.encoder import prefetch
+from embedforge.stages.base import StageFailed
 
 MAX_CPUS_PER_ACTOR = 4.0
 
 
-class Stalled(RuntimeError):
-    """No block finished on Ray for the configured time."""
+class Stalled(StageFailed):
+    """No block finished on Ray for the configured time (a :class:`StageFailed`: the CLI prints it, exit 2)."""
 
 
 @dataclass(frozen=True)
