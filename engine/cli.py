@@ -99,6 +99,8 @@ def run(job: Path, overrides: Overrides = None,
         table.add_row(name, _cell(manifest.get("rows_out")), _cell(manifest.get("quarantined")),
                       _cell(manifest.get("timings", {}).get("seconds")))
     console.print(table)
+    if guard := (results.get("train") or {}).get("guard"):  # the regression guard's verdict, in plain words
+        console.print(f"train: {guard['message']}", markup=False, style=None if guard["better"] else "bold yellow")
     _print_headline(spec)
 
 

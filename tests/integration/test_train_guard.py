@@ -192,3 +192,24 @@ def test_distill_kl_with_mnrl_trains_and_saves(tmp_path: Path, adi: dict) -> Non
     assert manifest["training"]["steps"] == 2 and all(np.isfinite(v) for _, v in manifest["training"]["loss_history"])
     assert manifest["promoted"] in ("base", "tuned")
     assert SentenceTransformer(str(tmp_path / "train-kl" / "model"), device="cpu").encode(["x"]).shape == (1, 384)
+
+
+def test_cli_run_prints_the_guard_verdict(tmp_path: Path, cli) -> None:
+    """ingest → chunk → generate (no LLM) → train through the real CLI; harmful training ends with the verdict."""
+    job = tmp_path / "job.yaml"
+    job.write_text(f"""name: guard
+run_dir: {tmp_path / "runs"}
+device: cpu
+base_model: all-MiniLM-L6-v2
+stages:
+  ingest: {{sources: [{{path: "builtin:adi"}}]}}
+  chunk: {{max_tokens: 256}}
+  generate: {{sources: [title, ict, keyword]}}
+  train: {{max_steps: 2, batch_size: 16, learning_rate: 0.05, warmup_ratio: 0.0, eval_steps: 2, max_seq_length: 64,
+          matryoshka_dims: [384, 96]}}
+""")
+    proc = cli("run", str(job))
+    text = " ".join((proc.stdout + proc.stderr).split())
+    verdict = "train: the tuned model is not better than the base model on synthetic-query nDCG@10 at 384 d"
+    assert text.rfind(verdict) > text.rfind("rows out") > 0, text[-3000:]  # printed under the end-of-run table
+    assert "the job's model is the base model" in text[text.rfind(verdict):]
