@@ -224,7 +224,7 @@ def test_cross_encoder_rescoring(adi: dict, tmp_path: Path) -> None:
     want = ce.predict([(t["query"], t["positive"])] + [(t["query"], n) for n in t["negatives"]])
     assert np.allclose([t["pos_score"], *t["neg_scores"]], want, atol=1e-4)
     bad = validate_dict(_job(adi["root"] / "runs", {**mine, "cross_encoder": str(tmp_path / "missing")}))
-    with pytest.raises(StageFailed, match="not a local model directory"):
+    with pytest.raises(SpecError, match="stages.mine.cross_encoder"):  # the job's preflight, before any stage
         run_job(bad, stages=["mine"])
 
 
