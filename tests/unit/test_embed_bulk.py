@@ -111,3 +111,15 @@ def test_index_export_and_search(encoder, embedded: Path, tmp_path: Path, kind: 
     assert loaded.ids.column("id")[int(rows[0][0])].as_py() == "d1"
     assert "rickets" in loaded.ids.column("text")[int(rows[0][0])].as_py()
     assert scores[0][0] >= scores[0][-1]
+
+
+def test_title_only_records_are_documents(tmp_path: Path) -> None:
+    src = tmp_path / "t.jsonl"
+    src.write_text("\n".join(json.dumps(r) for r in [
+        {"_id": "a", "title": "Only a title", "text": ""},
+        {"_id": "b", "title": "  Title  ", "text": None},
+        {"_id": "c", "title": "", "text": "   "},
+        {"_id": "d", "title": "T", "text": "body"}]) + "\n")
+    (block,) = iter_blocks(src)
+    assert block.ids == ["a", "b", "d"] and block.texts == ["Only a title", "Title", "T body"]
+    assert [(b["id"], b["reason"]) for b in block.bad] == [("c", "empty text")]
