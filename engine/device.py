@@ -154,6 +154,22 @@ def kernel_backend(tensor_device: torch.device | str | None = None) -> KernelBac
 
 
 @functools.cache
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; the platform's processor string elsewhere): benchmarks record it,
+    and choices measured on one CPU are remembered under it."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+@functools.cache
 def _cpu_has_bf16_dot() -> bool:
     cpu = getattr(torch, "cpu", None)
     probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")

@@ -271,8 +271,12 @@ class Encoder:
 
     def _keep_faster(self) -> None:
         """Exact fp32 on CPU: time ONNX Runtime and torch on a probe batch here and keep the faster (the winner
-        depends on the CPU, its ISA and the load, not on a fixed rule); remembered per model and thread count."""
-        key = (self.model_id, torch.get_num_threads())
+        depends on the CPU, its ISA and the load, not on a fixed rule). The choice is measured once per model and
+        CPU model and kept in ``$EMBEDFORGE_CACHE/encoder_backend.json``, so every process on this machine (a
+        resumed run, a worker, the next job) encodes with the same backend and writes the same bits."""
+        key = f"{self.model_id}|{dev.cpu_model()}"
+        if key not in _FASTER:
+            _FASTER.update(_read_choices())
         if key in _FASTER:
             self.backend, self.timings = _FASTER[key][0], dict(_FASTER[key][1])
             if self.backend == "torch":
@@ -296,6 +300,7 @@ class Encoder:
         self.backend = min(self.timings, key=self.timings.get)
         self._run = runners[self.backend]
         _FASTER[key] = (self.backend, dict(self.timings))
+        _write_choice(key, _FASTER[key])
         log.info("encoder backend auto: %s (probe %s)", self.backend,
                  ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in self.timings.items()))
 
@@ -415,8 +420,35 @@ class Encoder:
 
 
 _LOADED: dict[tuple[str, str, str, str], Encoder] = {}
-_FASTER: dict[tuple[str, int], tuple[str, dict[str, float]]] = {}
-"""Backend ``auto`` chose for exact CPU encoding, per (model id, threads), with the probe timings."""
+_FASTER: dict[str, tuple[str, dict[str, float]]] = {}
+"""Backend ``auto`` chose for exact CPU encoding, per ``model id|CPU model``, with the probe timings."""
+
+
+def _choices_path() -> Path:
+    from embedforge.encoding.cache import default_root
+
+    return default_root() / "encoder_backend.json"
+
+
+def _read_choices() -> dict[str, tuple[str, dict[str, float]]]:
+    try:
+        raw = json.loads(_choices_path().read_text())
+        return {k: (v["backend"], dict(v["timings"])) for k, v in raw.items() if v.get("backend") in ("onnx", "torch")}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return {}
+
+
+def _write_choice(key: str, choice: tuple[str, dict[str, float]]) -> None:
+    """Add one choice to the file (atomic rename; a concurrent writer's choice for another key may be lost, and is
+    then measured again)."""
+    from embedforge.data.shards import atomic_write_text
+
+    choices = {k: {"backend": b, "timings": t} for k, (b, t) in {**_read_choices(), key: choice}.items()}
+    try:
+        _choices_path().parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(_choices_path(), json.dumps(choices, indent=1))
+    except OSError as exc:  # a read-only cache: the choice holds for this process only
+        log.debug("encoder backend choice not saved: %s", exc)
 
 
 def get_encoder(model: str | Path, *, device: str = "auto", dtype: str = "fp32", backend: str = "auto",

@@ -81,3 +81,26 @@ def test_cache_keys_separate_variants(tmp_path) -> None:
     assert found.tolist() == [False, True] and vectors[1].tolist() == [1, 1, 1, 1]
     with pytest.raises(ValueError):
         cache.put("m-a", 4, ["t", "v"], np.ones((1, 4), np.float32))
+
+
+def test_auto_backend_choice_is_shared_by_every_process_on_the_machine(minilm_path, tmp_path, monkeypatch) -> None:
+    """``auto`` measures ONNX vs torch once per model and CPU and keeps the winner on disk: a resumed run or another
+    worker encodes with the same backend (bit-identical vectors), whatever the load when it starts."""
+    import json
+
+    from embedforge import device as dev
+    from embedforge.encoding import encoder as enc
+
+    monkeypatch.setenv("EMBEDFORGE_CACHE", str(tmp_path))
+    monkeypatch.delenv("EMBEDFORGE_ENCODER_BACKEND", raising=False)
+    monkeypatch.setattr(enc, "_FASTER", {})
+    first = Encoder(minilm_path, device="cpu")
+    saved = json.loads((tmp_path / "encoder_backend.json").read_text())
+    key = f"{first.model_id}|{dev.cpu_model()}"
+    assert saved[key]["backend"] == first.backend
+    # another process (empty memory) reads the recorded choice instead of measuring again
+    other = "torch" if first.backend == "onnx" else "onnx"
+    saved[key]["backend"] = other
+    (tmp_path / "encoder_backend.json").write_text(json.dumps(saved))
+    monkeypatch.setattr(enc, "_FASTER", {})
+    assert Encoder(minilm_path, device="cpu").backend == other
