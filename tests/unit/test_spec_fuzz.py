@@ -27,12 +27,12 @@ JOBS = sorted((REPO / "jobs").glob("*.yaml"))
 
 
 def _self_contained(value: Any) -> Any:
-    """The shipped jobs with external datasets (../shared, beir:) replaced by the built-in ADI corpus."""
+    """The shipped jobs with downloadable datasets (``beir:NAME``) replaced by the built-in ADI corpus."""
     if isinstance(value, dict):
         return {k: _self_contained(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_self_contained(v) for v in value]
-    if isinstance(value, str) and value.startswith(("../shared/", "beir:")):
+    if isinstance(value, str) and value.startswith("beir:"):
         return "builtin:adi"
     return value
 
