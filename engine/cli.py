@@ -146,7 +146,7 @@ def status(job: Path, overrides: Overrides = None,
         return
     table = Table("stage", "state", "hash", "rows out", "quarantined", "seconds")
     for r in rows:
-        table.add_row(r["stage"], r["state"], r["hash"], str(r["rows_out"]), str(r["quarantined"]), str(r["seconds"]))
+        table.add_row(r["stage"], r["state"], r["hash"], _cell(r["rows_out"]), _cell(r["quarantined"]), _cell(r["seconds"]))
     console.print(table)
 
 

@@ -1,11 +1,17 @@
-"""Progress: rich bars on a terminal, plain log lines otherwise (CI, files, pipes)."""
+"""Progress: rich bars on a terminal, plain log lines otherwise (CI, files, pipes).
+
+Rates are computed by :func:`per_second` and shown by :func:`rate_text`, here only: a stage that records a rate
+in its manifest passes that same figure to :meth:`Tracker.advance` (``rates=``), so the log line and the
+manifest print one number. A rate that is zero because every result came from a cache reads ``cached``, never
+``0 tokens/s``.
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
 from rich.console import Console
@@ -41,6 +47,20 @@ def setup_logging(level: str = "INFO") -> None:
     root.propagate = False
 
 
+def per_second(count: float, seconds: float, digits: int = 2) -> float:
+    """The one rate rule of logs and manifests: ``count / seconds`` rounded to ``digits`` decimals."""
+    return round(count / max(seconds, 1e-9), digits)
+
+
+def rate_text(rates: Mapping[str, float], cached: bool = False) -> str:
+    """Rates as logs show them: ``{"output_tokens_per_s": 64.23}`` → ``"64.23 output tokens/s"``. Zero rates are
+    left out; when ``cached`` (some work was served from a cache) a zero rate reads ``cached`` instead."""
+    parts = [f"{v:,} {k.removesuffix('_per_s').replace('_', ' ')}/s" for k, v in rates.items() if v]
+    if cached and any(not v for v in rates.values()):
+        parts.append("cached")
+    return "  ".join(parts)
+
+
 class Tracker:
     """Counts work for one task and shows it: a rich bar on a TTY, a log line every ``every`` seconds otherwise."""
 
@@ -48,18 +68,25 @@ class Tracker:
                  every: float = 10.0) -> None:
         self._progress, self._task, self.name, self.unit, self.total = progress, task, name, unit, total
         self.done = 0
+        self.cached = 0
         self.extra: dict[str, float] = {}
+        self.measured: dict[str, float] = {}
         self._t0 = self._last = time.perf_counter()
         self._every = every
 
-    def advance(self, n: int = 1, **extra: float) -> None:
-        """Add ``n`` units done; ``extra`` counters (e.g. tokens=...) are summed and shown as rates."""
+    def advance(self, n: int = 1, rates: Mapping[str, float] | None = None, cached: int = 0, **extra: float) -> None:
+        """Add ``n`` units done. ``extra`` counters (e.g. ``tokens=...``) are summed and shown per second of this
+        tracker; ``rates`` are figures the caller measured itself (e.g. LLM tokens per second of LLM time, as its
+        manifest records them), shown as given; ``cached`` counts units a cache served (no work, no rate)."""
         self.done += n
+        self.cached += cached
         for key, value in extra.items():
             self.extra[key] = self.extra.get(key, 0.0) + value
-        rates = "  ".join(f"{v / max(self.elapsed, 1e-9):,.0f} {k}/s" for k, v in self.extra.items() if v)
+        self.measured.update(rates or {})
+        own = {f"{k}_per_s": per_second(v, self.elapsed) for k, v in self.extra.items()}
+        shown = rate_text({**own, **self.measured}, cached=self.cached > 0)
         if self._progress is not None and self._task is not None:
-            self._progress.update(self._task, advance=n, rates=rates)
+            self._progress.update(self._task, advance=n, rates=shown)
             return
         now = time.perf_counter()
         if now - self._last >= self._every or (self.total is not None and self.done >= self.total):
@@ -67,7 +94,7 @@ class Tracker:
             of = f"/{self.total}" if self.total is not None else ""
             rate = self.done / max(self.elapsed, 1e-9)
             eta = f" ETA {(self.total - self.done) / rate:,.0f} s" if self.total and 0 < self.done < self.total else ""
-            log.info("%s: %d%s %s (%.1f %s/s%s) %s", self.name, self.done, of, self.unit, rate, self.unit, eta, rates)
+            log.info("%s: %d%s %s (%.1f %s/s%s) %s", self.name, self.done, of, self.unit, rate, self.unit, eta, shown)
 
     @property
     def elapsed(self) -> float:

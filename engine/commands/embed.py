@@ -9,7 +9,7 @@ import typer
 
 from embedforge.commands import fail
 from embedforge.configs.embed import EmbedConfig
-from embedforge.progress import console, setup_logging
+from embedforge.progress import console, rate_text, setup_logging
 
 
 def embed(
@@ -68,7 +68,7 @@ def embed(
     atomic_write_json(output / MANIFEST, manifest)
     (output / SUCCESS).write_text("ok\n")
     console.print(f"[green]embedded[/] {manifest['rows_out']} rows ({manifest['quarantined']} quarantined) → "
-                  f"{output}  {run.throughput['docs_per_s']} docs/s, {run.throughput['tokens_per_s']} tokens/s",
+                  f"{output}  {rate_text(run.throughput, cached=run.totals.get('cache_hits', 0) > 0)}",
                   highlight=False)
 
 

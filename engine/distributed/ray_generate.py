@@ -109,7 +109,9 @@ def ray_completions(shards: Iterable[tuple[str, list[dict[str, Any]]]], maker: Q
             shard = by_name[row["shard"]]
             shard.completions = [Completion(**c) for c in json.loads(row["completions"])]
             shard.generator_id = row["generator"]
-            usage.add(shard.completions, 0.0)
+            now = time.perf_counter()  # wall time of the pool, counted as it passes so live rates are right
+            usage.add(shard.completions, now - t0)
+            t0 = now
             usage.extra["retries"] = usage.extra.get("retries", 0) + int(row["retries"])
             ready.add(shard.name)
             while nxt is not None and nxt.name in ready:

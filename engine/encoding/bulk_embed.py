@@ -256,5 +256,5 @@ def embed_blocks(encoder: Encoder, blocks: Iterator[Block], out_dir: Path, opts:
         totals["cache_hits"] += hits
         totals["shards_written"] += 1
         if progress is not None:
-            progress.advance(block.rows_in, tokens=tokens)
+            progress.advance(block.rows_in, cached=hits, tokens=tokens)
     return totals

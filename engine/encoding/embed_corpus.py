@@ -23,7 +23,7 @@ from embedforge.encoding.bulk_embed import (
     iter_blocks,
 )
 from embedforge.encoding.encoder import Encoder
-from embedforge.progress import track
+from embedforge.progress import per_second, track
 from embedforge.search.export import BM25_DIR, export_bm25, export_index
 
 
@@ -78,8 +78,8 @@ def embed_corpus(cfg: EmbedConfig, model_path: str, source: str | Path, out_dir:
     if count_rows(out_dir) == 0:
         raise ValueError(f"no usable rows in {source} (see {out_dir / 'quarantine'})")
     run = EmbedRun(model, fmt, totals, seconds,
-                   {"docs_per_s": round(totals["rows_embedded"] / seconds, 2),
-                    "tokens_per_s": round(totals.get("tokens", 0) / seconds, 1)})
+                   {"docs_per_s": per_second(totals["rows_embedded"], seconds),
+                    "tokens_per_s": per_second(totals.get("tokens", 0), seconds)})
     if cfg.index is not None:
         meta = {k: model[k] for k in ("model_id", "backend", "precision")} | {"model_path": model_path}
         for dim in opts.dims:

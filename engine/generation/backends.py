@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+from embedforge.progress import per_second
+
 if TYPE_CHECKING:
     from embedforge.configs.generate import GenerateConfig
 
@@ -57,10 +59,12 @@ class Usage:
         self.seconds += seconds
 
     def rates(self) -> dict[str, float]:
-        s = max(self.seconds, 1e-9)
-        return {"prompts_per_s": round(self.prompts / s, 3), "input_tokens_per_s": round(self.prompt_tokens / s, 2),
-                "output_tokens_per_s": round(self.output_tokens / s, 2),
-                "total_tokens_per_s": round((self.prompt_tokens + self.output_tokens) / s, 2),
+        """The manifest's throughput, per second of LLM time (the stage's log line shows ``output_tokens_per_s``
+        from here, so both print one figure)."""
+        s = self.seconds
+        return {"prompts_per_s": per_second(self.prompts, s, 3), "input_tokens_per_s": per_second(self.prompt_tokens, s),
+                "output_tokens_per_s": per_second(self.output_tokens, s),
+                "total_tokens_per_s": per_second(self.prompt_tokens + self.output_tokens, s),
                 "llm_seconds": round(self.seconds, 3)}
 
 

@@ -68,7 +68,9 @@ def run(ctx: StageContext) -> None:
             table, stats, quarantine = maker.shard_rows(shard, seen, roundtrip)
             writer.write(shard.name, table, stats=stats, quarantine=quarantine)
             generator = shard.generator_id or generator
-            progress.advance(len(shard.rows), tokens=stats.get("output_tokens", 0))
+            # the manifest's figure (LLM output tokens per second of LLM time), not a second definition
+            progress.advance(len(shard.rows), rates={"output_tokens_per_s": usage.rates()["output_tokens_per_s"]}
+                             if usage.prompts else None)
 
     if usage.prompts:
         ctx.throughput.update(usage.rates())

@@ -42,7 +42,8 @@ def stage_dir(run_dir: Path) -> Path:
 @pytest.fixture(scope="module")
 def uninterrupted(cli, tmp_path_factory: pytest.TempPathFactory) -> Path:  # noqa: ANN001
     tmp = tmp_path_factory.mktemp("gen-full")
-    cli("run", str(write_job(tmp / "job.yaml")), f"run_dir={tmp / 'runs'}", timeout=3600)
+    proc = cli("run", str(write_job(tmp / "job.yaml")), f"run_dir={tmp / 'runs'}", timeout=3600)
+    (tmp / "cli.log").write_text(proc.stdout + proc.stderr)  # read by test_log_and_manifest_give_one_throughput
     return stage_dir(tmp / "runs")
 
 
@@ -76,6 +77,14 @@ def test_output_contract_split_and_counts(uninterrupted: Path) -> None:
     tp = manifest["throughput"]
     assert tp["prompts_per_s"] > 0 and tp["output_tokens_per_s"] > 0 and tp["input_tokens_per_s"] > 0
     assert manifest["generate"]["backend"] == "hf"
+
+
+def test_log_and_manifest_give_one_throughput(uninterrupted: Path) -> None:
+    """The stage's last progress line prints the manifest's output tokens/s (LLM tokens per second of LLM time)."""
+    log = (uninterrupted.parents[2] / "cli.log").read_text()
+    [last] = [line for line in log.splitlines() if " generate: " in line and "chunks" in line][-1:]
+    figure = json.loads((uninterrupted / "manifest.json").read_text())["throughput"]["output_tokens_per_s"]
+    assert figure > 0 and last.endswith(f" {figure:,} output tokens/s"), (last, figure)
 
 
 def test_resume_after_sigkill_matches_uninterrupted_run(uninterrupted: Path, cli, tmp_path: Path) -> None:  # noqa: ANN001
