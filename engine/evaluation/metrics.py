@@ -8,6 +8,12 @@ Hamming scores tie often). :func:`run_from_rankings` therefore gives each result
 ranking evaluated is exactly the ranking retrieved. Every judged query counts: a query with no results scores 0
 (pytrec_eval alone would silently leave it out of the average).
 
+Significance stays on scipy, not ranx's ``compare``: ranx's paired t-test is scipy's ``ttest_rel`` too, and its
+Fisher randomization test is a numba loop of its own (1,000 permutations, a fixed seed) whose p-values would
+differ from the ``scipy.stats.permutation_test`` ones here only by sampling; adopting it would add ranx and its
+dependencies (ir_datasets, fastparquet, seaborn, ...) for no new test. TREC run files for ranx/trec_eval are
+written by :mod:`embedforge.evaluation.report`.
+
 >>> qrels = {"q1": {"d1": 1, "d2": 2}}
 >>> m = evaluate_run(qrels, run_from_rankings(["q1"], [["d3", "d1", "d2"]]))
 >>> round(m.aggregate["ndcg_at_10"], 4), m.aggregate["mrr_at_10"]

@@ -1,11 +1,17 @@
 """Checkpoints inside the stage directory: find the last complete one to resume; publish the final model atomically;
-weight averaging (WiSE-FT) of the tuned and start weights."""
+weight averaging (WiSE-FT) of the tuned and start weights.
+
+Discovery is ``transformers.trainer_utils.get_last_checkpoint`` (the Trainer's own ``checkpoint-N`` naming and
+ordering), wrapped by :func:`last_checkpoint` with the one check it lacks: it returns the highest-numbered
+directory even when a kill while saving left it torn, and resuming from that fails. Our wrapper accepts a
+checkpoint only when ``trainer_state.json`` (which the Trainer writes last) and ``modules.json`` (the
+sentence-transformers model) are both there, removes a torn one and asks again.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
-import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -13,23 +19,25 @@ from typing import Any
 
 log = logging.getLogger("embedforge.train")
 
-_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+COMPLETE_MARKERS = ("trainer_state.json", "modules.json")
+"""Files a checkpoint has only once its save finished (the Trainer writes ``trainer_state.json`` last)."""
 
 
 def last_checkpoint(directory: Path) -> Path | None:
-    """The highest-step ``checkpoint-N`` that is complete (``trainer_state.json`` is written last), or None.
+    """The highest-step ``checkpoint-N`` that is complete (see :data:`COMPLETE_MARKERS`), or None.
 
     Incomplete checkpoints (a kill while saving) are removed so they cannot be picked up later.
     """
+    from transformers.trainer_utils import get_last_checkpoint
+
     if not directory.is_dir():
         return None
-    found = sorted(((int(m.group(1)), p) for p in directory.iterdir() if (m := _CHECKPOINT.match(p.name))),
-                   reverse=True)
-    for _, path in found:
-        if (path / "trainer_state.json").is_file() and (path / "modules.json").is_file():
+    while (found := get_last_checkpoint(str(directory))) is not None:
+        path = Path(found)
+        if all((path / name).is_file() for name in COMPLETE_MARKERS):
             return path
         log.warning("removing incomplete checkpoint %s (killed while saving)", path)
-        shutil.rmtree(path, ignore_errors=True)
+        shutil.rmtree(path)  # an error here stops the loop: a torn checkpoint that cannot be removed is reported
     return None
 
 
