@@ -52,7 +52,7 @@ from embedforge.training.losses import (
     check_matryoshka_dims,
 )
 from embedforge.training.matryoshka_evaluator import MatryoshkaRetrievalEvaluator
-from embedforge.training.model_card import model_card
+from embedforge.training.model_card import kept_base, model_card
 from embedforge.training.model_files import finish_model_dir
 from embedforge.training.teacher import Teacher, auto_temperature, build_teacher, label_queries
 from embedforge.training.yardstick import SIGNAL_NAMES, metric_key, teacher_validation_labels
@@ -382,7 +382,7 @@ def finish(ctx: StageContext, cfg: TrainConfig, start_model: str, rows: Training
     def write(tmp: Path) -> None:
         save(tmp)
         finish_model_dir(tmp, title=ctx.job.name, base_model=hub_id(start_ref), dims=dims, extra_markdown=card,
-                         metrics=result["candidates"][verdict.promoted][0])
+                         metrics=result["candidates"][verdict.promoted][0], base_kept=kept_base(guard))
 
     publish_dir(ctx.out_dir / "model", write)
     per_dim = {str(d): {"ndcg@10_before": result["before"].get(f"val_ndcg@10_d{d}"),

@@ -8,8 +8,15 @@ from pathlib import Path
 from typing import Any
 
 
-def _metrics_table(before: dict[str, float], after: dict[str, float], dims: list[int]) -> list[str]:
-    lines = ["| dim | nDCG@10 before | nDCG@10 after | recall@10 before | recall@10 after |", "|---|---|---|---|---|"]
+def kept_base(guard: dict[str, Any] | None) -> bool:
+    """True when the regression guard published the base (start) model's weights instead of the tuned ones."""
+    return bool(guard) and guard["promoted"] == "base"
+
+
+def _metrics_table(before: dict[str, float], after: dict[str, float], dims: list[int],
+                   base_kept: bool = False) -> list[str]:
+    b, a = ("base (these weights)", "tuned (not kept)") if base_kept else ("before", "after")
+    lines = [f"| dim | nDCG@10 {b} | nDCG@10 {a} | recall@10 {b} | recall@10 {a} |", "|---|---|---|---|---|"]
     for d in dims:
         cells = [before.get(f"val_ndcg@10_d{d}"), after.get(f"val_ndcg@10_d{d}"),
                  before.get(f"val_recall@10_d{d}"), after.get(f"val_recall@10_d{d}")]
@@ -22,7 +29,7 @@ def _guard_section(guard: dict[str, Any] | None) -> list[str]:
     if not guard:
         return []
     lines = ["## Regression guard", "", f"{guard['message'][0].upper()}{guard['message'][1:]}."]
-    if guard["promoted"] == "base":
+    if kept_base(guard):
         lines += ["", "**Not promoted**: this directory holds the start model unchanged, because the tuned model "
                   f"did not beat it on {guard['signal']} validation at {guard['primary_dim']} d "
                   f"(`promote: {guard['promote']}`)."]
@@ -35,12 +42,26 @@ def model_card(*, job: str, stage_hash: str, spec_hash: str, start_model: str, s
                dims: list[int], before: dict[str, float], after: dict[str, float], history: dict[str, Any],
                versions: dict[str, str], guard: dict[str, Any] | None = None) -> str:
     """embedforge's part of the model card (after sentence-transformers' own, :mod:`model_files`): validation per
-    dimension, the regression guard, lineage (names and content hashes, no machine paths), training settings."""
+    dimension, the regression guard, lineage (names and content hashes, no machine paths), training settings.
+
+    When the guard kept the base model (``guard["promoted"] == "base"``), the card says first, in plain words, that
+    the weights are the start model's, unchanged; the lineage names that model as the source of the weights."""
+    start = start_model_ref or Path(start_model).name
+    training = (f"(stage `train`, mode `{mode}`, loss `{loss}`"
+                + (f" in MatryoshkaLoss at dims {dims}" if dims else "") + ")")
+    if kept_base(guard):
+        opening = [f"**The weights in this directory are the base model's, unchanged: `{start}` (model id "
+                   f"`{start_model_id}`).** embedforge trained a candidate {training}, but the regression guard "
+                   "kept the base model because the candidate did not beat it (see *Regression guard* below); "
+                   "no fine-tuning is in these weights."]
+        source = "- weights: the start model's, unchanged (the tuned candidate was not promoted)"
+    else:
+        opening = [f"Fine-tuned by embedforge {training}."]
+        source = f"- weights: the `{guard['candidate']}` candidate, trained from the start model" if guard else ""
     lines = [
         "## embedforge",
         "",
-        f"Fine-tuned by embedforge (stage `train`, mode `{mode}`, loss `{loss}`"
-        + (f" in MatryoshkaLoss at dims {dims}" if dims else "") + ").",
+        *opening,
         "Load it with `SentenceTransformer(path)`; truncate vectors to any of the Matryoshka dimensions and "
         "re-normalize.",
         "",
@@ -49,13 +70,14 @@ def model_card(*, job: str, stage_hash: str, spec_hash: str, start_model: str, s
         f"{data.get('val_queries', 0)} queries searched in {data.get('val_corpus', 0)} passages; the relevant "
         "passage of a query is the chunk it was generated from.",
         "",
-        *_metrics_table(before, after, dims),
+        *_metrics_table(before, after, dims, kept_base(guard)),
         "",
         *_guard_section(guard),
         "## Lineage",
         "",
         f"- job: `{job}`, job spec hash `{spec_hash}`, stage hash `{stage_hash}`",
-        f"- start model: `{start_model_ref or Path(start_model).name}` (model id `{start_model_id}`)",
+        f"- start model: `{start}` (model id `{start_model_id}`)",
+        *([source] if source else []),
         f"- training rows: {data.get('train_rows', 0)} from `{data.get('source')}`"
         f" ({data.get('negatives', 0)} hard negatives per row), quarantined {data.get('quarantined', 0)}",
     ]

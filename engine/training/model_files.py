@@ -63,8 +63,10 @@ def _dim_evaluator(dim: int, dataset: str) -> Any:
 
 def write_model_card(model_dir: Path, *, title: str, base_model: str | None, dims: list[int],
                      metrics: dict[str, float], extra_markdown: str, language: str | list[str] | None = "en",
-                     license: str | None = None, dataset: str = "synthetic-validation") -> str:
-    """Write ``README.md``: sentence-transformers' card for the model in ``model_dir`` plus ``extra_markdown``."""
+                     license: str | None = None, dataset: str = "synthetic-validation", base_kept: bool = False) -> str:
+    """Write ``README.md``: sentence-transformers' card for the model in ``model_dir`` plus ``extra_markdown``.
+    ``base_kept``: the weights are ``base_model``'s, unchanged (the regression guard kept it), so the card's first
+    sentence says so instead of "finetuned from"; ``base_model`` stays in the metadata as the weights' source."""
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.base.model_card import generate_model_card
     from sentence_transformers.sentence_transformer.model_card import SentenceTransformerModelCardData
@@ -80,7 +82,10 @@ def write_model_card(model_dir: Path, *, title: str, base_model: str | None, dim
         evaluator = _dim_evaluator(dim, dataset)
         values = _dim_metrics(metrics, dim)
         card_data.set_evaluation_metrics(evaluator, {f"{evaluator.name}_cosine_{k}": v for k, v in values.items()})
-    text = portable(generate_model_card(model)).rstrip() + "\n\n" + portable(extra_markdown).strip() + "\n"
+    generated = generate_model_card(model)
+    if base_kept:
+        generated = generated.replace(" model finetuned from [", " model with the unchanged weights of [", 1)
+    text = portable(generated).rstrip() + "\n\n" + portable(extra_markdown).strip() + "\n"
     (model_dir / "README.md").write_text(text, encoding="utf-8")
     return text
 
@@ -118,10 +123,10 @@ def export_onnx(model_dir: Path) -> Path:
 
 def finish_model_dir(model_dir: Path, *, title: str, base_model: str | None, dims: list[int],
                      metrics: dict[str, float], extra_markdown: str, prompts: dict[str, str] | None = None,
-                     onnx: bool = True) -> None:
+                     onnx: bool = True, base_kept: bool = False) -> None:
     """All of the above for a freshly saved model directory."""
     declare_matryoshka(model_dir, dims, prompts)
     if onnx:
         export_onnx(model_dir)
     write_model_card(model_dir, title=title, base_model=base_model, dims=dims, metrics=metrics,
-                     extra_markdown=extra_markdown)
+                     extra_markdown=extra_markdown, base_kept=base_kept)
