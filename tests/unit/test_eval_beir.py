@@ -36,33 +36,20 @@ def test_scifact_keeps_only_test_judged_queries(scifact_slice: Path) -> None:
     assert len(load_beir(scifact_slice, "train").query_ids) == 220
 
 
-def test_malformed_qrels_line_is_named(tmp_path: Path) -> None:
-    root = _write_beir(tmp_path / "bad", '{"_id": "q1", "text": "x"}\n',
-                       "query-id\tcorpus-id\tscore\nq1\td0\t1\nq1\td1\n")
-    with pytest.raises(BeirFormatError, match=r"qrels/test\.tsv:3: expected 3 tab-separated fields"):
-        load_beir(root)
+QUERY = '{"_id": "q1", "text": "x"}\n'
+HEADER = "query-id\tcorpus-id\tscore\n"
 
 
-def test_non_numeric_qrels_score_is_named(tmp_path: Path) -> None:
-    root = _write_beir(tmp_path / "bad", '{"_id": "q1", "text": "x"}\n', "query-id\tcorpus-id\tscore\nq1\td0\thigh\n")
-    with pytest.raises(BeirFormatError, match=r"test\.tsv:2: score 'high' is not a number"):
-        load_beir(root)
-
-
-def test_malformed_query_line_is_named(tmp_path: Path) -> None:
-    root = _write_beir(tmp_path / "bad", '{"_id": "q1", "text": "x"}\n{"_id": "q2", "text": \n',
-                       "query-id\tcorpus-id\tscore\nq1\td0\t1\n")
-    with pytest.raises(BeirFormatError, match=r"queries\.jsonl:2: not a valid JSON line"):
-        load_beir(root)
-
-
-def test_query_without_text_is_named(tmp_path: Path) -> None:
-    root = _write_beir(tmp_path / "bad", '{"_id": "q1"}\n', "query-id\tcorpus-id\tscore\nq1\td0\t1\n")
-    with pytest.raises(BeirFormatError, match=r"queries\.jsonl:1: expected an object"):
-        load_beir(root)
-
-
-def test_judged_query_missing_from_queries_is_an_error(tmp_path: Path) -> None:
-    root = _write_beir(tmp_path / "bad", '{"_id": "q1", "text": "x"}\n', "query-id\tcorpus-id\tscore\nq7\td0\t1\n")
-    with pytest.raises(BeirFormatError, match="not in queries.jsonl"):
+@pytest.mark.parametrize(("queries", "qrels", "message"), [
+    (QUERY, HEADER + "q1\td0\t1\nq1\td1\n", r"qrels/test\.tsv:3: expected 3 tab-separated fields"),
+    (QUERY, HEADER + "q1\td0\thigh\n", r"test\.tsv:2: score 'high' is not a number"),
+    (QUERY + '{"_id": "q2", "text": \n', HEADER + "q1\td0\t1\n", r"queries\.jsonl:2: not a valid JSON line"),
+    ('{"_id": "q1"}\n', HEADER + "q1\td0\t1\n", r"queries\.jsonl:1: expected an object"),
+    (QUERY, HEADER + "q7\td0\t1\n", "not in queries.jsonl"),
+], ids=["malformed-qrels-line", "non-numeric-score", "malformed-query-line", "query-without-text",
+        "judged-query-missing"])
+def test_bad_input_is_named(tmp_path: Path, queries: str, qrels: str, message: str) -> None:
+    """Each malformed file is refused with an error naming the file, the line and what is wrong."""
+    root = _write_beir(tmp_path / "bad", queries, qrels)
+    with pytest.raises(BeirFormatError, match=message):
         load_beir(root)
