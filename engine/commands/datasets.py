@@ -13,6 +13,8 @@ from typing import Annotated
 
 import typer
 
+from embedforge.commands import add_group
+
 
 def get(name: Annotated[str, typer.Argument(help="Dataset name (scifact, nfcorpus, fiqa, cranfield) or beir:NAME")],
         from_path: Annotated[Path | None, typer.Option("--from", help="Copy this local BEIR directory instead of "
@@ -78,9 +80,5 @@ def export(chunks: Annotated[Path, typer.Option("--chunks", help="A chunk stage'
 
 
 def register(app: typer.Typer) -> None:
-    group = typer.Typer(no_args_is_help=True, help="Evaluation datasets: fetch BEIR datasets into the local cache "
-                        "(jobs name them beir:NAME).")
-    group.command("get")(get)
-    group.command("list")(list_datasets)
-    group.command("export")(export)
-    app.add_typer(group, name="datasets")
+    add_group(app, "datasets", "Evaluation datasets: fetch BEIR datasets into the local cache (jobs name them "
+              "beir:NAME).", {"get": get, "list": list_datasets, "export": export})

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from embedforge.commands import fail
+from embedforge.commands import add_group, fail
 from embedforge.configs.vocab import DEFAULT_THRESHOLD
 
 Model = Annotated[str, typer.Option("--model", help="Base model: packaged name or model directory")]
@@ -116,9 +116,5 @@ def extend(out: Annotated[Path, typer.Option(help="Directory for the extended Se
 
 
 def register(app: typer.Typer) -> None:
-    group = typer.Typer(no_args_is_help=True, help="Vocabulary: analyze a corpus's tokenization, train a "
-                        "tokenizer, extend a model's vocabulary.")
-    group.command("analyze")(analyze)
-    group.command("train")(train)
-    group.command("extend")(extend)
-    app.add_typer(group, name="vocab")
+    add_group(app, "vocab", "Vocabulary: analyze a corpus's tokenization, train a tokenizer, extend a model's "
+              "vocabulary.", {"analyze": analyze, "train": train, "extend": extend})
