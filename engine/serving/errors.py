@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -50,30 +51,15 @@ class APIError(Exception):
         self.headers = headers
 
     def response(self) -> JSONResponse:
-        return error_response(
-            self.status, self.message, param=self.param, code=self.code, type=self.type, headers=self.headers
-        )
+        """The JSON response with the OpenAI error body."""
+        body = {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+        return _AsciiJSONResponse(body, status_code=self.status, headers=self.headers)
 
 
-def error_response(
-    status: int,
-    message: str,
-    *,
-    param: str | None = None,
-    code: str | None = None,
-    type: str | None = None,
-    headers: dict[str, str] | None = None,
-) -> JSONResponse:  # noqa: A002
-    """A JSON response with the OpenAI error body."""
-    body = {
-        "error": {
-            "message": message,
-            "type": type or _TYPES.get(status, "invalid_request_error"),
-            "param": param,
-            "code": code,
-        }
-    }
-    return _AsciiJSONResponse(body, status_code=status, headers=headers)
+def error_response(status: int, message: str, **details: Any) -> JSONResponse:
+    """A JSON response with the OpenAI error body; ``details`` are :class:`APIError`'s keywords (``param``,
+    ``code``, ``type``, ``headers``)."""
+    return APIError(status, message, **details).response()
 
 
 class _AsciiJSONResponse(JSONResponse):
