@@ -35,12 +35,12 @@ from embedforge.training.data import (
     doc_key,
     load_passages,
     load_queries,
-    query_problem,
     rows_from_queries,
     rows_from_teacher,
     rows_from_triples,
     select_queries,
     split_queries,
+    train_queries,
     validation_set,
 )
 from embedforge.training.guard import Candidate, choose
@@ -178,15 +178,7 @@ def teacher_rows(ctx: StageContext, cfg: TrainConfig, teacher: Teacher, start_mo
                  queries: list[dict[str, Any]], passages: dict[str, str], train_ids: set[str],
                  strip: set[str]) -> TrainingRows:
     """Label the training queries with the teacher; its triples (with scores) go to ``teacher_triples/``."""
-    todo, quarantine = [], []
-    for q in queries:
-        if q["query_id"] not in train_ids:
-            continue
-        reason = query_problem(q["query"], q["chunk_id"], passages)
-        if reason:
-            quarantine.append({"source": "train", "query_id": q["query_id"], "reason": reason})
-        else:
-            todo.append({**q, "query": q["query"].strip()})
+    todo, quarantine = train_queries(queries, passages, train_ids, source="train")
     t0 = time.perf_counter()
     labels = label_queries(teacher, todo, list(passages), passages, num_negatives=cfg.max_negatives,
                            false_negative_margin=cfg.false_negative_margin, query_filter_rank=cfg.query_filter_rank,

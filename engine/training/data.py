@@ -120,18 +120,26 @@ def split_queries(queries: list[dict[str, Any]], val_fraction: float, seed: int)
 def rows_from_queries(queries: list[dict[str, Any]], passages: dict[str, str], train_ids: set[str],
                       shards: list[str], strip_ids: set[str] = frozenset()) -> TrainingRows:
     """(query, source passage) pairs of the training queries (``strip_ids``: cut the query out of the passage)."""
-    anchors, positives, quarantine = [], [], []
+    kept, quarantine = train_queries(queries, passages, train_ids, source="generate")
+    anchors = [q["query"] for q in kept]
+    positives = [cut_sentence(passages[q["chunk_id"]], q["query"]) if q["query_id"] in strip_ids
+                 else passages[q["chunk_id"]] for q in kept]
+    return TrainingRows({"anchor": anchors, "positive": positives}, "queries", shards, quarantine)
+
+
+def train_queries(queries: list[dict[str, Any]], passages: dict[str, str], train_ids: set[str],
+                  source: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The training queries (``train_ids``) fit to train on, their text stripped, and a quarantine row (tagged
+    ``source``) for each of the others with the :func:`query_problem` reason."""
+    kept, quarantine = [], []
     for q in queries:
         if q["query_id"] not in train_ids:
             continue
-        reason = query_problem(q["query"], q["chunk_id"], passages)
-        if reason:
-            quarantine.append({"source": "generate", "query_id": q["query_id"], "reason": reason})
-            continue
-        anchors.append(q["query"].strip())
-        passage = passages[q["chunk_id"]]
-        positives.append(cut_sentence(passage, q["query"]) if q["query_id"] in strip_ids else passage)
-    return TrainingRows({"anchor": anchors, "positive": positives}, "queries", shards, quarantine)
+        if reason := query_problem(q["query"], q["chunk_id"], passages):
+            quarantine.append({"source": source, "query_id": q["query_id"], "reason": reason})
+        else:
+            kept.append({**q, "query": q["query"].strip()})
+    return kept, quarantine
 
 
 def rows_from_triples(triple_dir: Path, max_negatives: int, exclude_ids: set[str],
