@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 import pytest
+import yaml
 
 from embedforge.progress import Tracker, per_second, rate_text
 
@@ -57,14 +58,10 @@ def test_measured_rate_is_shown_as_given(lines: list[str]) -> None:
 def test_no_none_in_the_run_and_status_tables(tmp_path: Path, cli) -> None:  # noqa: ANN001
     """analyze_vocab writes no row shards (rows out is empty); the tables print a dash, not ``None``."""
     job = tmp_path / "job.yaml"
-    job.write_text(f"""name: tables
-run_dir: {tmp_path / "runs"}
-device: cpu
-base_model: all-MiniLM-L6-v2
-stages:
-  ingest: {{sources: [{{path: "builtin:adi"}}]}}
-  analyze_vocab: {{}}
-""")
+    job.write_text(yaml.safe_dump({"name": "tables", "run_dir": str(tmp_path / "runs"), "device": "cpu",
+                                   "base_model": "all-MiniLM-L6-v2",
+                                   "stages": {"ingest": {"sources": [{"path": "builtin:adi"}]}, "analyze_vocab": {}}}))
+
     def out(*args: str) -> str:
         proc = cli(*args)
         return proc.stdout + proc.stderr
