@@ -3,6 +3,7 @@ and no ``None`` in the run and status tables."""
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -69,6 +70,8 @@ def test_no_none_in_the_run_and_status_tables(tmp_path: Path, cli) -> None:  # n
     before = out("status", str(job))
     assert "missing" in before and "None" not in before, before
     run = out("run", str(job))
+    [manifest] = (tmp_path / "runs" / "tables").glob("analyze_vocab-*/manifest.json")
+    assert json.loads(manifest.read_text())["rows_out"] is None  # the case the table must print as a dash
     assert "rows out" in run and "analyze_vocab" in run and "None" not in run, run
     after = out("status", str(job))
     assert after.count("│ done") == 2 and "None" not in after, after
