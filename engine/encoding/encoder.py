@@ -8,7 +8,8 @@ How it is fast:
 - the model runs without sentence-transformers' per-batch overhead: the HF transformer directly, then a small
   pooling function (masked mean / CLS) and the model's own normalization;
 - backends: ``torch`` (fp32, or bf16/fp16 autocast; on CUDA pinned memory, non-blocking copies, one replica per
-  visible GPU), ``onnx`` (ONNX Runtime fp32: the fastest exact CPU path here), ``onnx-int8`` (ORT dynamic int8,
+  visible GPU), ``onnx`` (ONNX Runtime fp32 on the fused graph of :mod:`embedforge.encoding.onnx_runtime`: the
+  fastest exact CPU path here), ``onnx-int8`` (ORT dynamic int8,
   lossy) and ``st`` (sentence-transformers' own forward, for module stacks the fast path does not know);
   ``auto`` for fp32 on CPU times ``onnx`` (when onnxruntime and onnx are installed) and ``torch`` on a probe
   batch at start-up and keeps the faster, so the default is never the slower of the two on the CPU at hand;
@@ -81,13 +82,16 @@ def token_budget_batches(lengths: Sequence[int], max_tokens: int, max_batch: int
 def pool(hidden: torch.Tensor, mask: torch.Tensor, mode: str, normalize: bool) -> torch.Tensor:
     """Sentence vectors fp32 ``(B, H)`` from token states ``(B, T, H)``: masked mean or CLS, then optional L2.
 
+    ``mask`` may be a float weight per token (``WordWeights``: mask x weight of the token id); the mean then divides
+    by the sum of the weights, as sentence-transformers' Pooling does with ``token_weights_sum``.
+
     The mean path is ``embedforge.kernels.reference.pool_normalize`` semantics; on CUDA with Triton the fused kernel of
     ``embedforge.kernels.pooling`` does it in one pass.
     """
     if mode == "cls":
         vectors = hidden[:, 0].float()
         return torch.nn.functional.normalize(vectors, dim=-1) if normalize else vectors
-    if hidden.is_cuda and dev.kernel_backend() == "triton":
+    if hidden.is_cuda and dev.kernel_backend() == "triton" and not mask.is_floating_point():
         from embedforge.kernels.pooling import pool_normalize
 
         return pool_normalize(hidden, mask, None, normalize, backend="triton")
@@ -97,18 +101,29 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, mode: str, normalize: bool) -
     return torch.nn.functional.normalize(vectors, dim=-1) if normalize else vectors
 
 
+def token_weights(model: torch.nn.Module) -> torch.Tensor | None:
+    """The weight per token id of the model's ``WordWeights`` module (fp32), or None when it has none."""
+    module = next((m for m in model if type(m).__name__ == "WordWeights"), None)
+    return None if module is None else module.emb_layer.weight.detach().reshape(-1).float().cpu()
+
+
 def _module_stack(model_dir: Path) -> tuple[str | None, bool]:
-    """``(pooling mode, normalizes)`` when the ST model is Transformer → Pooling(mean|cls) → [Normalize]; else
-    ``(None, ...)`` (the ``st`` backend is used)."""
+    """``(pooling mode, normalizes)`` when the ST model is Transformer → [WordWeights] → Pooling(mean|cls) →
+    [Normalize]; else ``(None, ...)`` (the ``st`` backend is used)."""
     modules_file = model_dir / "modules.json"
     if not modules_file.is_file():
         return "mean", False  # a plain HF model: sentence-transformers adds mean pooling too
     kinds = [m["type"].rsplit(".", 1)[-1] for m in json.loads(modules_file.read_text())]
+    kinds = [k for k in kinds if k != "WordWeights"]  # token weights: the runner weights the mask (token_weights)
     normalizes = kinds[-1:] == ["Normalize"]
     if kinds[:2] != ["Transformer", "Pooling"] or len(kinds) > 2 + int(normalizes):
         return None, normalizes
     pooling = next(m for m in json.loads(modules_file.read_text()) if m["type"].endswith("Pooling"))
     cfg = json.loads((model_dir / pooling["path"] / "config.json").read_text())
+    if "pooling_mode" in cfg:  # the format sentence-transformers >= 6 saves: one mode name (or a list of them)
+        mode = cfg["pooling_mode"]
+        mode = mode[0] if isinstance(mode, list) and len(mode) == 1 else mode
+        return (mode if mode in ("mean", "cls") else None), normalizes
     if cfg.get("pooling_mode_mean_tokens") and not any(v for k, v in cfg.items() if k.startswith("pooling_mode_")
                                                        and k != "pooling_mode_mean_tokens"):
         return "mean", normalizes
@@ -187,10 +202,14 @@ class Encoder:
         self.window = window
         self.tokenizer = self.model.tokenizer
         self.pooling, self.normalizes = _module_stack(self.path)
+        self.token_weights = token_weights(self.model)
+        """Per-token-id pooling weights of a ``WordWeights`` module (None: plain mask)."""
         self.backend = self._pick_backend(backend)
         self.cache: EmbeddingCache | None = shared_cache() if cache is True else (cache or None)
         self.stats = {"texts_encoded": 0, "tokens": 0, "cache_hits": 0, "batches": 0}
         """Counters: texts the model actually ran on, their tokens, texts served from the cache, batches."""
+        self.onnx_graph: str | None = None
+        """The ONNX graph the ``onnx`` backends run (``fused-v1``, ``plain``, ``int8``); ``None`` without ONNX."""
         self._run = self._make_runner()
         self.timings: dict[str, float] = {}
         """Seconds per probe batch of each backend measured when ``auto`` chose between them."""
@@ -242,6 +261,7 @@ class Encoder:
 
             try:
                 ort_model = OrtTransformer(hf, self.model_id, self.input_names, int8=self.backend == "onnx-int8")
+                self.onnx_graph = ort_model.graph
             except Exception as exc:  # noqa: BLE001 - an export failure falls back to the exact torch path
                 if self.backend == "onnx-int8":
                     raise
@@ -251,7 +271,8 @@ class Encoder:
 
             def run_ort(features: dict[str, np.ndarray]) -> torch.Tensor:
                 hidden = ort_model(features)
-                return pool(hidden, torch.from_numpy(features["attention_mask"]), self.pooling, self.normalizes)
+                return pool(hidden, self._mask(torch.from_numpy(features["attention_mask"]),
+                                               torch.from_numpy(features["input_ids"])), self.pooling, self.normalizes)
             return run_ort
         if self.dtype != torch.float32:  # weights cast once; autocast would re-cast them on every forward
             for module in hf.modules():
@@ -266,17 +287,27 @@ class Encoder:
                      for k, v in features.items()}
             with dev.autocast(device, self.dtype):
                 hidden = module(**feats).last_hidden_state
-            return pool(hidden, feats["attention_mask"], self.pooling, self.normalizes).cpu()
+            return pool(hidden, self._mask(feats["attention_mask"], feats["input_ids"]), self.pooling,
+                        self.normalizes).cpu()
         return run_torch
+
+    def _mask(self, mask: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+        """The attention mask, times each token's ``WordWeights`` weight when the model has one."""
+        if self.token_weights is None:
+            return mask
+        return mask.float() * self.token_weights.to(input_ids.device)[input_ids]
 
     def _keep_faster(self) -> None:
         """Exact fp32 on CPU: time ONNX Runtime and torch on a probe batch here and keep the faster (the winner
         depends on the CPU, its ISA and the load, not on a fixed rule). The choice is measured once per model and
         CPU model and kept in ``$EMBEDFORGE_CACHE/encoder_backend.json``, so every process on this machine (a
-        resumed run, a worker, the next job) encodes with the same backend and writes the same bits."""
+        resumed run, a worker, the next job) encodes with the same backend and writes the same bits. A choice
+        measured against another ONNX graph (e.g. before the fused graph existed) is measured again."""
         key = f"{self.model_id}|{dev.cpu_model()}"
         if key not in _FASTER:
             _FASTER.update(_read_choices())
+        if key in _FASTER and _FASTER[key][2] != self.onnx_graph:
+            del _FASTER[key]
         if key in _FASTER:
             self.backend, self.timings = _FASTER[key][0], dict(_FASTER[key][1])
             if self.backend == "torch":
@@ -299,7 +330,7 @@ class Encoder:
         self.timings = {name: min(t) for name, t in times.items()}
         self.backend = min(self.timings, key=self.timings.get)
         self._run = runners[self.backend]
-        _FASTER[key] = (self.backend, dict(self.timings))
+        _FASTER[key] = (self.backend, dict(self.timings), self.onnx_graph)
         _write_choice(key, _FASTER[key])
         log.info("encoder backend auto: %s (probe %s)", self.backend,
                  ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in self.timings.items()))
@@ -420,8 +451,9 @@ class Encoder:
 
 
 _LOADED: dict[tuple[str, str, str, str], Encoder] = {}
-_FASTER: dict[str, tuple[str, dict[str, float]]] = {}
-"""Backend ``auto`` chose for exact CPU encoding, per ``model id|CPU model``, with the probe timings."""
+_FASTER: dict[str, tuple[str, dict[str, float], str | None]] = {}
+"""Backend ``auto`` chose for exact CPU encoding, per ``model id|CPU model``, with the probe timings and the ONNX
+graph it was measured with."""
 
 
 def _choices_path() -> Path:
@@ -430,20 +462,21 @@ def _choices_path() -> Path:
     return default_root() / "encoder_backend.json"
 
 
-def _read_choices() -> dict[str, tuple[str, dict[str, float]]]:
+def _read_choices() -> dict[str, tuple[str, dict[str, float], str | None]]:
     try:
         raw = json.loads(_choices_path().read_text())
-        return {k: (v["backend"], dict(v["timings"])) for k, v in raw.items() if v.get("backend") in ("onnx", "torch")}
+        return {k: (v["backend"], dict(v["timings"]), v.get("onnx_graph")) for k, v in raw.items()
+                if v.get("backend") in ("onnx", "torch")}
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return {}
 
 
-def _write_choice(key: str, choice: tuple[str, dict[str, float]]) -> None:
+def _write_choice(key: str, choice: tuple[str, dict[str, float], str | None]) -> None:
     """Add one choice to the file (atomic rename; a concurrent writer's choice for another key may be lost, and is
     then measured again)."""
     from embedforge.data.shards import atomic_write_text
 
-    choices = {k: {"backend": b, "timings": t} for k, (b, t) in {**_read_choices(), key: choice}.items()}
+    choices = {k: {"backend": b, "timings": t, "onnx_graph": g} for k, (b, t, g) in {**_read_choices(), key: choice}.items()}
     try:
         _choices_path().parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(_choices_path(), json.dumps(choices, indent=1))
