@@ -55,6 +55,7 @@ from embedforge.training.matryoshka_evaluator import MatryoshkaRetrievalEvaluato
 from embedforge.training.model_card import kept_base, model_card
 from embedforge.training.model_files import finish_model_dir
 from embedforge.training.teacher import Teacher, auto_temperature, build_teacher, label_queries
+from embedforge.training.token_weights import weight_saved_model
 from embedforge.training.yardstick import SIGNAL_NAMES, metric_key, teacher_validation_labels
 
 log = logging.getLogger("embedforge.train")
@@ -370,9 +371,18 @@ def finish(ctx: StageContext, cfg: TrainConfig, start_model: str, rows: Training
                                                       "seconds": result["seconds"]},
                       versions=library_versions(), guard=guard)
     save = result["candidates"][verdict.promoted][1]
+    pooling_weights: dict[str, Any] = {"applied": False, "reason": "train.token_weights: none"}
+    if cfg.token_weights == "idf":
+        card += (f"\n\n**Pooling weights.** Token states are weighted by their idf in this job's chunks (power "
+                 f"{cfg.token_weights_power}, floor {cfg.token_weights_floor}) before mean pooling: the "
+                 f"`WordWeights` module. The validation figures above were measured without it.\n")
 
     def write(tmp: Path) -> None:
+        nonlocal pooling_weights
         save(tmp)
+        if cfg.token_weights == "idf":
+            pooling_weights = weight_saved_model(tmp, load_passages(ctx.input_dir("chunk")).values(),
+                                                 floor=cfg.token_weights_floor, power=cfg.token_weights_power)
         finish_model_dir(tmp, title=ctx.job.name, base_model=hub_id(start_ref), dims=dims, extra_markdown=card,
                          metrics=result["candidates"][verdict.promoted][0], base_kept=kept_base(guard))
 
@@ -385,7 +395,7 @@ def finish(ctx: StageContext, cfg: TrainConfig, start_model: str, rows: Training
         "model_dir": str(ctx.out_dir / "model"), "model_id": model_id(ctx.out_dir / "model"),
         "start_model": start_model, "data": data, "metrics_per_dim": per_dim,
         "metrics_before": result["before"], "metrics_after": result["after"],
-        "promoted": guard["promoted"], "guard": guard,
+        "promoted": guard["promoted"], "guard": guard, "token_weights": pooling_weights,
         "candidate_metrics": {name: metrics for name, (metrics, _) in result["candidates"].items()},
         "training": {"steps": result["steps"], "best": result["best"], "resumed_from": result["resumed_from"],
                      "seconds": result["seconds"], "train_loss": result["train_loss"],

@@ -24,6 +24,7 @@ from embedforge.data.shards import ShardWriter, shard_name
 from embedforge.runner import run_stage
 from embedforge.spec import validate_dict
 from embedforge.stages.base import StageOutput
+from embedforge.training.yardstick import metric_key
 
 
 def adi_inputs(root: Path) -> dict[str, tuple[str, str]]:
@@ -94,14 +95,17 @@ def test_harmful_training_promotes_the_base_model(hurt_runs: dict, minilm_path: 
     assert manifest["promoted"] == "base" and guard["better"] is False
     base, tuned = guard["scores"]["base"]["384"], guard["scores"]["tuned"]["384"]
     assert tuned < base - 0.05, (tuned, base)  # the run really hurt
-    assert guard["message"] == (f"the tuned model is not better than the base model on synthetic-query nDCG@10 at "
+    assert guard["message"] == (f"the tuned model is not better than the base model on teacher-agreement nDCG@10 at "
                                 f"384 d: {tuned:.4f} vs {base:.4f}; the job's model is the base model")
     saved, start = _weights(out / "model"), _weights(minilm_path)
     assert len(saved) > 100 and set(saved) <= set(start)  # the start file also holds the position_ids buffer
     assert all(torch.equal(saved[k], start[k]) for k in saved), "the promoted model is not the start model"
     card = (out / "model" / "README.md").read_text()
     assert "Not promoted" in card and f"{tuned:.4f} vs {base:.4f}" in card
-    assert manifest["metrics_per_dim"]["384"]["ndcg@10_after"] == pytest.approx(tuned)
+    assert manifest["metrics_after"][metric_key("teacher", 384)] == pytest.approx(tuned)  # the default signal
+    assert manifest["token_weights"]["applied"] is True  # the pooling weights go on the kept base model too
+    modules = [m["type"].rsplit(".", 1)[-1] for m in json.loads((out / "model" / "modules.json").read_text())]
+    assert modules == ["Transformer", "WordWeights", "Pooling", "Normalize"]
 
 
 def test_promote_always_keeps_the_tuned_model(hurt_runs: dict, minilm_path: Path) -> None:
@@ -210,6 +214,6 @@ stages:
 """)
     proc = cli("run", str(job))
     text = " ".join((proc.stdout + proc.stderr).split())
-    verdict = "train: the tuned model is not better than the base model on synthetic-query nDCG@10 at 384 d"
+    verdict = "train: the tuned model is not better than the base model on teacher-agreement nDCG@10 at 384 d"
     assert text.rfind(verdict) > text.rfind("rows out") > 0, text[-3000:]  # printed under the end-of-run table
     assert "the job's model is the base model" in text[text.rfind(verdict):]

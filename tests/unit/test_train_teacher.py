@@ -179,7 +179,7 @@ def test_teacher_config_is_checked() -> None:
         TrainConfig(teacher_gains=[0, 0])
     with pytest.raises(ValidationError, match="adapter"):
         TrainConfig(mode="adapter", weight_averaging=0.5)
-    assert TrainConfig().promote == "if_better" and TrainConfig().validation == "synthetic"
+    assert TrainConfig().promote == "if_better" and TrainConfig().validation == "teacher"
 
 
 def test_interpolate_is_wise_ft() -> None:
