@@ -14,13 +14,13 @@ import re
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pytest
 import torch
+from stage_inputs import write_stage_outputs
 
 from embedforge.data.ingest import BUILTIN_DIR
 from embedforge.data.schemas import CHUNKS, QUERIES
-from embedforge.data.shards import ShardWriter, shard_name
+from embedforge.data.shards import shard_name
 from embedforge.runner import run_stage
 from embedforge.spec import validate_dict
 from embedforge.stages.base import StageOutput
@@ -45,13 +45,7 @@ def adi_inputs(root: Path) -> dict[str, tuple[str, str]]:
             query_rows.append({"query_id": f"{doc['_id']}-{kind}", "chunk_id": cid, "doc_id": doc["_id"],
                                "query": text, "kind": kind, "generator": "fixture", "prompt_hash": "", "seed": 0,
                                "split": split})
-    out = {}
-    for name, rows, schema in (("chunk", chunk_rows, CHUNKS), ("generate", query_rows, QUERIES)):
-        d = root / f"{name}-adi"
-        ShardWriter(d).write(shard_name(0), pa.Table.from_pylist(rows, schema=schema))
-        (d / "_SUCCESS").write_text("fixture\n")
-        out[name] = (f"{name}hash", str(d))
-    return out
+    return write_stage_outputs(root, {"chunk": (chunk_rows, CHUNKS), "generate": (query_rows, QUERIES)})
 
 
 def spec(run_dir: Path, **train: object) -> dict:

@@ -17,13 +17,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from stage_inputs import write_stage_outputs
 
 from embedforge.data.schemas import CHUNKS, QUERIES, TRIPLES
-from embedforge.data.shards import ShardWriter, shard_name
+from embedforge.data.shards import shard_name
 from embedforge.runner import run_stage
 from embedforge.spec import validate_dict
 from embedforge.stages.base import StageFailed, StageOutput
@@ -87,14 +87,8 @@ def inputs(tmp_path_factory: pytest.TempPathFactory, scifact_slice: Path) -> dic
                             "positive": passages[q["chunk_id"]], "neg_chunk_ids": negs,
                             "negatives": [passages[n] for n in negs], "pos_score": 0.5,
                             "neg_scores": [0.4] * len(negs)})
-    out = {}
-    for name, rows, schema in (("chunk", chunk_rows, CHUNKS), ("generate", query_rows, QUERIES),
-                               ("mine", triple_rows, TRIPLES)):
-        d = root / f"{name}-fixture"
-        ShardWriter(d).write(shard_name(0), pa.Table.from_pylist(rows, schema=schema))
-        (d / "_SUCCESS").write_text("fixture\n")
-        out[name] = (f"{name}hash", str(d))
-    return out
+    return write_stage_outputs(root, {"chunk": (chunk_rows, CHUNKS), "generate": (query_rows, QUERIES),
+                                      "mine": (triple_rows, TRIPLES)})
 
 
 def _spec(run_dir: Path, **train: object) -> dict:
