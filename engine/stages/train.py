@@ -404,4 +404,7 @@ def finish(ctx: StageContext, cfg: TrainConfig, start_model: str, rows: Training
     for line in guard_table(verdict, dims):
         log.info("train: %s", line)
     (log.info if verdict.better or verdict.better is None else log.warning)("train: %s", verdict.message)
+    if pooling_weights["applied"]:
+        log.info("train: pooling weights: corpus idf over %d chunks (power %s, floor %s) on the %s model",
+                 pooling_weights["passages"], cfg.token_weights_power, cfg.token_weights_floor, guard["promoted"])
     log.info("train: model saved to %s (%s)", ctx.out_dir / "model", guard["promoted"])
