@@ -113,14 +113,31 @@ def token_weights(model: torch.nn.Module) -> torch.Tensor | None:
     return None if module is None else module.emb_layer.weight.detach().reshape(-1).float().cpu()
 
 
+def projection(model: torch.nn.Module) -> torch.Tensor | None:
+    """The ``(out, in)`` matrix of the model's corpus rotation (a bias-free identity ``Dense`` after the pooling,
+    :mod:`embedforge.training.corpus_rotation`), fp32, or None when it has none."""
+    module = next((m for m in model if type(m).__name__ == "Dense"), None)
+    return None if module is None else module.linear.weight.detach().float().cpu()
+
+
+def _is_rotation_config(folder: Path) -> bool:
+    """True when the saved ``Dense`` module in ``folder`` has no bias and an identity activation."""
+    cfg = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
+    return cfg.get("bias") is False and str(cfg.get("activation_function", "")).endswith("Identity") \
+        and not cfg.get("use_residual", False)
+
+
 def _module_stack(model_dir: Path) -> tuple[str | None, bool]:
     """``(pooling mode, normalizes)`` when the ST model is Transformer → [WordWeights] → Pooling(mean|cls) →
-    [Normalize]; else ``(None, ...)`` (the ``st`` backend is used)."""
+    [Dense rotation] → [Normalize]; else ``(None, ...)`` (the ``st`` backend is used)."""
     modules_file = model_dir / "modules.json"
     if not modules_file.is_file():
         return "mean", False  # a plain HF model: sentence-transformers adds mean pooling too
-    kinds = [m["type"].rsplit(".", 1)[-1] for m in json.loads(modules_file.read_text())]
-    kinds = [k for k in kinds if k != "WordWeights"]  # token weights: the runner weights the mask (token_weights)
+    modules = [(m["type"].rsplit(".", 1)[-1], m.get("path", "")) for m in json.loads(modules_file.read_text())]
+    modules = [m for m in modules if m[0] != "WordWeights"]  # token weights: the runner weights the mask
+    kinds = [k for k, _ in modules]
+    if kinds[2:3] == ["Dense"] and _is_rotation_config(model_dir / modules[2][1]):
+        kinds.pop(2)  # a bias-free linear map (the corpus rotation): the runner applies it (projection)
     normalizes = kinds[-1:] == ["Normalize"]
     if kinds[:2] != ["Transformer", "Pooling"] or len(kinds) > 2 + int(normalizes):
         return None, normalizes
@@ -213,6 +230,8 @@ class Encoder:
         self.pooling, self.normalizes = _module_stack(self.path)
         self.token_weights = token_weights(self.model)
         """Per-token-id pooling weights of a ``WordWeights`` module (None: plain mask)."""
+        self.projection = projection(self.model) if self.pooling is not None else None
+        """The corpus rotation applied after pooling (``(out, in)``, fp32), or None."""
         self.backend = self._pick_backend(backend)
         self.cache: EmbeddingCache | None = shared_cache() if cache is True else (cache or None)
         self.stats = {"texts_encoded": 0, "tokens": 0, "cache_hits": 0, "batches": 0}
@@ -280,8 +299,8 @@ class Encoder:
 
             def run_ort(features: dict[str, np.ndarray]) -> torch.Tensor:
                 hidden = ort_model(features)
-                return pool(hidden, self._mask(torch.from_numpy(features["attention_mask"]),
-                                               torch.from_numpy(features["input_ids"])), self.pooling, self.normalizes)
+                return self._pool(hidden, self._mask(torch.from_numpy(features["attention_mask"]),
+                                                     torch.from_numpy(features["input_ids"])))
             return run_ort
         if self.dtype != torch.float32:  # weights cast once; autocast would re-cast them on every forward
             for module in hf.modules():
@@ -296,9 +315,15 @@ class Encoder:
                      for k, v in features.items()}
             with dev.autocast(device, self.dtype):
                 hidden = module(**feats).last_hidden_state
-            return pool(hidden, self._mask(feats["attention_mask"], feats["input_ids"]), self.pooling,
-                        self.normalizes).cpu()
+            return self._pool(hidden, self._mask(feats["attention_mask"], feats["input_ids"])).cpu()
         return run_torch
+
+    def _pool(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Pooling, then the corpus rotation when the model has one, then the model's normalization."""
+        if self.projection is None:
+            return pool(hidden, mask, self.pooling, self.normalizes)
+        vectors = pool(hidden, mask, self.pooling, False) @ self.projection.to(hidden.device).T
+        return torch.nn.functional.normalize(vectors, dim=-1) if self.normalizes else vectors
 
     def _mask(self, mask: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
         """The attention mask, times each token's ``WordWeights`` weight when the model has one."""
