@@ -128,6 +128,14 @@ class TrainConfig(StageConfig):
     """Token weights: the idf is raised to this power (0.5 was best of 0.25/0.5/1 on the development sets)."""
     token_weights_floor: float = Field(0.5, ge=0)
     """Token weights: the idf is clamped below at this value first (special tokens and stop words get floor**power)."""
+    corpus_rotation: Literal["none", "pca"] = "pca"
+    """Axes of the saved model. ``pca``: the embedding space is rotated onto the principal axes of the model's
+    vectors of the job's chunks (a seeded sample), largest first, stored as a bias-free identity ``Dense`` module,
+    so Matryoshka truncation keeps the directions this corpus varies along most. Orthogonal: full-dimension
+    results do not change; truncated ones do (applied after the pooling weights, to whichever model the guard
+    promotes; see ``embedforge.training.corpus_rotation``). ``none``: the model's own axes."""
+    corpus_rotation_passages: int = Field(4000, ge=2)
+    """Corpus rotation: at most this many chunks (a seeded sample) are encoded to fit it."""
     teacher_gains: list[int] = Field(default_factory=lambda: [3, 2, 2, 1, 1, 1, 1, 1, 1, 1])
     """Teacher-agreement validation: gain of the teacher's rank 1, 2, … (at most 10 ranks)."""
     teacher_positive_gain: int = Field(0, ge=0)

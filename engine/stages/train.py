@@ -29,6 +29,7 @@ from embedforge.progress import track
 from embedforge.provenance import library_versions
 from embedforge.stages.base import StageContext, StageFailed
 from embedforge.training.checkpoints import interpolate, last_checkpoint, publish_dir, state_copy
+from embedforge.training.corpus_rotation import rotate_saved_model
 from embedforge.training.data import (
     TrainingRows,
     ValidationSet,
@@ -377,12 +378,21 @@ def finish(ctx: StageContext, cfg: TrainConfig, start_model: str, rows: Training
                  f"{cfg.token_weights_power}, floor {cfg.token_weights_floor}) before mean pooling: the "
                  f"`WordWeights` module. The validation figures above were measured without it.\n")
 
+    rotation: dict[str, Any] = {"applied": False, "reason": "train.corpus_rotation: none"}
+    if cfg.corpus_rotation == "pca":
+        card += ("\n\n**Corpus rotation.** The embedding space is rotated onto the principal axes of this model's "
+                 "vectors of the job's chunks (a `Dense` module before the normalization): full-dimension results are "
+                 "unchanged, truncated dimensions keep the directions this corpus varies along most.\n")
+
     def write(tmp: Path) -> None:
-        nonlocal pooling_weights
+        nonlocal pooling_weights, rotation
         save(tmp)
+        passages = load_passages(ctx.input_dir("chunk")).values()
         if cfg.token_weights == "idf":
-            pooling_weights = weight_saved_model(tmp, load_passages(ctx.input_dir("chunk")).values(),
-                                                 floor=cfg.token_weights_floor, power=cfg.token_weights_power)
+            pooling_weights = weight_saved_model(tmp, passages, floor=cfg.token_weights_floor,
+                                                 power=cfg.token_weights_power)
+        if cfg.corpus_rotation == "pca":
+            rotation = rotate_saved_model(tmp, passages, max_passages=cfg.corpus_rotation_passages, dims=dims)
         finish_model_dir(tmp, title=ctx.job.name, base_model=hub_id(start_ref), dims=dims, extra_markdown=card,
                          metrics=result["candidates"][verdict.promoted][0], base_kept=kept_base(guard))
 
@@ -396,6 +406,7 @@ def finish(ctx: StageContext, cfg: TrainConfig, start_model: str, rows: Training
         "start_model": start_model, "data": data, "metrics_per_dim": per_dim,
         "metrics_before": result["before"], "metrics_after": result["after"],
         "promoted": guard["promoted"], "guard": guard, "token_weights": pooling_weights,
+        "corpus_rotation": rotation,
         "candidate_metrics": {name: metrics for name, (metrics, _) in result["candidates"].items()},
         "training": {"steps": result["steps"], "best": result["best"], "resumed_from": result["resumed_from"],
                      "seconds": result["seconds"], "train_loss": result["train_loss"],
@@ -407,4 +418,7 @@ def finish(ctx: StageContext, cfg: TrainConfig, start_model: str, rows: Training
     if pooling_weights["applied"]:
         log.info("train: pooling weights: corpus idf over %d chunks (power %s, floor %s) on the %s model",
                  pooling_weights["passages"], cfg.token_weights_power, cfg.token_weights_floor, guard["promoted"])
+    if rotation["applied"]:
+        log.info("train: corpus rotation: principal axes of %d chunks (variance kept per dim: %s) on the %s model",
+                 rotation["passages"], rotation["variance_share"], guard["promoted"])
     log.info("train: model saved to %s (%s)", ctx.out_dir / "model", guard["promoted"])

@@ -99,7 +99,8 @@ def test_harmful_training_promotes_the_base_model(hurt_runs: dict, minilm_path: 
     assert manifest["metrics_after"][metric_key("teacher", 384)] == pytest.approx(tuned)  # the default signal
     assert manifest["token_weights"]["applied"] is True  # the pooling weights go on the kept base model too
     modules = [m["type"].rsplit(".", 1)[-1] for m in json.loads((out / "model" / "modules.json").read_text())]
-    assert modules == ["Transformer", "WordWeights", "Pooling", "Normalize"]
+    assert modules == ["Transformer", "WordWeights", "Pooling", "Dense", "Normalize"]
+    assert manifest["corpus_rotation"]["applied"] is True  # ... and so does the corpus rotation
 
 
 def test_promote_always_keeps_the_tuned_model(hurt_runs: dict, minilm_path: Path) -> None:

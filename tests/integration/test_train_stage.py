@@ -209,7 +209,8 @@ def test_adapter_mode_trains_and_loads(tmp_path: Path, inputs: dict, encoder) ->
     assert len(evals) == 7 and manifest["metrics_per_dim"]["128"]["ndcg@10_after"] == evals[-1]["val_ndcg@10_d128"]
     model_dir = tmp_path / "train-a" / "model"
     modules = json.loads((model_dir / "modules.json").read_text())
-    assert [m["type"].rsplit(".", 1)[-1] for m in modules][-3:] == ["Dense", "Dense", "Normalize"]
+    # the adapter's two layers, then the corpus rotation of what they output
+    assert [m["type"].rsplit(".", 1)[-1] for m in modules][-4:] == ["Dense", "Dense", "Dense", "Normalize"]
     model = SentenceTransformer(str(model_dir), device="cpu", trust_remote_code=False)
     texts = ["Vitamin D deficiency is linked to bone loss.", "A passage about mitochondria."]
     vectors = model.encode(texts, normalize_embeddings=False)
