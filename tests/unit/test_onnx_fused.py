@@ -130,3 +130,15 @@ def test_a_backend_choice_measured_before_the_fused_graph_is_measured_again(onnx
     saved = json.loads((onnx_cache / "encoder_backend.json").read_text())[key]
     assert saved["onnx_graph"] == FUSED_RECIPE and saved["timings"] != stale[key]["timings"]  # measured again
     assert chosen.onnx_graph == FUSED_RECIPE and chosen.backend == saved["backend"]
+
+
+def test_int8_passes_its_fidelity_gate_or_is_refused_with_the_figure(fused_encoder: Encoder,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from embedforge.encoding import onnx_runtime
+
+    hf, model_id, names = fused_encoder.model[0].auto_model, fused_encoder.model_id, fused_encoder.input_names
+    int8 = OrtTransformer(hf, model_id, names, int8=True)
+    assert onnx_runtime.INT8_MIN_COSINE <= int8.int8_cosine < 0.9999  # lossy, within the gate
+    monkeypatch.setattr(onnx_runtime, "INT8_MIN_COSINE", 0.99999)
+    with pytest.raises(ValueError, match=r"onnx-int8' refused .* min cosine to fp32 on the probe batch is 0\.9"):
+        OrtTransformer(hf, model_id, names, int8=True)
