@@ -176,6 +176,12 @@ def _cpu_has_bf16_dot() -> bool:
     return any(bool(getattr(cpu, name, lambda: False)()) for name in probes)
 
 
+def cpu_native_bf16() -> bool:
+    """True when this CPU has native bf16 dot products (AVX512-BF16 or AMX). Without them torch emulates bf16
+    matmuls: on an AVX2-only EPYC a 2048 x 2048 bf16 matmul ran at 1.4 GFLOP/s vs 142 in fp32."""
+    return _cpu_has_bf16_dot()
+
+
 def cpu_bf16_dot() -> bool:
     """True when this CPU has native bf16 dot products (AVX512-BF16 or AMX): a bf16 matmul there runs several
     times faster than fp32, so search finds candidates in bf16 and rescores them exactly.

@@ -20,8 +20,11 @@ log = logging.getLogger("embedforge.train")
 
 
 def precision_flags(cfg: TrainConfig, device: torch.device) -> dict[str, bool]:
-    """``bf16``/``fp16`` trainer flags: ``auto`` asks the device module; fp16 needs CUDA."""
+    """``bf16``/``fp16`` trainer flags: ``auto`` asks the device module (on CPU: bf16 where the CPU has native bf16,
+    else fp32); fp16 needs CUDA; an explicit bf16 on a CPU without native bf16 runs (emulated) with a warning."""
     if cfg.precision == "auto":
+        if device.type == "cpu":
+            return {"bf16": dev.cpu_native_bf16(), "fp16": False}
         return dev.mixed_precision_flags(device)
     if cfg.precision == "fp16":
         if device.type != "cuda":
@@ -30,6 +33,9 @@ def precision_flags(cfg: TrainConfig, device: torch.device) -> dict[str, bool]:
     if cfg.precision == "bf16":
         if device.type == "cuda" and not torch.cuda.is_bf16_supported():
             raise TrainConfigError("train.precision: bf16 is not supported by this GPU; use fp16 or auto")
+        if device.type == "cpu" and not dev.cpu_native_bf16():
+            log.warning("train.precision: bf16 on a CPU without native bf16 (no AVX512-BF16/AMX) is emulated and "
+                        "runs many times slower than fp32; precision: auto picks fp32 here")
         return {"bf16": True, "fp16": False}
     return {"bf16": False, "fp16": False}
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from embedforge import device as dev
 from embedforge.configs.train import TrainConfig
 from embedforge.training.adapter import adapter_modules, apply_adapter, matryoshka_mnrl
 from embedforge.training.arguments import precision_flags, training_arguments
@@ -49,9 +50,10 @@ def test_training_arguments_follow_the_config(tmp_path: Path) -> None:
     assert args.optim == "adamw_bnb_8bit" and args.gradient_checkpointing
     assert args.metric_for_best_model == "eval_val_ndcg@10_d384" and args.load_best_model_at_end
     assert args.save_steps == args.eval_steps == 5 and args.max_steps == 10 and args.warmup_steps == 0.2
-    assert not args.bf16 and not args.fp16 and args.use_cpu and args.seed == 3
+    assert args.bf16 == dev.cpu_native_bf16() and not args.fp16 and args.use_cpu and args.seed == 3
     assert precision_flags(TrainConfig(precision="bf16"), cpu) == {"bf16": True, "fp16": False}
-    assert precision_flags(TrainConfig(), cpu) == {"bf16": False, "fp16": False}
+    # auto on CPU: bf16 only where the CPU has native bf16 (emulated bf16 is far slower than fp32)
+    assert precision_flags(TrainConfig(), cpu) == {"bf16": dev.cpu_native_bf16(), "fp16": False}
     with pytest.raises(RuntimeError, match=r"fp16.*CUDA"):
         precision_flags(TrainConfig(precision="fp16"), cpu)
     no_eval = training_arguments(TrainConfig(), output_dir=tmp_path, device=cpu, seed=3, primary_metric=None)
