@@ -78,7 +78,7 @@ def validate(job: Path, overrides: Overrides = None,
 def run(job: Path, overrides: Overrides = None,
         stages: Annotated[str | None, typer.Option("--stages", "-s", help="Comma-separated stages to run (default: all)")] = None,
         force: Annotated[bool, typer.Option("--force", "-f", help="Re-run the selected stages from scratch")] = False,
-        log_level: Annotated[str, typer.Option(help="Log level")] = "INFO") -> None:
+        log_level: Annotated[str, typer.Option(help="debug | info | warning | error")] = "info") -> None:
     """Run a job: each stage is skipped when finished, resumed when partial, re-run when its config changed."""
     from embedforge.preflight import preflight
     from embedforge.runner import run_job

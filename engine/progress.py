@@ -30,8 +30,18 @@ log = logging.getLogger("embedforge")
 console = Console(stderr=True)
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+"""What ``--log-level`` accepts, in any case."""
+
+
 def setup_logging(level: str = "INFO") -> None:
-    """Rich log handler on a TTY, plain timestamped lines elsewhere."""
+    """Rich log handler on a TTY, plain timestamped lines elsewhere. ``level``: one of :data:`LOG_LEVELS`, any case
+    (anything else ends the command with a one-line error)."""
+    level = level.upper()
+    if level not in LOG_LEVELS:
+        from embedforge.commands import fail
+
+        fail(f"--log-level: '{level.lower()}' is not one of {', '.join(x.lower() for x in LOG_LEVELS)}")
     root = logging.getLogger("embedforge")
     if root.handlers:
         root.setLevel(level)

@@ -96,7 +96,7 @@ def evaluate(
     cache: Annotated[bool, typer.Option(help="Reuse vectors from the embedding cache ($EMBEDFORGE_CACHE)")] = True,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
     dtype: Annotated[str, typer.Option(help="fp32, bf16 or fp16")] = "fp32",
-    log_level: Annotated[str, typer.Option(help="Log level")] = "INFO",
+    log_level: Annotated[str, typer.Option(help="debug | info | warning | error")] = "info",
 ) -> None:
     """Evaluate models (and bm25) on BEIR datasets per dimension and quantization: results.json, report.md, plots.
 
@@ -130,7 +130,7 @@ def bench(
     out: Annotated[Path, typer.Option("--out", help="Output directory")],
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
     dtype: Annotated[str, typer.Option(help="fp32, bf16 or fp16")] = "fp32",
-    log_level: Annotated[str, typer.Option(help="Log level")] = "INFO",
+    log_level: Annotated[str, typer.Option(help="debug | info | warning | error")] = "info",
     submit: Annotated[str | None, typer.Option(
         "--submit", help="Run the suite as a job on this Ray cluster (dashboard address) instead of here")] = None,
     follow: Annotated[bool, typer.Option(help="With --submit: stream the job's logs until it ends")] = True,

@@ -75,3 +75,18 @@ def test_no_none_in_the_run_and_status_tables(tmp_path: Path, cli) -> None:  # n
     assert "rows out" in run and "analyze_vocab" in run and "None" not in run, run
     after = out("status", str(job))
     assert after.count("│ done") == 2 and "None" not in after, after
+
+
+def test_log_level_is_read_in_any_case_and_a_wrong_one_is_a_one_line_error(capsys: pytest.CaptureFixture) -> None:
+    import typer
+
+    from embedforge.progress import setup_logging
+
+    setup_logging("debug")
+    assert logging.getLogger("embedforge").level == logging.DEBUG
+    setup_logging("INFO")
+    assert logging.getLogger("embedforge").level == logging.INFO
+    with pytest.raises(typer.Exit) as exc:
+        setup_logging("loud")
+    assert exc.value.exit_code == 2
+    assert "'loud' is not one of debug, info, warning, error" in capsys.readouterr().err
