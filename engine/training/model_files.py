@@ -61,6 +61,16 @@ def _dim_evaluator(dim: int, dataset: str) -> Any:
     return MatryoshkaDimension()
 
 
+def _short_word_weights(card: str) -> str:
+    """sentence-transformers prints a ``WordWeights`` module with its whole vocabulary and weights (~1.2 MB for
+    a 30k vocabulary, one line) in the card's architecture block; keep one short line instead."""
+    lines = card.split("\n")
+    for i, line in enumerate(lines):
+        if "WordWeights({" in line and len(line) > 300:
+            lines[i] = line[:line.index("WordWeights(")] + "WordWeights(per-token weights: the WordWeights module folder)"
+    return "\n".join(lines)
+
+
 def write_model_card(model_dir: Path, *, title: str, base_model: str | None, dims: list[int],
                      metrics: dict[str, float], extra_markdown: str, language: str | list[str] | None = "en",
                      license: str | None = None, dataset: str = "synthetic-validation", base_kept: bool = False) -> str:
@@ -82,7 +92,7 @@ def write_model_card(model_dir: Path, *, title: str, base_model: str | None, dim
         evaluator = _dim_evaluator(dim, dataset)
         values = _dim_metrics(metrics, dim)
         card_data.set_evaluation_metrics(evaluator, {f"{evaluator.name}_cosine_{k}": v for k, v in values.items()})
-    generated = generate_model_card(model)
+    generated = _short_word_weights(generate_model_card(model))
     if base_kept:
         generated = generated.replace(" model finetuned from [", " model with the unchanged weights of [", 1)
     text = portable(generated).rstrip() + "\n\n" + portable(extra_markdown).strip() + "\n"

@@ -85,3 +85,17 @@ def test_push_dry_run_lists_the_model_files(cli, model_dir: Path) -> None:
     assert "https://huggingface.co/me/domain-model (private)" in proc.stdout
     bad = cli("push", str(model_dir / "onnx"), "me/x", "--dry-run", check=False)
     assert bad.returncode == 2 and "not a sentence-transformers model directory" in bad.stdout + bad.stderr
+
+
+def test_card_of_a_model_with_token_weights_stays_small(tmp_path: Path, minilm_path: Path) -> None:
+    """sentence-transformers would print the whole WordWeights vocabulary into the architecture block."""
+    from embedforge.training.token_weights import weight_saved_model
+
+    shutil.copytree(minilm_path, tmp_path / "m")
+    weight_saved_model(tmp_path / "m", ["a passage about boundary layers", "a passage about aspirin"], floor=0.5,
+                       power=0.5)
+    finish_model_dir(tmp_path / "m", title="weighted", base_model=None, dims=[384], metrics=METRICS,
+                     extra_markdown="", onnx=False)
+    text = (tmp_path / "m" / "README.md").read_text()
+    assert "WordWeights(per-token weights: the WordWeights module folder)" in text
+    assert len(text) < 50_000 and max(len(line) for line in text.splitlines()) < 1000
