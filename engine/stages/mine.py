@@ -123,10 +123,17 @@ def _known_positives(queries_dir: Path, corpus: MiningCorpus) -> tuple[KnownPosi
 
 
 def _load_cross_encoder(cfg: MineConfig, device: str) -> object:
-    path = Path(cfg.cross_encoder or "")
+    """The CrossEncoder named by ``cross_encoder``: a local directory, a packaged name, or a hub id found in the
+    Hugging Face cache (or downloaded when online), resolved like every other model of a job."""
+    from embedforge.models import ModelNotFound, resolve_model
+
+    try:
+        path = resolve_model(cfg.cross_encoder or "")
+    except ModelNotFound as exc:
+        raise StageFailed(f"mine: cross_encoder: {exc}") from None
     if not (path.is_dir() and (path / "config.json").is_file()):
-        raise StageFailed(f"mine: cross_encoder '{cfg.cross_encoder}' is not a local model directory with a "
-                          "config.json (model hubs are not used; download the CrossEncoder on a connected machine)")
+        raise StageFailed(f"mine: cross_encoder '{cfg.cross_encoder}' ({path}) is not a model directory with a "
+                          "config.json")
     from sentence_transformers import CrossEncoder
 
     return CrossEncoder(str(path), device=str(dev.device(device)), local_files_only=True)

@@ -85,3 +85,18 @@ def test_job_with_a_hub_base_model_runs_from_the_cache(cli, tmp_path: Path, mini
     missing = cli("run", str(job), "--force", env={"HF_HUB_CACHE": str(tmp_path / "empty"), "HF_HUB_OFFLINE": "1"}, check=False)
     out = " ".join((missing.stdout + missing.stderr).split())
     assert missing.returncode != 0 and "model 'acme/minilm-domain'" in out and "Traceback" not in out
+
+
+def test_mine_cross_encoder_resolves_a_cached_hub_id(offline_cache: Path, minilm_path: Path, tmp_path: Path) -> None:
+    from sentence_transformers import CrossEncoder
+
+    from embedforge.configs.mine import MineConfig
+    from embedforge.stages.base import StageFailed
+    from embedforge.stages.mine import _load_cross_encoder
+
+    CrossEncoder(str(minilm_path), num_labels=1, device="cpu").save_pretrained(str(tmp_path / "ce"))
+    _fake_snapshot(offline_cache, "acme/reranker", tmp_path / "ce")
+    ce = _load_cross_encoder(MineConfig(cross_encoder="acme/reranker"), "cpu")
+    assert len(ce.predict([("a query", "a passage")])) == 1
+    with pytest.raises(StageFailed, match=r"mine: cross_encoder: model 'acme/missing' .*hf download acme/missing"):
+        _load_cross_encoder(MineConfig(cross_encoder="acme/missing"), "cpu")
