@@ -22,7 +22,6 @@ the full dimension (it is no longer a rotation of the cosines), whitening helped
 from __future__ import annotations
 
 import random
-import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -100,6 +99,7 @@ def rotate_saved_model(model_dir: Path, passages: Iterable[str], *, max_passages
     from sentence_transformers import SentenceTransformer
 
     from embedforge.encoding.encoder import Encoder
+    from embedforge.training.model_files import save_in_place
 
     texts = sample(passages, max_passages)
     if len(texts) < 2:
@@ -109,19 +109,11 @@ def rotate_saved_model(model_dir: Path, passages: Iterable[str], *, max_passages
         model = SentenceTransformer(modules=[m for m in model if not is_rotation(m)], device="cpu")
     if not any(type(m).__name__ == "Pooling" for m in model):
         return {"applied": False, "reason": "the model has no Pooling module"}
-    staged = model_dir.with_name(model_dir.name + ".rotated")
-    shutil.rmtree(staged, ignore_errors=True)
-    model.save(str(staged))
-    vectors = Encoder(staged, device="cpu", backend="torch").encode(texts, normalize=False)
+    save_in_place(model, model_dir)  # unrotated: the vectors the rotation is fitted on
+    vectors = Encoder(model_dir, device="cpu", backend="torch").encode(texts, normalize=False)
     rotation, share = principal_axes(vectors)
     add_rotation(model, rotation)
-    shutil.rmtree(staged)
-    model.save(str(staged))
-    for item in model_dir.iterdir():  # a fresh save: no stale module folders of the old numbering
-        shutil.rmtree(item) if item.is_dir() else item.unlink()
-    for item in staged.iterdir():
-        item.rename(model_dir / item.name)
-    staged.rmdir()
+    save_in_place(model, model_dir)
     cumulative = np.cumsum(share)
     return {"applied": True, "kind": "pca", "passages": len(texts),
             "variance_share": {str(d): round(float(cumulative[d - 1]), 4) for d in dims if 0 < d <= len(share)}}

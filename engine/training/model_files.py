@@ -61,6 +61,21 @@ def _dim_evaluator(dim: int, dataset: str) -> Any:
     return MatryoshkaDimension()
 
 
+def save_in_place(model: Any, model_dir: Path) -> None:
+    """Save the ``SentenceTransformer`` ``model`` over ``model_dir``: a fresh save next to it, then its files
+    moved in, so no module folder of the old numbering stays behind."""
+    import shutil
+
+    staged = model_dir.with_name(model_dir.name + ".staged")
+    shutil.rmtree(staged, ignore_errors=True)
+    model.save(str(staged))
+    for item in model_dir.iterdir():
+        shutil.rmtree(item) if item.is_dir() else item.unlink()
+    for item in staged.iterdir():
+        item.rename(model_dir / item.name)
+    staged.rmdir()
+
+
 def _short_word_weights(card: str) -> str:
     """sentence-transformers prints a ``WordWeights`` module with its whole vocabulary and weights (~1.2 MB for
     a 30k vocabulary, one line) in the card's architecture block; keep one short line instead."""

@@ -74,9 +74,9 @@ def weight_saved_model(model_dir: Path, passages: Iterable[str], *, floor: float
     """Rewrite the sentence-transformers model in ``model_dir`` with corpus IDF token weights (see the module
     docstring); returns what was done, for the manifest. A model whose pooling is not a plain mean is left as it
     is (``applied: False`` with the reason)."""
-    import shutil
-
     from sentence_transformers import SentenceTransformer
+
+    from embedforge.training.model_files import save_in_place
 
     model = SentenceTransformer(str(model_dir), device="cpu", local_files_only=True)
     pooling = next((m for m in model if type(m).__name__ == "Pooling"), None)
@@ -85,13 +85,6 @@ def weight_saved_model(model_dir: Path, passages: Iterable[str], *, floor: float
     texts = list(passages)
     weights = corpus_idf(model.tokenizer, texts, max_length=model.max_seq_length, floor=floor, power=power)
     add_word_weights(model, weights)
-    staged = model_dir.with_name(model_dir.name + ".weighted")
-    shutil.rmtree(staged, ignore_errors=True)
-    model.save(str(staged))
-    for item in model_dir.iterdir():  # a fresh save: no stale module folders of the old numbering
-        shutil.rmtree(item) if item.is_dir() else item.unlink()
-    for item in staged.iterdir():
-        item.rename(model_dir / item.name)
-    staged.rmdir()
+    save_in_place(model, model_dir)
     return {"applied": True, "kind": "idf", "power": power, "floor": floor, "passages": len(texts),
             "weight_min": round(float(weights.min()), 4), "weight_max": round(float(weights.max()), 4)}
