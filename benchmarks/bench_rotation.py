@@ -18,7 +18,6 @@ writes JSON rows with the CPU model and the load average.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -28,14 +27,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_token_weights import per_query_ndcg  # noqa: E402
+from bench_token_weights import parse_collections, per_query_ndcg, run_meta, write_rows  # noqa: E402
 
 from embedforge.data.beir import load_beir  # noqa: E402
-from embedforge.device import cpu_model  # noqa: E402
 from embedforge.encoding.encoder import Encoder  # noqa: E402
 from embedforge.evaluation.metrics import paired_test  # noqa: E402
 from embedforge.models import resolve_model  # noqa: E402
-from embedforge.provenance import git_sha  # noqa: E402
 from embedforge.training.corpus_rotation import MAX_PASSAGES, rotate_saved_model  # noqa: E402
 from embedforge.training.token_weights import weight_saved_model  # noqa: E402
 
@@ -48,11 +45,7 @@ def main() -> None:
     ap.add_argument("--passages", type=int, default=MAX_PASSAGES, help="corpus sample the rotation is fitted on")
     ap.add_argument("--dims", default="384,192,96,48")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/bench_rotation.json"))
-    a = ap.parse_args()
-    splits = a.split or ["test"] * len(a.data)
-    if len(splits) != len(a.data):
-        ap.error("give one --split per --data (or none)")
-    dims = [int(x) for x in a.dims.split(",")]
+    a, splits, dims = parse_collections(ap)
     load_before = os.getloadavg()
     base_dir = resolve_model(a.model)
     rows = []
@@ -80,21 +73,14 @@ def main() -> None:
                 row[f"p_vs_{ref}"] = round(test["p_value_randomization"], 4)
             rows.append(row)
         print(f"{ds.name}/{split}: {time.time() - t:.0f} s", flush=True)
-    meta = {"benchmark": "bench_rotation", "model": a.model, "cpu_model": cpu_model(), "git": git_sha(),
-            "load_average_before": [round(x, 2) for x in load_before],
-            "load_average_after": [round(x, 2) for x in os.getloadavg()],
-            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    meta = run_meta("bench_rotation", a.model, load_before)
     print(f"\n{'dataset':10} {'split':6} {'dim':>4} {'base':>7} {'idf':>7} {'idf+rot':>7} {'Δ vs idf':>9} {'p':>6} "
           f"{'Δ vs base':>9} {'p':>6}")
     for r in rows:
         print(f"{r['dataset']:10} {r['split']:6} {r['dim']:4} {r['ndcg@10_base']:7.4f} {r['ndcg@10_idf']:7.4f} "
               f"{r['ndcg@10_idf+rotation']:7.4f} {r['delta_vs_idf']:+9.4f} {r['p_vs_idf']:6.4f} "
               f"{r['delta_vs_base']:+9.4f} {r['p_vs_base']:6.4f}")
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = a.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps([{**meta, **r} for r in rows], indent=1))
-    tmp.replace(a.out)
-    print(f"wrote {a.out}")
+    write_rows(a.out, meta, rows)
 
 
 if __name__ == "__main__":

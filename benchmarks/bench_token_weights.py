@@ -50,6 +50,33 @@ def per_query_ndcg(encoder: Encoder, ds, dims: list[int], key: tuple[str, str]) 
     return out
 
 
+def parse_collections(ap: argparse.ArgumentParser) -> tuple[argparse.Namespace, list[str], list[int]]:
+    """Parse ``ap`` (which has ``--data``, ``--split`` and ``--dims``): the arguments, one split per collection,
+    the dimensions."""
+    a = ap.parse_args()
+    splits = a.split or ["test"] * len(a.data)
+    if len(splits) != len(a.data):
+        ap.error("give one --split per --data (or none)")
+    return a, splits, [int(x) for x in a.dims.split(",")]
+
+
+def run_meta(benchmark: str, model: str, load_before: tuple[float, ...]) -> dict:
+    """What every JSON row of a quality benchmark records about the run: CPU, git, load average, time."""
+    return {"benchmark": benchmark, "model": model, "cpu_model": cpu_model(), "git": git_sha(),
+            "load_average_before": [round(x, 2) for x in load_before],
+            "load_average_after": [round(x, 2) for x in os.getloadavg()],
+            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def write_rows(out: Path, meta: dict, rows: list[dict]) -> None:
+    """``rows`` (each with ``meta``) as JSON at ``out``, atomically."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps([{**meta, **r} for r in rows], indent=1))
+    tmp.replace(out)
+    print(f"wrote {out}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, action="append", required=True, help="BEIR folder (repeat)")
@@ -59,11 +86,7 @@ def main() -> None:
     ap.add_argument("--floor", type=float, default=0.5)
     ap.add_argument("--dims", default="384,192,96,48")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/bench_token_weights.json"))
-    a = ap.parse_args()
-    splits = a.split or ["test"] * len(a.data)
-    if len(splits) != len(a.data):
-        ap.error("give one --split per --data (or none)")
-    dims = [int(x) for x in a.dims.split(",")]
+    a, splits, dims = parse_collections(ap)
     load_before = os.getloadavg()
     base_dir = resolve_model(a.model)
     rows = []
@@ -87,20 +110,13 @@ def main() -> None:
                              "p_ttest": round(test["p_value_ttest"], 4),
                              "p_randomization": round(test["p_value_randomization"], 4)})
         print(f"{ds.name}/{split}: {time.time() - t:.0f} s", flush=True)
-    meta = {"benchmark": "bench_token_weights", "model": a.model, "cpu_model": cpu_model(), "git": git_sha(),
-            "load_average_before": [round(x, 2) for x in load_before],
-            "load_average_after": [round(x, 2) for x in os.getloadavg()],
-            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    meta = run_meta("bench_token_weights", a.model, load_before)
     print(f"\n{'dataset':10} {'split':6} {'power':>5} {'dim':>4} {'base':>7} {'weighted':>8} {'Δ':>8} {'p(t)':>7} "
           f"{'p(rand)':>7}")
     for r in rows:
         print(f"{r['dataset']:10} {r['split']:6} {r['power']:5} {r['dim']:4} {r['ndcg@10_base']:7.4f} "
               f"{r['ndcg@10_weighted']:8.4f} {r['delta']:+8.4f} {r['p_ttest']:7.4f} {r['p_randomization']:7.4f}")
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = a.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps([{**meta, **r} for r in rows], indent=1))
-    tmp.replace(a.out)
-    print(f"wrote {a.out}")
+    write_rows(a.out, meta, rows)
 
 
 if __name__ == "__main__":
