@@ -84,7 +84,7 @@ def _submit_bench(suite: Path, out: Path, device: str, dtype: str, address: str,
 def evaluate(
     model: Annotated[list[str], typer.Option("--model", help="Model: packaged name, directory, label=dir, or bm25 (repeat)")],
     dataset: Annotated[list[str], typer.Option("--dataset", help="BEIR directory or builtin:<name> (repeat)")],
-    out: Annotated[Path, typer.Option("--out", help="Output directory")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory")],
     dims: Annotated[str | None, typer.Option(help="Matryoshka dimensions, e.g. 384,192,96,48 (default: full)")] = None,
     quant: Annotated[str, typer.Option(help="Quantizations: none,int8,binary,binary_rescore")] = "none,int8,binary",
     split: Annotated[str, typer.Option(help="qrels split")] = "test",
@@ -127,7 +127,7 @@ def evaluate(
 
 def bench(
     suite: Annotated[Path, typer.Argument(help="Suite YAML (datasets × models × dims)")],
-    out: Annotated[Path, typer.Option("--out", help="Output directory")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory")],
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
     dtype: Annotated[str, typer.Option(help="fp32, bf16 or fp16")] = "fp32",
     log_level: Annotated[str, typer.Option(help="debug | info | warning | error")] = "info",
@@ -178,7 +178,7 @@ def drift(
     max_mmd: Annotated[float, typer.Option(help="Drift when the RBF MMD² is above")] = 0.05,
     label_column: Annotated[str | None, typer.Option(help="Column with document labels: add clustering coherence")] = None,
     sample: Annotated[int, typer.Option(help="Vectors sampled per set for MMD/KS")] = 1000,
-    out: Annotated[Path | None, typer.Option(help="Write the metrics as JSON here")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the metrics as JSON here")] = None,
 ) -> None:
     """Compare two embedding sets; exit 1 when drift passes a threshold, 0 otherwise."""
     from embedforge.data.shards import atomic_write_json

@@ -23,7 +23,7 @@ TextField = Annotated[str, typer.Option(help="Text field of JSONL/Parquet rows")
 def analyze(model: Model = "all-MiniLM-L6-v2", corpus: Corpus = "builtin:adi",
             tokenizer: Annotated[list[str] | None, typer.Option(
                 "--tokenizer", help="Another tokenizer to compare (model name/dir or tokenizer.json); repeatable")] = None,
-            out: Annotated[Path, typer.Option(help="Directory for the report, histogram and stats")] = Path("vocab-report"),
+            out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the report, histogram and stats")] = Path("vocab-report"),
             threshold: Annotated[float, typer.Option(help="Ratio above which extension is advised")] = DEFAULT_THRESHOLD,
             top_terms: Annotated[int, typer.Option(help="Fragmented terms listed")] = 50,
             min_pieces: Annotated[int, typer.Option(help="Pieces that make a term fragmented")] = 3,
@@ -57,7 +57,7 @@ def analyze(model: Model = "all-MiniLM-L6-v2", corpus: Corpus = "builtin:adi",
     console.print(f"report: {out / REPORT_MD}", highlight=False)
 
 
-def train(out: Annotated[Path, typer.Option(help="Directory for tokenizer-<sha12>.json and tokenizer/")],
+def train(out: Annotated[Path, typer.Option("--out", "-o", help="Directory for tokenizer-<sha12>.json and tokenizer/")],
           model: Model = "all-MiniLM-L6-v2", corpus: Corpus = "builtin:adi",
           algorithm: Annotated[str, typer.Option(help="auto (the base's type), wordpiece or bpe")] = "auto",
           vocab_size: Annotated[int, typer.Option(help="Target vocabulary size")] = 32_000,
@@ -90,7 +90,7 @@ def train(out: Annotated[Path, typer.Option(help="Directory for tokenizer-<sha12
                   f"special tokens {artifact.special_tokens}", highlight=False)
 
 
-def extend(out: Annotated[Path, typer.Option(help="Directory for the extended SentenceTransformer model")],
+def extend(out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the extended SentenceTransformer model")],
            model: Model = "all-MiniLM-L6-v2", corpus: Corpus = "builtin:adi",
            top_n: Annotated[int, typer.Option(help="Most frequent fragmented terms to add")] = 500,
            min_pieces: Annotated[int, typer.Option(help="Least pieces of an added term")] = 3,

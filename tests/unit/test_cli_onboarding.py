@@ -81,3 +81,21 @@ def test_run_ends_with_the_headline_numbers(cli, tmp_path: Path, minilm_path: Pa
     text = proc.stdout + proc.stderr
     assert "tuned nDCG@10" in text and "+0.0000" in text and "tuned is worse" not in text
     assert "None" not in text
+
+
+def test_every_command_that_writes_to_out_takes_dash_o() -> None:
+    import typer
+
+    from embedforge.cli import app
+
+    def walk(command, name: str):
+        if hasattr(command, "commands"):  # a group
+            for sub_name, sub in command.commands.items():
+                yield from walk(sub, f"{name} {sub_name}".strip())
+        else:
+            yield name, command
+
+    with_out = {name: p for name, cmd in walk(typer.main.get_command(app), "") for p in cmd.params
+                if "--out" in p.opts}
+    assert {"evaluate", "bench", "drift", "embed", "init", "schema", "vocab train"} <= set(with_out)
+    assert {name for name, p in with_out.items() if "-o" not in p.opts} == set()
