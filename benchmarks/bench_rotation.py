@@ -39,11 +39,7 @@ from embedforge.training.token_weights import weight_saved_model  # noqa: E402
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", type=Path, action="append", required=True, help="BEIR folder (repeat)")
-    ap.add_argument("--split", action="append", help="qrels split per --data (default test)")
-    ap.add_argument("--model", default="all-MiniLM-L6-v2")
     ap.add_argument("--passages", type=int, default=MAX_PASSAGES, help="corpus sample the rotation is fitted on")
-    ap.add_argument("--dims", default="384,192,96,48")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/bench_rotation.json"))
     a, splits, dims = parse_collections(ap)
     load_before = os.getloadavg()

@@ -51,8 +51,12 @@ def per_query_ndcg(encoder: Encoder, ds, dims: list[int], key: tuple[str, str]) 
 
 
 def parse_collections(ap: argparse.ArgumentParser) -> tuple[argparse.Namespace, list[str], list[int]]:
-    """Parse ``ap`` (which has ``--data``, ``--split`` and ``--dims``): the arguments, one split per collection,
-    the dimensions."""
+    """Add ``--data``, ``--split``, ``--model`` and ``--dims`` to ``ap`` and parse it: the arguments, one split per
+    collection, the dimensions."""
+    ap.add_argument("--data", type=Path, action="append", required=True, help="BEIR folder (repeat)")
+    ap.add_argument("--split", action="append", help="qrels split per --data (default test)")
+    ap.add_argument("--model", default="all-MiniLM-L6-v2")
+    ap.add_argument("--dims", default="384,192,96,48")
     a = ap.parse_args()
     splits = a.split or ["test"] * len(a.data)
     if len(splits) != len(a.data):
@@ -79,12 +83,8 @@ def write_rows(out: Path, meta: dict, rows: list[dict]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", type=Path, action="append", required=True, help="BEIR folder (repeat)")
-    ap.add_argument("--split", action="append", help="qrels split per --data (default test)")
-    ap.add_argument("--model", default="all-MiniLM-L6-v2")
     ap.add_argument("--powers", default="0.5")
     ap.add_argument("--floor", type=float, default=0.5)
-    ap.add_argument("--dims", default="384,192,96,48")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/bench_token_weights.json"))
     a, splits, dims = parse_collections(ap)
     load_before = os.getloadavg()
