@@ -105,11 +105,11 @@ def rotate_saved_model(model_dir: Path, passages: Iterable[str], *, max_passages
     if len(texts) < 2:
         return {"applied": False, "reason": "fewer than two passages to fit the rotation on"}
     model = SentenceTransformer(str(model_dir), device="cpu", local_files_only=True)
-    if any(is_rotation(m) for m in model):  # fit on the unrotated space: drop the old rotation first
-        model = SentenceTransformer(modules=[m for m in model if not is_rotation(m)], device="cpu")
     if not any(type(m).__name__ == "Pooling" for m in model):
         return {"applied": False, "reason": "the model has no Pooling module"}
-    save_in_place(model, model_dir)  # unrotated: the vectors the rotation is fitted on
+    if any(is_rotation(m) for m in model):  # fit on the unrotated space: drop the old rotation first
+        model = SentenceTransformer(modules=[m for m in model if not is_rotation(m)], device="cpu")
+        save_in_place(model, model_dir)
     vectors = Encoder(model_dir, device="cpu", backend="torch").encode(texts, normalize=False)
     rotation, share = principal_axes(vectors)
     add_rotation(model, rotation)
