@@ -51,7 +51,8 @@ class EmbedConfig(StageConfig):
     shard_rows: int = Field(20000, ge=1)
     """Most input rows per output shard (memory holds one shard)."""
     keep_text: bool = True
-    """Keep id → text snippets next to the embeddings, so search results show text."""
+    """Keep id → the exact text that was embedded (title and body as encoded) next to the embeddings, so search
+    results show it and the vectors can be rebuilt from the output alone."""
     executor: Literal["local", "ray"] = "local"
     """``local`` (this process) or ``ray`` (Ray Data actor pool sized from the cluster); both resumable per shard,
     with the same shards, so either resumes the other's run."""

@@ -35,7 +35,6 @@ from embedforge.encoding.encoder import Encoder, truncate_normalize
 from embedforge.search.quantize import pack_binary, quantize_int8
 
 ID_FIELDS = ("id", "_id", "chunk_id", "doc_id")
-TEXT_SNIPPET = 1000
 
 
 @dataclass
@@ -225,7 +224,7 @@ def write_block(out_dir: Path, block: Block, vectors: np.ndarray, model_id: str,
     if opts.keep_text:
         write_parquet(out_dir / "texts" / block.name, pa.table({
             "id": pa.array(block.ids, pa.string()),
-            "text": pa.array([t[:TEXT_SNIPPET] for t in block.texts], pa.string())}))
+            "text": pa.array(block.texts, pa.string())}))
     ShardWriter(out_dir).write(block.name, embeddings_table(vectors, block, model_id, primary, opts),
                                stats=stats, quarantine=block.bad)
 

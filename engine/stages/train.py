@@ -54,7 +54,7 @@ from embedforge.training.losses import (
 )
 from embedforge.training.matryoshka_evaluator import MatryoshkaRetrievalEvaluator
 from embedforge.training.model_card import kept_base, model_card
-from embedforge.training.model_files import finish_model_dir
+from embedforge.training.model_files import card_license, finish_model_dir
 from embedforge.training.teacher import Teacher, auto_temperature, build_teacher, label_queries
 from embedforge.training.token_weights import weight_saved_model
 from embedforge.training.yardstick import SIGNAL_NAMES, metric_key, teacher_validation_labels
@@ -394,7 +394,8 @@ def finish(ctx: StageContext, cfg: TrainConfig, start_model: str, rows: Training
         if cfg.corpus_rotation == "pca":
             rotation = rotate_saved_model(tmp, passages, max_passages=cfg.corpus_rotation_passages, dims=dims)
         finish_model_dir(tmp, title=ctx.job.name, base_model=hub_id(start_ref), dims=dims, extra_markdown=card,
-                         metrics=result["candidates"][verdict.promoted][0], base_kept=kept_base(guard))
+                         metrics=result["candidates"][verdict.promoted][0], base_kept=kept_base(guard),
+                         license=card_license(Path(start_model)))
 
     publish_dir(ctx.out_dir / "model", write)
     per_dim = {str(d): {"ndcg@10_before": result["before"].get(f"val_ndcg@10_d{d}"),

@@ -1,9 +1,9 @@
-"""Validation during training: nDCG@10 and recall@10 of the held-out queries at every Matryoshka dimension.
+"""Validation during training: nDCG@10, recall@10 and MRR@10 of the held-out queries at every Matryoshka dimension.
 
 Encodes queries and corpus once per evaluation at full dimension with the model being trained, then truncates
 and re-normalizes for each dimension (``truncate_normalize``) and searches with the one search API — one
 encoding pass instead of one per dimension as a ``SequentialEvaluator`` of ``InformationRetrievalEvaluator`` s
-would need. Scores come from the house metrics (``embedforge.evaluation.metrics``, pytrec_eval). Returns ``{"val_ndcg@10_d384": ..., "val_recall@10_d384": ..., ...}``, plus the teacher-agreement metrics
+would need. Scores come from the house metrics (``embedforge.evaluation.metrics``, pytrec_eval). Returns ``{"val_ndcg@10_d384": ..., "val_recall@10_d384": ..., "val_mrr@10_d384": ..., ...}``, plus the teacher-agreement metrics
 (``val_teacher_*``, ``val_mean_*``) when the validation set has teacher labels (:mod:`embedforge.training.yardstick`);
 the primary metric is nDCG@10 of the configured signal at the primary dimension (default: the largest).
 """
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 
 class MatryoshkaRetrievalEvaluator(BaseEvaluator):
-    """nDCG@10 / recall@10 of a :class:`ValidationSet` at each of ``dims`` (largest first)."""
+    """nDCG@10 / recall@10 / MRR@10 of a :class:`ValidationSet` at each of ``dims`` (largest first)."""
 
     def __init__(self, val: ValidationSet, dims: list[int], name: str = "val", batch_size: int = 64,
                  primary_dim: int | None = None, signal: str = "synthetic") -> None:
@@ -55,6 +55,7 @@ class MatryoshkaRetrievalEvaluator(BaseEvaluator):
                 m = evaluate_run(qrels, {q: r for q, r in run.items() if q in qrels}).aggregate
                 out[metric_key(signal, dim)] = m["ndcg_at_10"]
                 out[metric_key(signal, dim, "recall@10")] = m["recall_at_10"]
+                out[metric_key(signal, dim, "mrr@10")] = m["mrr_at_10"]
         return add_mean(out, self.dims)
 
     def __call__(self, model: SentenceTransformer, output_path: str | None = None, epoch: float = -1,

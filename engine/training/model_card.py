@@ -16,10 +16,11 @@ def kept_base(guard: dict[str, Any] | None) -> bool:
 def _metrics_table(before: dict[str, float], after: dict[str, float], dims: list[int],
                    base_kept: bool = False) -> list[str]:
     b, a = ("base (these weights)", "tuned (not kept)") if base_kept else ("before", "after")
-    lines = [f"| dim | nDCG@10 {b} | nDCG@10 {a} | recall@10 {b} | recall@10 {a} |", "|---|---|---|---|---|"]
+    lines = [f"| dim | nDCG@10 {b} | nDCG@10 {a} | MRR@10 {b} | MRR@10 {a} | recall@10 {b} | recall@10 {a} |",
+             "|---|---|---|---|---|---|---|"]
     for d in dims:
-        cells = [before.get(f"val_ndcg@10_d{d}"), after.get(f"val_ndcg@10_d{d}"),
-                 before.get(f"val_recall@10_d{d}"), after.get(f"val_recall@10_d{d}")]
+        cells = [before.get(f"val_{m}_d{d}") if i % 2 == 0 else after.get(f"val_{m}_d{d}")
+                 for m in ("ndcg@10", "mrr@10", "recall@10") for i in range(2)]
         lines.append(f"| {d} | " + " | ".join("–" if c is None else f"{c:.4f}" for c in cells) + " |")
     return lines
 

@@ -146,12 +146,33 @@ def export_onnx(model_dir: Path) -> Path:
         return export_graph(model, names, model_dir / "onnx" / "model.onnx")
 
 
+def card_license(model_dir: Path) -> str | None:
+    """The ``license`` of the model card (``README.md`` front matter) in ``model_dir``, if it declares one: a tuned
+    model is a derivative of its start model and carries the same license unless its owner says otherwise."""
+    import yaml
+
+    readme = Path(model_dir) / "README.md"
+    if not readme.is_file():
+        return None
+    text = readme.read_text(encoding="utf-8", errors="replace")
+    if not text.startswith("---"):
+        return None
+    try:
+        meta = yaml.safe_load(text.split("---", 2)[1])
+    except yaml.YAMLError:
+        return None
+    value = meta.get("license") if isinstance(meta, dict) else None
+    return str(value) if value else None
+
+
 def finish_model_dir(model_dir: Path, *, title: str, base_model: str | None, dims: list[int],
                      metrics: dict[str, float], extra_markdown: str, prompts: dict[str, str] | None = None,
-                     onnx: bool = True, base_kept: bool = False) -> None:
-    """All of the above for a freshly saved model directory."""
+                     onnx: bool = True, base_kept: bool = False, license: str | None = None) -> None:
+    """All of the above for a freshly saved model directory. ``license``: the card's license (default: the one
+    the saved model's own card declares, i.e. the start model's)."""
+    license = license or card_license(model_dir)
     declare_matryoshka(model_dir, dims, prompts)
     if onnx:
         export_onnx(model_dir)
     write_model_card(model_dir, title=title, base_model=base_model, dims=dims, metrics=metrics,
-                     extra_markdown=extra_markdown, base_kept=base_kept)
+                     extra_markdown=extra_markdown, base_kept=base_kept, license=license)

@@ -61,6 +61,21 @@ def test_embed_writes_schema_ids_dims_and_quarantine(encoder, st_model, tmp_path
     assert sum(s["quarantined"] for s in stats) == 3 and sum(s["rows_in"] for s in stats) == 8
 
 
+def test_texts_hold_the_exact_embedded_input(encoder, tmp_path: Path) -> None:
+    long_body = " ".join(f"word{i}" for i in range(600))  # ~5,000 characters: longer than any display snippet
+    src = tmp_path / "c.jsonl"
+    src.write_text(json.dumps({"_id": "long", "title": "A title", "text": long_body}) + "\n"
+                   + json.dumps({"_id": "short", "text": "Only a body."}) + "\n")
+    out = tmp_path / "out"
+    embed_blocks(encoder, iter_blocks(src, shard_rows=10), out, OutputOptions(dims=[384]), cache=False)
+    texts = read_table(out / "texts")
+    stored = dict(zip(texts.column("id").to_pylist(), texts.column("text").to_pylist(), strict=True))
+    assert stored == {"long": "A title " + long_body, "short": "Only a body."}
+    vectors = np.array(read_table(out / "shards").column("vector").to_pylist(), dtype=np.float32)
+    again = encoder.encode([stored["long"], stored["short"]], normalize=True)
+    assert (vectors * again).sum(1).min() > 0.9999  # the stored text rebuilds the vector
+
+
 def test_resume_after_a_kill_has_no_torn_or_duplicated_rows(encoder, tmp_path: Path) -> None:
     chunks = tmp_path / "chunks" / "shards"
     chunks.mkdir(parents=True)

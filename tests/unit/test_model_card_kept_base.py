@@ -79,3 +79,13 @@ def test_sentence_transformers_part_keeps_base_model_and_says_unchanged(tmp_path
     assert (intro in text) is base_kept
     assert ("finetuned from [sentence-transformers/all-MiniLM-L6-v2]" in text) is not base_kept
     assert "/tmp/" not in text and "/root/" not in text
+
+
+def test_validation_table_has_mrr_next_to_ndcg_and_recall() -> None:
+    with_mrr = {**BASE, "val_mrr@10_d384": 0.55}
+    text = model_card(job="adi", stage_hash="0123456789ab", spec_hash="feedc0ffee12", start_model="m",
+                      start_model_id="5b1c0d7e9a2f4c81", mode="full", loss="mnrl", inputs={}, data={},
+                      config={}, dims=[384], before=with_mrr, after={**TUNED, "val_mrr@10_d384": 0.35},
+                      history={}, versions={}, guard=None)
+    assert "| dim | nDCG@10 before | nDCG@10 after | MRR@10 before | MRR@10 after | recall@10 before |" in text
+    assert "| 384 | 0.6200 | 0.4100 | 0.5500 | 0.3500 | 0.9000 | 0.7000 |" in text

@@ -33,6 +33,7 @@ def test_card_is_sentence_transformers_own_with_a_model_index_per_dim(model_dir:
     meta = yaml.safe_load(text.split("---")[1])
     assert meta["base_model"] == "sentence-transformers/all-MiniLM-L6-v2" and meta["library_name"] == "sentence-transformers"
     assert meta["language"] == ["en"] and "matryoshka" in meta["tags"]
+    assert meta["license"] == "apache-2.0"  # the start model's card declares it; a derivative carries it on
     results = meta["model-index"][0]["results"]
     by_dim = {r["dataset"]["type"].rsplit("_", 1)[-1]: {m["type"]: m["value"] for m in r["metrics"]} for r in results}
     assert by_dim == {"384": {"cosine_ndcg@10": 0.7123, "cosine_recall@10": 0.9, "cosine_mrr@10": 0.65},

@@ -112,7 +112,7 @@ def test_evaluator_measures_agreement_with_the_teacher() -> None:
     cv = rng.normal(size=(12, 4)).astype(np.float32)
     qv = cv[[0]] * 1.0  # the query sits on c0: synthetic perfect
     m = ev.metrics_for(qv, cv)
-    assert m["val_ndcg@10_d4"] == pytest.approx(1.0)
+    assert m["val_ndcg@10_d4"] == pytest.approx(1.0) and m["val_mrr@10_d4"] == pytest.approx(1.0)
     assert m["val_teacher_ndcg@10_d4"] < 0.95
     qv_teacher = cv[[1]]  # on the teacher's first choice
     assert ev.metrics_for(qv_teacher, cv)["val_teacher_ndcg@10_d4"] > m["val_teacher_ndcg@10_d4"]
