@@ -13,11 +13,11 @@ from embedforge.progress import console, rate_text, setup_logging
 
 
 def embed(
-    model: Annotated[str, typer.Option(help="Model directory or packaged name (all-MiniLM-L6-v2)")],
-    input: Annotated[str, typer.Option("--input", help="JSONL file, Parquet shards (e.g. a chunk stage dir) or BEIR dir")],
+    model: Annotated[str, typer.Option("--model", "-m", help="Model directory or packaged name (all-MiniLM-L6-v2)")],
+    input: Annotated[str, typer.Option("--input", "-i", help="JSONL file, Parquet shards (e.g. a chunk stage dir) or BEIR dir")],
     output: Annotated[Path, typer.Option("--out", "-o", "--output", help="Output directory (resumed when it holds "
                                          "finished shards)")],
-    dims: Annotated[str, typer.Option(help="Comma-separated Matryoshka dims, first is primary (default: full)")] = "",
+    dims: Annotated[str, typer.Option("--dims", "-d", help="Comma-separated Matryoshka dims, first is primary (default: full)")] = "",
     format: Annotated[str, typer.Option(help="auto, chunks, parquet, jsonl or beir")] = "auto",
     id_field: Annotated[str | None, typer.Option(help="Row id column/key (default: auto)")] = None,
     index: Annotated[str, typer.Option(help="Indexes to export: comma-separated flat,hnsw,ivfpq or 'none'")] = "flat",
@@ -85,10 +85,10 @@ def _config(**fields: object) -> EmbedConfig:
 def search(
     index: Annotated[Path, typer.Argument(help="An exported index dir, or an embed output/stage dir holding some")],
     query: Annotated[str, typer.Argument(help="Query text")],
-    k: Annotated[int, typer.Option(help="Results to show")] = 10,
-    dim: Annotated[int | None, typer.Option(help="Pick the index of this dim")] = None,
+    k: Annotated[int, typer.Option("--k", "-k", help="Results to show")] = 10,
+    dim: Annotated[int | None, typer.Option("--dim", "-d", help="Pick the index of this dim")] = None,
     kind: Annotated[str | None, typer.Option(help="Pick the index of this kind (flat, hnsw, ivfpq)")] = None,
-    model: Annotated[str | None, typer.Option(help="Model path, when it moved since the export")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Model path, when it moved since the export")] = None,
     hybrid: Annotated[str | None, typer.Option(
         help="Fuse with the exported BM25 index (embed --bm25 / index.bm25): zscore or rrf")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines")] = False,

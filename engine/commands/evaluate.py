@@ -82,10 +82,10 @@ def _submit_bench(suite: Path, out: Path, device: str, dtype: str, address: str,
 
 
 def evaluate(
-    model: Annotated[list[str], typer.Option("--model", help="Model: packaged name, directory, label=dir, or bm25 (repeat)")],
+    model: Annotated[list[str], typer.Option("--model", "-m", help="Model: packaged name, directory, label=dir, or bm25 (repeat)")],
     dataset: Annotated[list[str], typer.Option("--dataset", help="BEIR directory or builtin:<name> (repeat)")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output directory")],
-    dims: Annotated[str | None, typer.Option(help="Matryoshka dimensions, e.g. 384,192,96,48 (default: full)")] = None,
+    dims: Annotated[str | None, typer.Option("--dims", "-d", help="Matryoshka dimensions, e.g. 384,192,96,48 (default: full)")] = None,
     quant: Annotated[str, typer.Option(help="Quantizations: none,int8,binary,binary_rescore")] = "none,int8,binary",
     split: Annotated[str, typer.Option(help="qrels split")] = "test",
     latency: Annotated[bool, typer.Option(help="Measure encode/search latency")] = True,

@@ -34,7 +34,7 @@ def upload_plan(model_dir: Path) -> list[tuple[str, int]]:
 def push(model_dir: Annotated[Path, typer.Argument(help="Model directory (runs/<job>/train-<hash>/model)")],
          repo_id: Annotated[str, typer.Argument(help="Hub repository, e.g. my-org/my-domain-minilm")],
          private: Annotated[bool, typer.Option("--private/--public", help="Visibility of a new repository")] = True,
-         message: Annotated[str, typer.Option("--message", "-m", help="Commit message")] = "Upload embedforge model",
+         message: Annotated[str, typer.Option("--message", help="Commit message")] = "Upload embedforge model",
          dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="List the files; upload nothing")] = False,
          ) -> None:
     """Upload a trained model directory to the Hugging Face Hub (model card, weights, ONNX export)."""

@@ -14,8 +14,8 @@ import typer
 from embedforge.commands import add_group, fail
 from embedforge.configs.vocab import DEFAULT_THRESHOLD
 
-Model = Annotated[str, typer.Option("--model", help="Base model: packaged name or model directory")]
-Corpus = Annotated[str, typer.Option("--corpus", help="JSONL / Parquet file, BEIR dir, folder, or builtin:NAME")]
+Model = Annotated[str, typer.Option("--model", "-m", help="Base model: packaged name or model directory")]
+Corpus = Annotated[str, typer.Option("--corpus", "-c", help="JSONL / Parquet file, BEIR dir, folder, or builtin:NAME")]
 Format = Annotated[str, typer.Option("--format", help="Corpus format: auto, jsonl, parquet, beir, folder")]
 TextField = Annotated[str, typer.Option(help="Text field of JSONL/Parquet rows")]
 

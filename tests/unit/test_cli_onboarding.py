@@ -83,7 +83,7 @@ def test_run_ends_with_the_headline_numbers(cli, tmp_path: Path, minilm_path: Pa
     assert "None" not in text
 
 
-def test_every_command_that_writes_to_out_takes_dash_o() -> None:
+def _commands():
     import typer
 
     from embedforge.cli import app
@@ -95,7 +95,24 @@ def test_every_command_that_writes_to_out_takes_dash_o() -> None:
         else:
             yield name, command
 
-    with_out = {name: p for name, cmd in walk(typer.main.get_command(app), "") for p in cmd.params
-                if "--out" in p.opts}
+    return list(walk(typer.main.get_command(app), ""))
+
+
+def test_every_command_that_writes_to_out_takes_dash_o() -> None:
+    with_out = {name: p for name, cmd in _commands() for p in cmd.params if "--out" in p.opts}
     assert {"evaluate", "bench", "drift", "embed", "init", "schema", "vocab train"} <= set(with_out)
     assert {name for name, p in with_out.items() if "-o" not in p.opts} == set()
+
+
+def test_a_short_flag_means_the_same_option_in_every_command() -> None:
+    meaning: dict[str, set[str]] = {}
+    for name, cmd in _commands():
+        for p in cmd.params:
+            longs = [o for o in p.opts if o.startswith("--")]
+            for short in (o for o in p.opts if len(o) == 2 and o.startswith("-")):
+                meaning.setdefault(short, set()).add(longs[0] if longs else short)
+    assert meaning["-m"] <= {"--model", "--base-model"}, meaning["-m"]  # push's commit message has no -m
+    assert meaning["-d"] <= {"--dims", "--dim"} and meaning["-o"] == {"--out"} and meaning["-c"] == {"--corpus"}
+    flagged = {name for name, cmd in _commands() for p in cmd.params if "-m" in p.opts}
+    assert {"embed", "evaluate", "search", "init", "vocab analyze", "vocab train", "vocab extend"} <= flagged
+    assert {short for short, longs in meaning.items() if len(longs) > 1} <= {"-m", "-d"}
