@@ -106,7 +106,7 @@ def test_every_command_that_writes_to_out_takes_dash_o() -> None:
 
 def test_a_short_flag_means_the_same_option_in_every_command() -> None:
     meaning: dict[str, set[str]] = {}
-    for name, cmd in _commands():
+    for _name, cmd in _commands():
         for p in cmd.params:
             longs = [o for o in p.opts if o.startswith("--")]
             for short in (o for o in p.opts if len(o) == 2 and o.startswith("-")):
