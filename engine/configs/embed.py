@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import AliasChoices, Field, field_validator
 
 from embedforge.configs.base import StageConfig, no_hash
 
@@ -44,8 +44,10 @@ class EmbedConfig(StageConfig):
     """Also write an ``int8`` column with a per-row ``scale`` (symmetric, max-abs)."""
     binary: bool = False
     """Also write a sign-packed ``binary`` column (dim/8 bytes)."""
-    precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"
-    """Model compute precision (``auto``: bf16/fp16 on CUDA, fp32 on CPU)."""
+    precision: Literal["fp32", "bf16", "fp16", "auto"] = Field(
+        "fp32", validation_alias=AliasChoices("precision", "dtype"))
+    """Model compute precision (``dtype:`` is accepted too, as the other stages spell it; ``auto``: bf16/fp16 on
+    CUDA, fp32 on CPU)."""
     backend: Literal["auto", "torch", "onnx", "onnx-int8"] = "auto"
     """Encoder backend (``auto``: ONNX Runtime for fp32 on CPU, torch otherwise; ``onnx-int8`` is lossy)."""
     shard_rows: int = Field(20000, ge=1)

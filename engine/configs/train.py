@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 
 from embedforge.configs.base import StageConfig, no_hash
 
@@ -86,8 +86,10 @@ class TrainConfig(StageConfig):
     """Stop after this many optimizer steps (overrides ``epochs``; for quick runs)."""
     max_seq_length: int | None = Field(None, gt=8)
     """Truncate inputs to this many tokens while training (null: the model's own limit)."""
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    """``auto``: bf16 (or fp16) on CUDA, fp32 on CPU; ``bf16`` also works on CPUs with bf16 support; fp16 needs CUDA."""
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", validation_alias=AliasChoices("precision", "dtype"))
+    """Compute dtype (``dtype:`` is accepted too, as the other stages spell it). ``auto``: bf16 (or fp16) on CUDA;
+    on CPU bf16 where the CPU has native bf16 (AVX512-BF16, AMX), fp32 elsewhere; fp16 needs CUDA."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass (less memory, ~30% slower)."""
     optimizer: Literal["adamw", "adamw_8bit"] = "adamw"

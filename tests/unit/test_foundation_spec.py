@@ -63,6 +63,16 @@ def test_generate_dtype_takes_the_short_names_other_stages_use(tmp_path: Path) -
     assert "stages.generate.backend_vllm.dtype" in str(err.value) and "bf16, fp16, fp32 or auto" in str(err.value)
 
 
+def test_train_and_embed_take_dtype_as_well_as_precision(tmp_path: Path) -> None:
+    a = load_spec(_write(tmp_path, "name: t\nstages:\n  train: {dtype: fp32}\n  embed: {dtype: bf16}\n"))
+    b = load_spec(_write(tmp_path, "name: t\nstages:\n  train: {precision: fp32}\n  embed: {precision: bf16}\n"))
+    assert a.stages["train"].precision == "fp32" and a.stages["embed"].precision == "bf16"
+    assert hashed_fields(a.stages["train"]) == hashed_fields(b.stages["train"])  # same stage hash either way
+    with pytest.raises(SpecError) as err:
+        load_spec(_write(tmp_path, "name: t\nstages:\n  train: {dtype: int4}\n"))
+    assert "stages.train.dtype" in str(err.value) and "int4" in str(err.value)
+
+
 def test_unknown_stage_lists_known_ones(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match="unknown stage.*known stages: .*chunk"):
         load_spec(_write(tmp_path, "stages:\n  chonk: {}\n"))
