@@ -152,7 +152,7 @@ def md_tables(job: str, results: list[dict[str, Any]], tests: list[dict[str, Any
               f"{LLM_OUTPUT_TOKENS_PER_S:,.0f} output tokens/s (a 135M model is scheduler-bound, not FLOP-bound); "
               f"the non-LLM rest of generate (candidate-query encoding, filters, engine start-up) 10× faster; "
               f"evaluate 20× faster; ingest, analyze_vocab and chunk unchanged (CPU work on a GPU node too). "
-              f"These are estimates, not measurements: no GPU was available to this project.", ""]
+              f"These are estimates, not measurements: the run had no GPU.", ""]
     return "\n".join(lines)
 
 
