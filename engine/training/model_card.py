@@ -19,8 +19,7 @@ def _metrics_table(before: dict[str, float], after: dict[str, float], dims: list
     lines = [f"| dim | nDCG@10 {b} | nDCG@10 {a} | MRR@10 {b} | MRR@10 {a} | recall@10 {b} | recall@10 {a} |",
              "|---|---|---|---|---|---|---|"]
     for d in dims:
-        cells = [before.get(f"val_{m}_d{d}") if i % 2 == 0 else after.get(f"val_{m}_d{d}")
-                 for m in ("ndcg@10", "mrr@10", "recall@10") for i in range(2)]
+        cells = [side.get(f"val_{m}_d{d}") for m in ("ndcg@10", "mrr@10", "recall@10") for side in (before, after)]
         lines.append(f"| {d} | " + " | ".join("–" if c is None else f"{c:.4f}" for c in cells) + " |")
     return lines
 
