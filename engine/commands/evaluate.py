@@ -93,6 +93,9 @@ def evaluate(
     search_latency_queries: Annotated[int, typer.Option(help="Queries timed for search latency")] = 100,
     reference: Annotated[str | None, typer.Option(help="Label of the reference model (default: first)")] = None,
     hybrid: Annotated[str, typer.Option(help="Also fuse each dense model with BM25: rrf,zscore (default: none)")] = "",
+    score_by: Annotated[str, typer.Option(
+        help="document (one vector per document) or best_passage (split long documents, score by the best part)")] = "document",
+    passage_tokens: Annotated[int | None, typer.Option(help="best_passage: tokens per passage (default: the model's limit)")] = None,
     cache: Annotated[bool, typer.Option(help="Reuse vectors from the embedding cache ($EMBEDFORGE_CACHE)")] = True,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
     dtype: Annotated[str, typer.Option(help="fp32, bf16 or fp16")] = "fp32",
@@ -113,7 +116,8 @@ def evaluate(
             fail(f"--dataset {d}: not a directory (BEIR layout: corpus.jsonl, queries.jsonl, qrels/{split}.tsv)")
     cfg = _config(models=model, datasets=dataset, split=split, dims=_parse_dims(dims), quantizations=_names(quant),
                   latency=latency, latency_queries=latency_queries, search_latency_queries=search_latency_queries,
-                  reference=reference, hybrid=_names(hybrid), cache=cache, dtype=dtype, bm25=False, heldout=False)
+                  reference=reference, hybrid=_names(hybrid), score_by=score_by,
+                  passage_tokens=passage_tokens, cache=cache, dtype=dtype, bm25=False, heldout=False)
     models = [parse_model_ref(m) for m in cfg.models]
     try:
         result = evaluate_models([lambda d=d: load_beir(d, split) for d in dataset], models, cfg, device=device,

@@ -152,6 +152,8 @@ def render(corpus: str, eval_dir: str | None, name: str, base_model: str, stats:
         _kv(4, "models", "[base, train]"),
         _kv(4, "dims", _yaml(dims)),
         _kv(4, "quantizations", "[none, int8]"),
+        _kv(4, "score_by", "best_passage", "a long document scores as its best passage"),
+        _kv(4, "passage_tokens", 128, "passage size (docs/evaluate.md)"),
         "  embed:",
         _kv(4, "dims", _yaml([dims[0], dims[min(2, len(dims) - 1)]]), "full and a truncated size, both re-normalized"),
         _kv(4, "index", f"{{kinds: {_yaml(kinds)}}}"),

@@ -39,6 +39,14 @@ class EvaluateConfig(StageConfig):
     """qrels split of the BEIR datasets (only queries judged in ``qrels/<split>.tsv`` are evaluated)."""
     heldout: bool = True
     """Also evaluate the generate stage's ``val`` queries against the chunk corpus (when the job has both)."""
+    score_by: Literal["document", "best_passage"] = "document"
+    """How a dense model scores a document. ``document``: one vector per document; the model reads only its first
+    ``max_seq_length`` tokens (256 for MiniLM), so the rest of a long document is never seen. ``best_passage``:
+    each document is split into passages of at most ``passage_tokens`` tokens (the chunk stage's rule, the title
+    in every passage) and scores as its best passage (MaxP); the index holds the passages. BM25 always reads the
+    whole document."""
+    passage_tokens: int | None = Field(None, gt=8)
+    """``best_passage``: most tokens per passage, special tokens included (null: the model's max sequence length)."""
     dims: list[int] = Field(default_factory=list)
     """Matryoshka dimensions (truncate, then re-normalize); empty means the model's full dimension."""
     quantizations: list[QuantizationName] = Field(default_factory=lambda: ["none", "int8", "binary"])

@@ -26,6 +26,11 @@ class BeirDataset:
     query_texts: list[str]
     qrels: dict[str, dict[str, int]]
     """query id → {doc id → graded relevance}; only judged queries."""
+    corpus_titles: list[str] | None = None
+    """Title per document, kept apart from its body so a long document can be split into passages that each carry
+    the title (:func:`embedforge.data.chunking.passages`); None: the titles are inside ``corpus_texts``."""
+    corpus_bodies: list[str] | None = None
+    """Text per document without its title (None with ``corpus_titles``)."""
 
 
 def _read_jsonl(path: Path, title_only_ok: bool = False) -> list[dict]:
@@ -96,4 +101,6 @@ def load_beir(directory: str | Path, split: str = "test") -> BeirDataset:
         query_ids=qids,
         query_texts=[queries[q] for q in qids],
         qrels={q: qrels[q] for q in qids},
+        corpus_titles=[d.get("title") or "" for d in corpus],
+        corpus_bodies=[d["text"] for d in corpus],
     )

@@ -206,3 +206,37 @@ def chunk_text(text: str, counter: TokenCounter, max_tokens: int, overlap_tokens
 
 def _tokens(spans: list[Span]) -> int:
     return sum(s.tokens for s in spans)
+
+
+def document_chunks(title: str | None, text: str, counter: TokenCounter, max_tokens: int, overlap_tokens: int = 0,
+                    min_tokens: int = 0, max_chars: int | None = None, max_word_chars: int = 100,
+                    stats: ChunkStats | None = None, title_tokens: int | None = None) -> list[Chunk]:
+    """A document's chunks by the chunk stage's rule: every chunk is embedded with the title in front, so the
+    title's tokens (at most a quarter of ``max_tokens``) are reserved in each; a title-only document is one chunk
+    (``start == end == 0``) holding its title. ``title_tokens`` saves a count the caller made in a batch."""
+    n_title = (title_tokens if title_tokens is not None else counter.count([title])[0]) if title else 0
+    reserved = min(n_title + 1, max_tokens // 4) if title else 0
+    chunks = chunk_text(text, counter, max_tokens, overlap_tokens, min_tokens, reserved, max_chars, max_word_chars,
+                        stats)
+    if not chunks and title:
+        chunks = [Chunk(0, 0, 0, n_title + counter.special)]
+    return chunks
+
+
+def passages(titles: list[str], texts: list[str], counter: TokenCounter,
+             max_tokens: int) -> tuple[list[str], list[int]]:
+    """Every document split into passages of at most ``max_tokens`` tokens (:func:`document_chunks`, no overlap),
+    each as it is embedded (``title + " " + slice``); with the row of its document, in document order. A document
+    with neither title nor text gives one empty passage, so every document has at least one."""
+    from embedforge.data.schemas import passage_text
+
+    out: list[str] = []
+    owner: list[int] = []
+    title_tokens = counter.count([t or "" for t in titles])
+    for row, (title, text, n_title) in enumerate(zip(titles, texts, title_tokens, strict=True)):
+        chunks = document_chunks(title, text, counter, max_tokens, min_tokens=32, title_tokens=n_title)
+        for c in chunks or [Chunk(0, 0, 0, counter.special)]:
+            out.append(passage_text(title, text[c.start:c.end]))
+            owner.append(row)
+    return out, owner
+

@@ -35,6 +35,7 @@ from embedforge.evaluation.metrics import paired_test
 from embedforge.evaluation.retrieval_evaluator import RetrievalEvaluator
 from embedforge.search import faiss_indexes
 from embedforge.search.faiss_indexes import search_threads
+from embedforge.search.passages import best_passage, passages_to_fetch
 from embedforge.search.quantize import QuantizedSearcher
 
 log = logging.getLogger("embedforge.evaluate")
@@ -140,14 +141,16 @@ def _dense(dataset: BeirDataset, model: ModelRef, cfg: EvaluateConfig, seed: int
     too_big = [d for d in dims if d > encoder.dim]
     if too_big:
         raise ValueError(f"dims {too_big} exceed the {encoder.dim} dimensions of model '{model.label}' ({model.ref})")
+    units, owner = _retrieval_units(dataset, model, cfg)
     hits_before = encoder.stats.get("cache_hits", 0)
     t0 = time.perf_counter()
-    corpus_full = encoder.encode(dataset.corpus_texts, normalize=False, cache=cfg.cache)
+    corpus_full = encoder.encode(units, normalize=False, cache=cfg.cache)
     corpus_s = time.perf_counter() - t0
     corpus_hits = encoder.stats.get("cache_hits", 0) - hits_before
     queries_full = encoder.encode(dataset.query_texts, normalize=False, cache=cfg.cache)
     shared: dict[str, Any] = {"model_ref": model.ref, "model_id": encoder.model_id, "model_dim": encoder.dim,
                               "n_queries": len(dataset.query_ids), "n_docs": len(dataset.corpus_ids),
+                              "score_by": cfg.score_by, "n_passages": len(units),
                               "corpus_encode_s": corpus_s, "corpus_cache_hits": corpus_hits,
                               "corpus_docs_per_s": None if corpus_hits else len(dataset.corpus_ids) / max(corpus_s, 1e-9)}
     if cfg.latency:
@@ -157,22 +160,25 @@ def _dense(dataset: BeirDataset, model: ModelRef, cfg: EvaluateConfig, seed: int
              len(dataset.corpus_ids), corpus_s, corpus_hits)
     out = EvalResult()
     evaluator = RetrievalEvaluator(dataset, cfg.hit_ks)
+    fetch10 = passages_to_fetch(owner, 10)
     for dim in dims:
         corpus = truncate_normalize(corpus_full, dim)
         queries = truncate_normalize(queries_full, dim)
         for quant in cfg.quantizations:
             searcher = QuantizedSearcher(corpus, quant, cfg.rescore_multiplier, device)
-            scores, ids = searcher.search(queries, cfg.top_k)
+            unit_scores, unit_ids = searcher.search(queries, passages_to_fetch(owner, cfg.top_k))
+            scores, ids = best_passage(unit_scores, unit_ids, owner, cfg.top_k)
             metrics = evaluator(ids)
             base = {"dataset": dataset.name, "model": model.label, "dim": dim, "quantization": quant}
             row = {**base, **metrics, **shared, "index_bytes": searcher.bytes}
             if cfg.latency:
                 with search_threads(1):
-                    lat = search_latency(lambda q, s=searcher: s.search(q, 10, prebuilt=True), queries,
+                    lat = search_latency(lambda q, s=searcher: best_passage(*s.search(q, fetch10, prebuilt=True),
+                                                                            owner, 10), queries,
                                          cfg.search_latency_queries, seed)
                 row.update(search_ms_p50=lat["p50"], search_ms_p99=lat["p99"])
                 if quant == "none":
-                    row.update(_hnsw(corpus, queries, ids, cfg, seed))
+                    row.update(_hnsw(corpus, queries, unit_ids, cfg, seed))
             else:
                 row.update(search_ms_p50=None, search_ms_p99=None)
             row.setdefault("encode_ms_p50", None)
@@ -184,6 +190,26 @@ def _dense(dataset: BeirDataset, model: ModelRef, cfg: EvaluateConfig, seed: int
             if quant == "none" and cfg.hybrid and bm25 is not None:
                 out.extend(_hybrid(dataset, model, dim, (scores, ids), bm25(), evaluator, row, cfg))
     return out
+
+
+def _retrieval_units(dataset: BeirDataset, model: ModelRef, cfg: EvaluateConfig) -> tuple[list[str], np.ndarray]:
+    """What the dense model indexes: the documents (``score_by: document``; each its own owner), or their
+    passages and the document row owning each (``score_by: best_passage``)."""
+    n = len(dataset.corpus_ids)
+    if cfg.score_by == "document":
+        return dataset.corpus_texts, np.arange(n)
+    from embedforge.data.chunking import TokenCounter, passages
+    from embedforge.models import resolve_model
+
+    counter = TokenCounter(resolve_model(model.ref))
+    max_tokens = cfg.passage_tokens or counter.max_seq_length or 512
+    titles, bodies = dataset.corpus_titles, dataset.corpus_bodies
+    if titles is None or bodies is None:
+        titles, bodies = [""] * n, dataset.corpus_texts
+    texts, owner = passages(titles, bodies, counter, max_tokens)
+    log.info("%s / %s: %d documents → %d passages of at most %d tokens", dataset.name, model.label, n, len(texts),
+             max_tokens)
+    return texts, np.asarray(owner)
 
 
 def _hybrid(dataset: BeirDataset, model: ModelRef, dim: int, dense: tuple[np.ndarray, np.ndarray],

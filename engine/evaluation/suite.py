@@ -79,6 +79,11 @@ class Suite(BaseModel):
     """Results per query."""
     hybrid: list[Literal["rrf", "zscore"]] = Field(default_factory=list)
     """Also report each dense model fused with BM25 (``rrf`` and/or ``zscore``) at every dimension."""
+    score_by: Literal["document", "best_passage"] = "document"
+    """``document``: one vector per document; ``best_passage``: documents split into passages, scored by the best
+    (the ``evaluate`` stage's ``score_by``)."""
+    passage_tokens: int | None = Field(None, gt=8)
+    """``best_passage``: tokens per passage (null: the model's max sequence length)."""
     latency: bool = True
     """Measure encode and search latency."""
     latency_queries: int = Field(64, ge=1)
@@ -98,7 +103,8 @@ class Suite(BaseModel):
     def config(self, dtype: str = "fp32") -> EvaluateConfig:
         """The ``evaluate`` stage config this suite runs with (its models and datasets are resolved here)."""
         return EvaluateConfig(models=self.models, dims=self.dims, quantizations=self.quantizations, top_k=self.top_k,
-                              hybrid=self.hybrid, latency=self.latency, latency_queries=self.latency_queries,
+                              hybrid=self.hybrid, score_by=self.score_by, passage_tokens=self.passage_tokens,
+                              latency=self.latency, latency_queries=self.latency_queries,
                               search_latency_queries=self.search_latency_queries, dtype=dtype, cache=False,
                               bm25=False, heldout=False)
 

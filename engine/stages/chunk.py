@@ -13,7 +13,7 @@ from dataclasses import asdict
 import pyarrow as pa
 
 from embedforge.configs.chunk import ChunkConfig
-from embedforge.data.chunking import Chunk, ChunkStats, TokenCounter, chunk_text
+from embedforge.data.chunking import ChunkStats, TokenCounter, document_chunks
 from embedforge.data.schemas import CHUNKS
 from embedforge.data.shards import iter_shards
 from embedforge.progress import track
@@ -38,11 +38,8 @@ def run(ctx: StageContext) -> None:
             titles = docs.column("title").to_pylist()
             title_tokens = counter.count([t or "" for t in titles])
             for doc, n_title in zip(docs.to_pylist(), title_tokens, strict=True):
-                reserved = min(n_title + 1, cfg.max_tokens // 4) if doc["title"] else 0
-                chunks = chunk_text(doc["text"], counter, cfg.max_tokens, cfg.overlap_tokens, cfg.min_tokens, reserved,
-                                    cfg.max_chars, cfg.max_word_chars, stats)
-                if not chunks and doc["title"]:  # title-only document: its title is its content
-                    chunks = [Chunk(0, 0, 0, n_title + counter.special)]
+                chunks = document_chunks(doc["title"], doc["text"], counter, cfg.max_tokens, cfg.overlap_tokens,
+                                         cfg.min_tokens, cfg.max_chars, cfg.max_word_chars, stats, n_title)
                 for c in chunks:
                     rows.append({"chunk_id": f"{doc['doc_version'][:16]}-{c.idx}", "doc_id": doc["doc_id"],
                                  "doc_version": doc["doc_version"], "idx": c.idx, "title": doc["title"],

@@ -52,6 +52,10 @@ def test_evaluate_bad_option_fails_naming_it(cli, adi_dir: Path, tmp_path: Path)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 2 and "--quant: " in out and "int4" not in out.split("--quant: ")[0]
     assert "Traceback" not in out and not (tmp_path / "o").exists()
+    proc = cli("evaluate", "--model", "bm25", "--dataset", str(adi_dir), "--score-by", "chunks", "--out",
+               str(tmp_path / "o"), check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2 and "--score-by: " in out and "best_passage" in out and "Traceback" not in out
 
 
 def test_evaluate_bad_qrels_fails_naming_file_and_line(cli, tmp_path: Path) -> None:
