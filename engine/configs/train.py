@@ -114,6 +114,11 @@ class TrainConfig(StageConfig):
     """Regression guard. ``if_better``: the stage's model is the tuned one only if it beats the start model on the
     validation signal at the primary dimension, else the start model itself (the log and model card say so);
     ``always``: the tuned model whatever the scores."""
+    stop_behind_start: int = Field(2, ge=0)
+    """Stop training once the tuned model has scored at or below the start model on the validation signal at the
+    primary dimension at this many validations in a row (0: never). Only with ``promote: if_better`` and no
+    ``weight_averaging``: the guard would then publish the start model unless a later checkpoint overtakes it, so
+    the steps left would most likely be spent on a model it discards."""
     validation: Literal["synthetic", "teacher", "both"] = "teacher"
     """Validation signal of the guard and the best-checkpoint choice. ``teacher`` (default): nDCG@10 against the
     teacher's graded top 10 for the held-out queries (``teacher`` none: the hybrid teacher, BM25 + the start

@@ -225,7 +225,7 @@ def train_with_trainer(ctx: StageContext, cfg: TrainConfig, start_model: str, ro
     from transformers.trainer_callback import PrinterCallback
 
     from embedforge.training.arguments import training_arguments
-    from embedforge.training.callbacks import FinalEvaluationCallback, HistoryCallback
+    from embedforge.training.callbacks import BehindStartStop, FinalEvaluationCallback, HistoryCallback
     from embedforge.training.lora import add_lora, merge_lora
     from embedforge.training.losses import build_loss
 
@@ -247,12 +247,16 @@ def train_with_trainer(ctx: StageContext, cfg: TrainConfig, start_model: str, ro
                               primary_metric=evaluator.primary_metric if evaluator else None)
     resume = last_checkpoint(checkpoints)
     examples_per_step = cfg.batch_size * cfg.gradient_accumulation_steps
+    callbacks: list[Any] = [FinalEvaluationCallback()]
+    stop = None
+    if evaluator and cfg.stop_behind_start and cfg.promote == "if_better" and not cfg.weight_averaging:
+        stop = BehindStartStop(evaluator.primary_metric, before[evaluator.primary_metric], cfg.stop_behind_start)
+        callbacks.append(stop)
     with track("train", unit="steps") as progress:
         history = HistoryCallback(progress, examples_per_step)
         trainer = SentenceTransformerTrainer(
             model=model, args=args, train_dataset=Dataset.from_dict(rows.columns),
-            loss=build_loss(model, cfg, guide), evaluator=evaluator,
-            callbacks=[history, FinalEvaluationCallback()])
+            loss=build_loss(model, cfg, guide), evaluator=evaluator, callbacks=[history, *callbacks])
         trainer.remove_callback(PrinterCallback)  # progress and evaluations go through the engine's logger
         if resume:
             log.info("train: resuming from %s", resume)
@@ -279,6 +283,9 @@ def train_with_trainer(ctx: StageContext, cfg: TrainConfig, start_model: str, ro
     steps_run = trainer.state.global_step - (int(resume.name.split("-")[1]) if resume else 0)
     ctx.throughput["train_steps_per_s"] = round(steps_run / max(seconds, 1e-9), 4)
     ctx.throughput["train_examples_per_s"] = round(steps_run * examples_per_step / max(seconds, 1e-9), 2)
+    if stop is not None and stop.stopped_at is not None:
+        ctx.extra["stopped_behind_start"] = {"step": stop.stopped_at, "max_steps": trainer.state.max_steps,
+                                             "validations_behind": stop.behind}
     return {"dims": dims, "before": before, "after": after,
             "steps": trainer.state.global_step, "resumed_from": str(resume) if resume else None,
             "best": trainer.state.best_model_checkpoint, "losses": history.losses, "evals": history.evals,

@@ -1,4 +1,5 @@
-"""Trainer callbacks: loss/eval history, progress through the engine's tracker, and a final evaluation+save."""
+"""Trainer callbacks: loss/eval history, progress through the engine's tracker, a final evaluation+save, and a stop
+when the tuned model keeps trailing the start model on the guard's signal."""
 
 from __future__ import annotations
 
@@ -56,3 +57,33 @@ class FinalEvaluationCallback(TrainerCallback):
             control.should_evaluate = True
             control.should_save = True
         return control
+
+
+class BehindStartStop(TrainerCallback):
+    """Stop training once the tuned model has scored at or below the start model on the guard's signal at
+    ``patience`` validations in a row. With ``promote: if_better`` the guard publishes the start model unless a
+    later checkpoint overtakes it, so the remaining steps would most likely be spent on a model the guard discards
+    (a later overtaking is possible: the patience is the user's to set, 0 never stops)."""
+
+    def __init__(self, metric: str, start_score: float, patience: int) -> None:
+        self.metric = metric if metric.startswith("eval_") else f"eval_{metric}"
+        self.start_score = start_score
+        self.patience = patience
+        self.behind = 0
+        self.stopped_at: int | None = None
+
+    def on_evaluate(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                    metrics: dict[str, float] | None = None, **kwargs: Any) -> TrainerControl:
+        score = (metrics or {}).get(self.metric)
+        if score is None:
+            return control
+        self.behind = self.behind + 1 if score <= self.start_score else 0
+        if self.behind >= self.patience and state.global_step < state.max_steps:
+            self.stopped_at = state.global_step
+            control.should_training_stop = True
+            log.warning("train: stopping at step %d of %d: the tuned model trailed the start model at %d validations "
+                        "in a row (%s %.4f vs %.4f); the guard keeps the better of the two (train.stop_behind_start)",
+                        state.global_step, state.max_steps, self.behind, self.metric.removeprefix("eval_"), score,
+                        self.start_score)
+        return control
+

@@ -103,6 +103,16 @@ def test_harmful_training_promotes_the_base_model(hurt_runs: dict, minilm_path: 
     assert manifest["corpus_rotation"]["applied"] is True  # ... and so does the corpus rotation
 
 
+def test_training_stops_when_the_tuned_model_keeps_trailing_the_start_model(tmp_path: Path, adi: dict,
+                                                                            caplog) -> None:
+    # the same harmful learning rate, 8 steps planned, a validation every 2: behind at steps 2 and 4 → stop at 4
+    manifest = run_train(spec(tmp_path, learning_rate=2e-2, max_steps=8, stop_behind_start=2), adi,
+                         tmp_path / "train")
+    assert manifest["stopped_behind_start"] == {"step": 4, "max_steps": 8, "validations_behind": 2}
+    assert manifest["training"]["steps"] == 4 and manifest["promoted"] == "base"
+    assert "stopping at step 4 of 8" in caplog.text
+
+
 def test_promote_always_keeps_the_tuned_model(hurt_runs: dict, minilm_path: Path) -> None:
     out, manifest = hurt_runs["always"]
     assert manifest["promoted"] == "tuned" and manifest["guard"]["better"] is False
