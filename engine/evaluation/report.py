@@ -3,8 +3,9 @@ the PNG plots, and two formats other tools read:
 
 - ``runs/<dataset>/<model>[-d<dim>].trec``: TREC run files (``qid Q0 docid rank score run``) of the float, BM25 and
   hybrid searches, for ``trec_eval``/``ranx`` (with the dataset's ``qrels/<split>.tsv``);
-- ``mteb/<model>[__d<dim>]/no_revision_available/<Task>.json``: MTEB-style results (``scores.<split>[0]`` with
-  ``ndcg_at_10``… and ``main_score``), the layout of MTEB's results folders.
+- ``mteb/<model>[__d<dim>][__best_passage]/no_revision_available/<Task>.json``: MTEB-style results
+  (``scores.<split>[0]`` with ``ndcg_at_10``… and ``main_score``), the layout of MTEB's results folders; rows scored
+  by best passage get their own folder, as MTEB scores one vector per document.
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ def write_mteb_results(result: EvalResult, out_dir: Path, split: str = "test") -
         if row.get("quantization", "none") != "none" or "fused_with" in row:
             continue
         model = row["model"] if row.get("dim") in (None, full_dim.get(row["model"])) else f"{row['model']}__d{row['dim']}"
+        if row.get("score_by") == "best_passage":  # not MTEB's protocol (one vector per document): kept apart
+            model += "__best_passage"
         task = MTEB_TASKS.get(str(row["dataset"]).lower(), str(row["dataset"]))
         scores = {k: row[k] for k in MTEB_METRICS if row.get(k) is not None}
         doc = {"dataset_revision": None, "task_name": task, "mteb_version": None, "evaluated_by": f"embedforge {__version__}",

@@ -12,6 +12,7 @@ from embedforge.configs.evaluate import EvaluateConfig
 from embedforge.data.beir import load_beir
 from embedforge.data.chunking import TokenCounter, passages
 from embedforge.evaluation.harness import ModelRef, evaluate_models
+from embedforge.evaluation.report import write_mteb_results
 from embedforge.search.index import search
 from embedforge.search.passages import best_passage, passages_to_fetch
 
@@ -58,7 +59,8 @@ def test_passages_fit_the_model_carry_the_title_and_cover_every_document(minilm_
     assert texts[owner.index(3)] == ""  # an empty document is still one (empty) passage
 
 
-def test_best_passage_rows_on_scifact_equal_maxp_computed_by_hand(scifact_slice: Path, encoder) -> None:
+def test_best_passage_rows_on_scifact_equal_maxp_computed_by_hand(scifact_slice: Path, encoder,
+                                                                  tmp_path: Path) -> None:
     ds = load_beir(scifact_slice, "train")
     opts = EvaluateConfig(dims=[384, 96], quantizations=["none", "int8"], latency=False, n_resamples=200,
                           score_by="best_passage", passage_tokens=128)
@@ -79,3 +81,6 @@ def test_best_passage_rows_on_scifact_equal_maxp_computed_by_hand(scifact_slice:
                              opts.model_copy(update={"score_by": "document", "quantizations": ["none"]}))
     assert by_doc.rows[0]["n_passages"] == len(ds.corpus_ids)
     assert by_doc.rows[0]["ndcg_at_10"] != row["ndcg_at_10"]
+    # MTEB scores one vector per document: best-passage rows are exported apart from it
+    folders = {p.parts[-3] for p in write_mteb_results(result, tmp_path) + write_mteb_results(by_doc, tmp_path)}
+    assert folders == {"minilm", "minilm__d96", "minilm__best_passage", "minilm__d96__best_passage"}
