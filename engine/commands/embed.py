@@ -91,10 +91,13 @@ def search(
     model: Annotated[str | None, typer.Option("--model", "-m", help="Model path, when it moved since the export")] = None,
     hybrid: Annotated[str | None, typer.Option(
         help="Fuse with the exported BM25 index (embed --bm25 / index.bm25): zscore or rrf")] = None,
+    per_doc: Annotated[bool, typer.Option(
+        "--per-doc", help="One result per document: its best chunk (an index of chunks holds several per document)")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines")] = False,
 ) -> None:
     """Search an exported index: the query is encoded with the index's model, precision and dim (with --hybrid,
-    fused with BM25's results; the score is then the fused score)."""
+    fused with BM25's results; the score is then the fused score; with --per-doc, each document scores as its best
+    chunk)."""
     import json
     import sys
 
@@ -103,6 +106,7 @@ def search(
     from embedforge.encoding.encoder import get_encoder
     from embedforge.models import model_id as compute_model_id
     from embedforge.search.export import find_bm25, find_indexes, hybrid_search, load_index
+    from embedforge.search.passages import best_passage_rows, passages_to_fetch
 
     candidates = [p for p in find_indexes(index)
                   if (dim is None or json.loads((p / "meta.json").read_text())["dim"] == dim)
@@ -117,15 +121,25 @@ def search(
     if compute_model_id(model_path) != meta["model_id"]:
         fail(f"model {model_path} has id {compute_model_id(model_path)} but the index was built with {meta['model_id']}")
     encoder = get_encoder(model_path, dtype=meta.get("precision", "fp32"), backend=meta.get("backend", "auto"))
+    owner = None
+    fetch = k
+    if per_doc:
+        try:
+            owner = loaded.documents()
+        except ValueError as exc:
+            fail(str(exc))
+        fetch = passages_to_fetch(owner, k)
     if hybrid is None:
-        scores, rows = loaded.search(encoder.encode([query], dim=meta["dim"]), k)
+        scores, rows = loaded.search(encoder.encode([query], dim=meta["dim"]), fetch)
     else:
         bm25_dir = find_bm25(candidates[0])  # the BM25 index sits beside the FAISS index directories
         if hybrid not in ("zscore", "rrf"):
             fail(f"--hybrid {hybrid}: expected zscore or rrf")
         if bm25_dir is None:
             fail(f"--hybrid: no BM25 index beside {candidates[0]} (export one with embed --bm25 or index.bm25: true)")
-        scores, rows = hybrid_search(loaded, bm25_dir, encoder.encode([query], dim=meta["dim"]), [query], k, hybrid)
+        scores, rows = hybrid_search(loaded, bm25_dir, encoder.encode([query], dim=meta["dim"]), [query], fetch, hybrid)
+    if owner is not None:  # each document at its best row: the first row of it in the ranking
+        scores, rows = best_passage_rows(scores, rows, owner, k)
     ids = loaded.ids
     hits = [{"rank": r + 1, "score": round(float(s), 4), "id": ids.column("id")[int(i)].as_py(),
              "text": ids.column("text")[int(i)].as_py() if "text" in ids.column_names else None}
@@ -133,7 +147,7 @@ def search(
     if as_json:
         sys.stdout.write("".join(json.dumps(h, ensure_ascii=False) + "\n" for h in hits))
         return
-    how = f"{meta['kind']}, d{meta['dim']}" + (f", + BM25 {hybrid}" if hybrid else "")
+    how = f"{meta['kind']}, d{meta['dim']}" + (f", + BM25 {hybrid}" if hybrid else "") + (", per document" if per_doc else "")
     table = Table("rank", "score", "id", "text", title=f"{candidates[0]} ({how})")
     for h in hits:
         table.add_row(str(h["rank"]), f"{h['score']:.4f}", h["id"], (h["text"] or "")[:160])

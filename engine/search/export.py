@@ -1,7 +1,7 @@
 """FAISS index export of embedding shards: flat / HNSW / IVF-PQ per dimension, with an id map.
 
 An exported index is a directory ``<root>/d<dim>-<kind>/`` holding ``index.faiss``, ``ids.parquet``
-(row → ``id``, ``chunk_id``, ``text`` when the embed output kept texts) and ``meta.json`` (model id and path,
+(row → ``id``, ``chunk_id``, ``doc_version``, ``text`` when the embed output kept texts) and ``meta.json`` (model id and path,
 encoder variant, dim, kind, rows, parameters). Vectors are L2-normalized, so inner product is cosine.
 Shards are added one at a time (IVF-PQ trains on a bounded sample first), so memory is the index itself.
 
@@ -73,7 +73,7 @@ def export_index(embed_dir: Path, shards_dir: Path, out: Path, kind: str, meta: 
     out.mkdir(parents=True, exist_ok=True)
     writer = None
     tmp_ids = out / ".ids.parquet.tmp"
-    for name, table in iter_shards(shards_dir, columns=["id", "chunk_id"]):
+    for name, table in iter_shards(shards_dir, columns=["id", "chunk_id", "doc_version"]):
         part = table.append_column("text", _texts(embed_dir / "texts" / name, table.num_rows))
         writer = writer or pq.ParquetWriter(tmp_ids, part.schema, compression="zstd")
         writer.write_table(part)
@@ -115,6 +115,15 @@ class LoadedIndex:
             faiss.extract_index_ivf(self.index).nprobe = nprobe
         scores, rows = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), min(k, self.index.ntotal))
         return scores, rows
+
+    def documents(self) -> np.ndarray:
+        """The document of each row (an integer per distinct ``doc_version``: a chunk's document, or the record
+        itself), for one result per document (:mod:`embedforge.search.passages`)."""
+        if "doc_version" not in self.ids.column_names:
+            raise ValueError(f"{self.path}: this index has no document versions (exported by an older embedforge); "
+                             "re-export it with embed --index to search one result per document")
+        return np.unique(np.asarray(self.ids.column("doc_version").to_pylist(), dtype=object),
+                         return_inverse=True)[1].reshape(-1)
 
 
 def find_indexes(root: Path) -> list[Path]:

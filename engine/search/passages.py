@@ -28,13 +28,20 @@ def best_passage(scores: np.ndarray, ids: np.ndarray, owner: np.ndarray,
                  k: int) -> tuple[np.ndarray, np.ndarray]:
     """``(scores, ids)`` of passage hits (best first, ``-1`` for none) → the top ``k`` documents, each scored by its
     best passage; rows padded with ``-1`` ids (score ``-inf``) when fewer documents were hit."""
+    out_scores, rows = best_passage_rows(scores, ids, owner, k)
+    return out_scores, np.where(rows >= 0, owner[np.maximum(rows, 0)], -1)
+
+
+def best_passage_rows(scores: np.ndarray, ids: np.ndarray, owner: np.ndarray,
+                      k: int) -> tuple[np.ndarray, np.ndarray]:
+    """As :func:`best_passage`, but each document is given by its best passage (the passage row), to show it."""
     out_ids = np.full((len(ids), k), -1, dtype=np.int64)
     out_scores = np.full((len(ids), k), -np.inf, dtype=np.float32)
     for row, (s, i) in enumerate(zip(scores, ids, strict=True)):
         hit = i >= 0
-        docs = owner[i[hit]]
-        _, first = np.unique(docs, return_index=True)
+        passages = np.asarray(i[hit], dtype=np.int64)
+        _, first = np.unique(owner[passages], return_index=True)
         first = np.sort(first)[:k]  # the first time each document appears is its best passage
-        out_ids[row, :len(first)] = docs[first]
+        out_ids[row, :len(first)] = passages[first]
         out_scores[row, :len(first)] = s[hit][first]
     return out_scores, out_ids

@@ -44,6 +44,17 @@ def test_embed_stage_then_search(cli, tmp_path: Path) -> None:
         assert all(a["score"] >= b["score"] for a, b in zip(fused, fused[1:], strict=False))
     bad = cli("search", str(stage_dir), "x", "--hybrid", "max", env=env, check=False)
     assert bad.returncode == 2 and "zscore or rrf" in bad.stdout + bad.stderr
+    # one result per document: each document at its best chunk, in the order of the plain ranking
+    doc_of = {c["chunk_id"]: c["doc_id"] for c in chunks}
+    query = "computer-based information retrieval"
+    out = cli("search", str(stage_dir), query, "--k", str(table.num_rows), "--json", env=env).stdout
+    firsts: dict[str, str] = {}
+    for hit in (json.loads(line) for line in out.splitlines() if line.startswith("{")):
+        firsts.setdefault(doc_of[hit["id"]], hit["id"])
+    assert len(firsts) < table.num_rows  # some documents have several chunks
+    out = cli("search", str(stage_dir), query, "--k", "30", "--per-doc", "--json", env=env).stdout
+    per_doc = [json.loads(line)["id"] for line in out.splitlines() if line.startswith("{")]
+    assert per_doc == list(firsts.values())[:30]
 
 
 def test_embed_command_quarantines_and_resumes(cli, tmp_path: Path) -> None:
