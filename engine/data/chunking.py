@@ -239,4 +239,3 @@ def passages(titles: list[str], texts: list[str], counter: TokenCounter,
             out.append(passage_text(title, text[c.start:c.end]))
             owner.append(row)
     return out, owner
-

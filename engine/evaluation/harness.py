@@ -160,22 +160,31 @@ def _dense(dataset: BeirDataset, model: ModelRef, cfg: EvaluateConfig, seed: int
              len(dataset.corpus_ids), corpus_s, corpus_hits)
     out = EvalResult()
     evaluator = RetrievalEvaluator(dataset, cfg.hit_ks)
+    grouped = cfg.score_by == "best_passage"
     fetch10 = passages_to_fetch(owner, 10)
+
+    def top10(searcher: QuantizedSearcher, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """What a user's top-10 search does: documents, or passages grouped into documents."""
+        if not grouped:
+            return searcher.search(q, 10, prebuilt=True)
+        return best_passage(*searcher.search(q, fetch10, prebuilt=True), owner, 10)
+
     for dim in dims:
         corpus = truncate_normalize(corpus_full, dim)
         queries = truncate_normalize(queries_full, dim)
         for quant in cfg.quantizations:
             searcher = QuantizedSearcher(corpus, quant, cfg.rescore_multiplier, device)
-            unit_scores, unit_ids = searcher.search(queries, passages_to_fetch(owner, cfg.top_k))
-            scores, ids = best_passage(unit_scores, unit_ids, owner, cfg.top_k)
+            if grouped:
+                unit_scores, unit_ids = searcher.search(queries, passages_to_fetch(owner, cfg.top_k))
+                scores, ids = best_passage(unit_scores, unit_ids, owner, cfg.top_k)
+            else:
+                scores, ids = unit_scores, unit_ids = searcher.search(queries, cfg.top_k)
             metrics = evaluator(ids)
             base = {"dataset": dataset.name, "model": model.label, "dim": dim, "quantization": quant}
             row = {**base, **metrics, **shared, "index_bytes": searcher.bytes}
             if cfg.latency:
                 with search_threads(1):
-                    lat = search_latency(lambda q, s=searcher: best_passage(*s.search(q, fetch10, prebuilt=True),
-                                                                            owner, 10), queries,
-                                         cfg.search_latency_queries, seed)
+                    lat = search_latency(lambda q, s=searcher: top10(s, q), queries, cfg.search_latency_queries, seed)
                 row.update(search_ms_p50=lat["p50"], search_ms_p99=lat["p99"])
                 if quant == "none":
                     row.update(_hnsw(corpus, queries, unit_ids, cfg, seed))

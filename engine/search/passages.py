@@ -5,7 +5,7 @@ never sees the rest of a long one. Splitting each document into passages that fi
 scoring each document by its best passage lets every part of it be found.
 
 The document ranking is exact, not an approximation: a document's score is its best passage's score, so the
-top ``k`` documents are the owners of the first ``k`` distinct owners in the passage ranking. Fetching
+top ``k`` documents are the first ``k`` distinct owners in the passage ranking. Fetching
 ``k × (most passages of any document)`` passages guarantees ``k`` distinct owners (:func:`passages_to_fetch`).
 
 >>> owner = np.array([0, 0, 1, 2])            # passage row → document row
