@@ -43,6 +43,13 @@ def _names(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
+def _weights(text: str) -> list[float]:
+    try:
+        return [float(t) for t in _names(text)]
+    except ValueError:
+        fail(f"--bm25-weights: expected comma-separated numbers like 0.5,1, got '{text}'")
+
+
 def _config(**fields: object) -> EvaluateConfig:
     """The ``evaluate`` stage's config from command-line options; a bad value exits 2 naming the option."""
     from pydantic import ValidationError
@@ -93,6 +100,7 @@ def evaluate(
     search_latency_queries: Annotated[int, typer.Option(help="Queries timed for search latency")] = 100,
     reference: Annotated[str | None, typer.Option(help="Label of the reference model (default: first)")] = None,
     hybrid: Annotated[str, typer.Option(help="Also fuse each dense model with BM25: rrf,zscore (default: none)")] = "",
+    bm25_weights: Annotated[str, typer.Option(help="--hybrid: BM25's weight(s) against the dense model's 1, e.g. 0.5,1")] = "1",
     score_by: Annotated[str, typer.Option(
         help="document (one vector per document) or best_passage (split long documents, score by the best part)")] = "document",
     passage_tokens: Annotated[int | None, typer.Option(help="best_passage: tokens per passage (default: the model's limit)")] = None,
@@ -116,7 +124,8 @@ def evaluate(
             fail(f"--dataset {d}: not a directory (BEIR layout: corpus.jsonl, queries.jsonl, qrels/{split}.tsv)")
     cfg = _config(models=model, datasets=dataset, split=split, dims=_parse_dims(dims), quantizations=_names(quant),
                   latency=latency, latency_queries=latency_queries, search_latency_queries=search_latency_queries,
-                  reference=reference, hybrid=_names(hybrid), score_by=score_by,
+                  reference=reference, hybrid=_names(hybrid), bm25_weights=_weights(bm25_weights),
+                  score_by=score_by,
                   passage_tokens=passage_tokens, cache=cache, dtype=dtype, bm25=False, heldout=False)
     models = [parse_model_ref(m) for m in cfg.models]
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, PositiveFloat, field_validator
 
 from embedforge.configs.base import StageConfig, no_hash
 
@@ -32,6 +32,9 @@ class EvaluateConfig(StageConfig):
     ``<model>+bm25-<fusion>``, tested against the reference model like the others."""
     rrf_k: float = Field(60.0, gt=0)
     """Reciprocal rank fusion constant (60, as in Cormack et al. 2009)."""
+    bm25_weights: list[PositiveFloat] = Field(default_factory=lambda: [1.0], min_length=1)
+    """``hybrid``: BM25's weight in the fused score, the dense model's being 1 (``[1.0]``: equal weights). Each
+    weight gives its own rows; a weight other than 1 is named in the label (``<model>+bm25-zscore-w0.5``)."""
     datasets: list[str] = Field(default_factory=list)
     """BEIR directories (corpus.jsonl, queries.jsonl, qrels/<split>.tsv), ``builtin:<name>``, or ``beir:<name>``
     (fetched by ``embedforge datasets get <name>``)."""

@@ -16,6 +16,7 @@ Finished (dataset, model) results are cached as JSON under ``cache_dir`` so a ki
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import re
@@ -230,14 +231,17 @@ def _hybrid(dataset: BeirDataset, model: ModelRef, dim: int, dense: tuple[np.nda
 
     out = EvalResult()
     lexical = bm25.matched
-    for fusion in cfg.hybrid:
+    for fusion, weight in itertools.product(cfg.hybrid, cfg.bm25_weights):
         if fusion == "rrf":
-            fused, ids = reciprocal_rank_fusion([dense[1], lexical[1]], cfg.top_k, rrf_k=cfg.rrf_k)
+            fused, ids = reciprocal_rank_fusion([dense[1], lexical[1]], cfg.top_k, rrf_k=cfg.rrf_k,
+                                                weights=[1.0, weight])
         else:
-            fused, ids = zscore_fusion([dense, lexical], cfg.top_k)
+            fused, ids = zscore_fusion([dense, lexical], cfg.top_k, weights=[1.0, weight])
+        label = f"{model.label}+bm25-{fusion}" + ("" if weight == 1.0 else f"-w{weight:g}")
         metrics = evaluator(ids)
-        base = {"dataset": dataset.name, "model": f"{model.label}+bm25-{fusion}", "dim": dim, "quantization": "none"}
-        out.rows.append({**base, **metrics, "fusion": fusion, "fused_with": BM25, "dense_model": model.label,
+        base = {"dataset": dataset.name, "model": label, "dim": dim, "quantization": "none"}
+        out.rows.append({**base, **metrics, "fusion": fusion, "bm25_weight": weight, "fused_with": BM25,
+                         "dense_model": model.label,
                          **{k: dense_row[k] for k in ("model_ref", "model_id", "n_queries", "n_docs")},
                          "encode_ms_p50": None, "search_ms_p50": None, "search_ms_p99": None,
                          "index_bytes": dense_row["index_bytes"] + bm25.index.index_bytes})

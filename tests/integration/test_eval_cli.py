@@ -56,6 +56,11 @@ def test_evaluate_bad_option_fails_naming_it(cli, adi_dir: Path, tmp_path: Path)
                str(tmp_path / "o"), check=False)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 2 and "--score-by: " in out and "best_passage" in out and "Traceback" not in out
+    for weights, says in (("0.5,-1", "greater than 0"), ("half", "comma-separated numbers")):
+        proc = cli("evaluate", "--model", "bm25", "--dataset", str(adi_dir), "--hybrid", "zscore", "--bm25-weights",
+                   weights, "--out", str(tmp_path / "o"), check=False)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 2 and "--bm25-weights: " in out and says in out and "Traceback" not in out
 
 
 def test_evaluate_bad_qrels_fails_naming_file_and_line(cli, tmp_path: Path) -> None:

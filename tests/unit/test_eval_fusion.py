@@ -50,11 +50,17 @@ def test_fusion_errors_name_the_problem() -> None:
 def test_hybrid_rows_on_adi_are_tested_against_the_reference(adi_dir: Path, encoder, tmp_path: Path) -> None:
     ds = load_beir(adi_dir)
     opts = EvaluateConfig(cache=False, dims=[384, 96], quantizations=["none"], latency=False, n_resamples=500,
-                       hybrid=["rrf", "zscore"])
+                       hybrid=["rrf", "zscore"], bm25_weights=[1.0, 1e-3, 1e3])
     result = evaluate_models([ds], [ModelRef("minilm", "all-MiniLM-L6-v2"), ModelRef("bm25", "bm25")], opts)
     rows = {(r["model"], r["dim"]): r for r in result.rows}
-    assert set(rows) == {("minilm", 384), ("minilm", 96), ("bm25", None), ("minilm+bm25-rrf", 384),
-                         ("minilm+bm25-rrf", 96), ("minilm+bm25-zscore", 384), ("minilm+bm25-zscore", 96)}
+    fused = {f"minilm+bm25-{f}{w}" for f in ("rrf", "zscore") for w in ("", "-w0.001", "-w1000")}
+    assert set(rows) == {("minilm", 384), ("minilm", 96), ("bm25", None)} | {(m, d) for m in fused for d in (384, 96)}
+    # BM25's weight moves the fused ranking from the dense model's own (weight → 0) towards BM25's (→ ∞)
+    for d in (384, 96):
+        assert rows[("minilm+bm25-zscore-w0.001", d)]["ndcg_at_10"] == pytest.approx(rows[("minilm", d)]["ndcg_at_10"])
+        assert rows[("minilm+bm25-zscore-w1000", d)]["ndcg_at_10"] == pytest.approx(rows[("bm25", None)]["ndcg_at_10"],
+                                                                                   abs=0.01)
+    assert rows[("minilm+bm25-zscore-w1000", 384)]["bm25_weight"] == 1000.0
     hybrid = rows[("minilm+bm25-rrf", 384)]
     assert hybrid["fusion"] == "rrf" and hybrid["ref_model"] == "minilm" and 0 <= hybrid["p_value_ttest"] <= 1
     # fusing two different retrievers changes the ranking (and so the metric) of both
