@@ -1,5 +1,5 @@
 # The two set-up commands of the README. Both create .venv if missing and install everything first.
-.PHONY: quickstart test lint docs
+.PHONY: quickstart test test-all lint docs
 
 quickstart:
 	bash scripts/setup.sh
@@ -8,6 +8,11 @@ quickstart:
 test:
 	bash scripts/setup.sh
 	.venv/bin/python -P -m pytest -q
+
+# also the long end-to-end runs marked `slow` (kill drill, a job through vLLM, every generate shard on Ray, ...)
+test-all:
+	bash scripts/setup.sh
+	.venv/bin/python -P -m pytest -q -m "slow or not slow"
 
 lint:
 	.venv/bin/ruff check .

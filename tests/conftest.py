@@ -120,6 +120,28 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 900, env: dict
     return proc
 
 
+def run_cli_here(*args: str, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """The same ``embedforge`` command in this process (typer's test runner; the packages are already imported):
+    for repeated calls of one command after a subprocess call has covered the entry point."""
+    from typer.testing import CliRunner
+
+    from embedforge.cli import app
+
+    result = CliRunner(env={"COLUMNS": "200", **(env or {})}).invoke(app, list(args))
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    proc = subprocess.CompletedProcess(["embedforge", *args], result.exit_code, result.stdout, result.stderr)
+    if check:
+        assert proc.returncode == 0, f"embedforge {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+@pytest.fixture(scope="session")
+def cli_here():
+    """``cli_here("search", ...)``: the CLI in this process (see :func:`run_cli_here`)."""
+    return run_cli_here
+
+
 @pytest.fixture(scope="session")
 def cli():
     """``cli("run", "jobs/quickstart.yaml", ...)`` runs the real CLI."""

@@ -57,8 +57,14 @@ def _config(**fields: object) -> EvaluateConfig:
     try:
         return EvaluateConfig(**fields)
     except ValidationError as err:
-        fail("; ".join(f"{_OPTION.get(str(e['loc'][0]), '--' + str(e['loc'][0]).replace('_', '-'))}: {e['msg']}"
-                       for e in err.errors()))
+        fail("; ".join(f"{_option(e['loc'])}: {e['msg'].removeprefix('Value error, ')}" for e in err.errors()))
+
+
+def _option(loc: tuple) -> str:
+    """The command-line option of an error's config field (the options involved, for a cross-field error)."""
+    if not loc:
+        return "options"
+    return _OPTION.get(str(loc[0]), "--" + str(loc[0]).replace("_", "-"))
 
 
 _OPTION = {"models": "--model", "datasets": "--dataset", "quantizations": "--quant"}
@@ -122,6 +128,8 @@ def evaluate(
     for d in dataset:
         if not resolve_path(d).is_dir():
             fail(f"--dataset {d}: not a directory (BEIR layout: corpus.jsonl, queries.jsonl, qrels/{split}.tsv)")
+    if passage_tokens is not None and score_by != "best_passage":
+        fail(f"--passage-tokens {passage_tokens}: applies only with --score-by best_passage (got {score_by})")
     cfg = _config(models=model, datasets=dataset, split=split, dims=_parse_dims(dims), quantizations=_names(quant),
                   latency=latency, latency_queries=latency_queries, search_latency_queries=search_latency_queries,
                   reference=reference, hybrid=_names(hybrid), bm25_weights=_weights(bm25_weights),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, PositiveFloat, field_validator
+from pydantic import Field, PositiveFloat, field_validator, model_validator
 
 from embedforge.configs.base import StageConfig, no_hash
 
@@ -49,7 +49,8 @@ class EvaluateConfig(StageConfig):
     in every passage) and scores as its best passage (MaxP); the index holds the passages. BM25 always reads the
     whole document."""
     passage_tokens: int | None = Field(None, gt=8)
-    """``best_passage``: most tokens per passage, special tokens included (null: the model's max sequence length)."""
+    """``best_passage``: most tokens per passage, special tokens included (null: the model's max sequence length).
+    Refused with ``score_by: document``, where it would have no effect."""
     dims: list[int] = Field(default_factory=list)
     """Matryoshka dimensions (truncate, then re-normalize); empty means the model's full dimension."""
     quantizations: list[QuantizationName] = Field(default_factory=lambda: ["none", "int8", "binary"])
@@ -98,3 +99,10 @@ class EvaluateConfig(StageConfig):
         if not value:
             raise ValueError("give at least one model (base, train, bm25, a name or a path)")
         return value
+
+    @model_validator(mode="after")
+    def _passages(self) -> EvaluateConfig:
+        if self.passage_tokens is not None and self.score_by != "best_passage":
+            raise ValueError(f"passage_tokens ({self.passage_tokens}) applies only with score_by: best_passage "
+                             f"(score_by is {self.score_by}): set score_by: best_passage or remove passage_tokens")
+        return self

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
 JOB = """# embedforge run job.yaml
@@ -20,6 +22,7 @@ stages:
 """
 
 
+@pytest.mark.slow  # the drill (benchmarks/drill_resume.py) end to end; each stage's own kill-and-resume test runs by default
 def test_drill_kills_twice_and_outputs_match(tmp_path: Path) -> None:
     corpus = tmp_path / "docs.jsonl"
     with open(corpus, "w") as fh:

@@ -9,7 +9,7 @@ from embedforge.data.schemas import embeddings_schema
 from embedforge.data.shards import read_table
 
 
-def test_embed_stage_then_search(cli, tmp_path: Path) -> None:
+def test_embed_stage_then_search(cli, cli_here, tmp_path: Path) -> None:
     job = tmp_path / "job.yaml"
     job.write_text("# embedforge run job.yaml\nname: emb\nbase_model: all-MiniLM-L6-v2\nstages:\n"
                    "  ingest: {sources: [{path: builtin:adi}]}\n  chunk: {max_tokens: 128}\n"
@@ -38,26 +38,26 @@ def test_embed_stage_then_search(cli, tmp_path: Path) -> None:
     words = sorted(set(target["text"].split()), key=lambda w: (-len(w), w))[:6]  # no set-order ties
     quotes = {"zscore": " ".join(words), "rrf": target["text"]}  # rare words; the whole passage (both lists' #1)
     for fusion, query in quotes.items():
-        out = cli("search", str(stage_dir), query, "--k", "10", "--hybrid", fusion, "--json", env=env).stdout
+        out = cli_here("search", str(stage_dir), query, "--k", "10", "--hybrid", fusion, "--json", env=env).stdout
         fused = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
         assert len(fused) == 10 and fused[0]["id"] == target["chunk_id"], fusion
         assert all(a["score"] >= b["score"] for a, b in zip(fused, fused[1:], strict=False))
-    bad = cli("search", str(stage_dir), "x", "--hybrid", "max", env=env, check=False)
+    bad = cli_here("search", str(stage_dir), "x", "--hybrid", "max", env=env, check=False)
     assert bad.returncode == 2 and "zscore or rrf" in bad.stdout + bad.stderr
     # one result per document: each document at its best chunk, in the order of the plain ranking
     doc_of = {c["chunk_id"]: c["doc_id"] for c in chunks}
     query = "computer-based information retrieval"
-    out = cli("search", str(stage_dir), query, "--k", str(table.num_rows), "--json", env=env).stdout
+    out = cli_here("search", str(stage_dir), query, "--k", str(table.num_rows), "--json", env=env).stdout
     firsts: dict[str, str] = {}
     for hit in (json.loads(line) for line in out.splitlines() if line.startswith("{")):
         firsts.setdefault(doc_of[hit["id"]], hit["id"])
     assert len(firsts) < table.num_rows  # some documents have several chunks
-    out = cli("search", str(stage_dir), query, "--k", "30", "--per-doc", "--json", env=env).stdout
+    out = cli_here("search", str(stage_dir), query, "--k", "30", "--per-doc", "--json", env=env).stdout
     per_doc = [json.loads(line)["id"] for line in out.splitlines() if line.startswith("{")]
     assert per_doc == list(firsts.values())[:30]
 
 
-def test_embed_command_quarantines_and_resumes(cli, tmp_path: Path) -> None:
+def test_embed_command_quarantines_and_resumes(cli, cli_here, tmp_path: Path) -> None:
     src = tmp_path / "corpus.jsonl"
     rows = [{"id": f"p{i}", "text": f"passage number {i} about {w}"} for i, w in enumerate("abcdefgh")]
     src.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"id": "x", "text": ""}\n{"text": "no id"}\n')
@@ -69,7 +69,7 @@ def test_embed_command_quarantines_and_resumes(cli, tmp_path: Path) -> None:
     assert manifest["rows_out"] == 8 and manifest["quarantined"] == 2
     assert manifest["counts"]["run_shards_written"] == 3
     assert read_table(out / "shards").schema == embeddings_schema(128)
-    cli(*args)  # a second run finds every shard done
+    cli_here(*args)  # a second run finds every shard done
     again = json.loads((out / "manifest.json").read_text())
     assert again["counts"]["run_shards_skipped"] == 3 and again["counts"]["run_shards_written"] == 0
     assert again["rows_out"] == 8

@@ -46,18 +46,21 @@ def test_evaluate_writes_per_query_report_and_plots(evaluated: Path) -> None:
     assert tests and tests[0]["model"] == "bm25" and 0 <= tests[0]["p_value_randomization"] <= 1
 
 
-def test_evaluate_bad_option_fails_naming_it(cli, adi_dir: Path, tmp_path: Path) -> None:
+def test_evaluate_bad_option_fails_naming_it(cli, cli_here, adi_dir: Path, tmp_path: Path) -> None:
     proc = cli("evaluate", "--model", "bm25", "--dataset", str(adi_dir), "--quant", "none,int4", "--out",
                str(tmp_path / "o"), check=False)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 2 and "--quant: " in out and "int4" not in out.split("--quant: ")[0]
     assert "Traceback" not in out and not (tmp_path / "o").exists()
-    proc = cli("evaluate", "--model", "bm25", "--dataset", str(adi_dir), "--score-by", "chunks", "--out",
+    proc = cli_here("evaluate", "--model", "bm25", "--dataset", str(adi_dir), "--score-by", "chunks", "--out",
                str(tmp_path / "o"), check=False)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 2 and "--score-by: " in out and "best_passage" in out and "Traceback" not in out
+    proc = cli_here("evaluate", "--model", "bm25", "--dataset", str(adi_dir), "--passage-tokens", "64", "--out",
+                    str(tmp_path / "o"), check=False)
+    assert proc.returncode == 2 and "--passage-tokens 64: applies only with --score-by best_passage" in proc.stdout + proc.stderr
     for weights, says in (("0.5,-1", "greater than 0"), ("half", "comma-separated numbers")):
-        proc = cli("evaluate", "--model", "bm25", "--dataset", str(adi_dir), "--hybrid", "zscore", "--bm25-weights",
+        proc = cli_here("evaluate", "--model", "bm25", "--dataset", str(adi_dir), "--hybrid", "zscore", "--bm25-weights",
                    weights, "--out", str(tmp_path / "o"), check=False)
         out = proc.stdout + proc.stderr
         assert proc.returncode == 2 and "--bm25-weights: " in out and says in out and "Traceback" not in out

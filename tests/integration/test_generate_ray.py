@@ -69,6 +69,7 @@ def local_run(cli, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path
     return job, stage_dir(tmp / "runs")
 
 
+@pytest.mark.slow  # all shards on Ray; the next test compares a Ray-made shard with the local one by default
 def test_ray_run_equals_local_run_and_resumes_locally(local_run: tuple[Path, Path], cli, tmp_path: Path) -> None:  # noqa: ANN001
     job, local = local_run
     expected = shard_hashes(local)

