@@ -62,9 +62,10 @@ def ray_address() -> Iterator[str]:
     patch.undo()
     os.killpg(proc.pid, signal.SIGTERM)
     try:
-        proc.wait(timeout=60)
+        proc.wait(timeout=5)  # Ray's graceful stop takes ~30 s; the cluster and its temp dir are throwaway
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
 
 
 def _content(run_dir: Path, stage: str) -> tuple[int, list]:
