@@ -97,8 +97,10 @@ def _spawn(mode: str, source: Path, out: Path, args: argparse.Namespace) -> subp
     env.update({"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled", "TOKENIZERS_PARALLELISM": "false"})
     return subprocess.Popen([sys.executable, "-P", __file__, "--child", mode, "--source", str(source), "--child-out",
                              str(out), "--threads", str(args.threads), "--shard-rows", str(args.shard_rows),
-                             "--backend", args.backend], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+                             "--backend", args.backend], env=env, stdout=open(out.parent / f"{mode}.stdout", "w"),
+                            stderr=open(out.parent / f"{mode}.stderr", "w"), text=True, start_new_session=True)
+    # files, not pipes: nobody reads a pipe while the run lasts, and Ray Data's progress log fills one (64 KiB)
+    # within minutes, after which the child blocks on its next log line
 
 
 class TreeRss:
@@ -145,7 +147,9 @@ def run_mode(mode: str, source: Path, out: Path, args: argparse.Namespace, kill_
             proc.wait()
             return {"killed_after_s": round(time.perf_counter() - t0, 1), "shards_at_kill": _shards(out)}
         time.sleep(0.5)
-    stdout, stderr = proc.communicate()
+    proc.wait()
+    stdout = (out.parent / f"{mode}.stdout").read_text()
+    stderr = (out.parent / f"{mode}.stderr").read_text()
     if proc.returncode != 0:
         raise RuntimeError(f"{mode} failed ({proc.returncode}):\n{stderr[-3000:]}")
     result = json.loads(stdout.strip().splitlines()[-1])
