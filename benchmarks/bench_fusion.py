@@ -23,12 +23,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_passages import per_query  # noqa: E402
+from bench_passages import collections_and_models, per_query  # noqa: E402
 from bench_token_weights import run_meta, write_rows  # noqa: E402
 
 from embedforge.configs.evaluate import EvaluateConfig  # noqa: E402
 from embedforge.data.beir import load_beir  # noqa: E402
-from embedforge.evaluation.harness import evaluate_models, parse_model_ref  # noqa: E402
+from embedforge.evaluation.harness import evaluate_models  # noqa: E402
 from embedforge.evaluation.metrics import paired_test  # noqa: E402
 
 
@@ -44,11 +44,7 @@ def main() -> None:
     ap.add_argument("--passage-tokens", type=int, default=128)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/bench_fusion.json"))
     a = ap.parse_args()
-    splits = a.split or ["test"] * len(a.data)
-    if len(splits) != len(a.data):
-        ap.error("give one --split per --data (or none)")
-    models = [parse_model_ref(m) for m in (a.model or ["base=all-MiniLM-L6-v2"])]
-    dims = [int(x) for x in a.dims.split(",")]
+    splits, models, dims = collections_and_models(ap, a)
     weights = [float(x) for x in a.weights.split(",")]
     fusions = a.fusion.split(",")
     cfg = EvaluateConfig(dims=dims, quantizations=["none"], latency=False, bm25=True, heldout=False,

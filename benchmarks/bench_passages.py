@@ -41,6 +41,15 @@ def per_query(result, label: str) -> dict[int, dict[str, float]]:
     return out
 
 
+def collections_and_models(ap: argparse.ArgumentParser, a: argparse.Namespace) -> tuple[list[str], list, list[int]]:
+    """The ``--split`` per ``--data``, the ``--model`` refs (first = baseline) and the ``--dims`` of a run."""
+    splits = a.split or ["test"] * len(a.data)
+    if len(splits) != len(a.data):
+        ap.error("give one --split per --data (or none)")
+    models = [parse_model_ref(m) for m in (a.model or ["base=all-MiniLM-L6-v2"])]
+    return splits, models, [int(x) for x in a.dims.split(",")]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, action="append", required=True, help="BEIR folder (repeat)")
@@ -50,11 +59,7 @@ def main() -> None:
     ap.add_argument("--passage-tokens", default="256,128", help="passage sizes to try (comma-separated)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/bench_passages.json"))
     a = ap.parse_args()
-    splits = a.split or ["test"] * len(a.data)
-    if len(splits) != len(a.data):
-        ap.error("give one --split per --data (or none)")
-    models = [parse_model_ref(m) for m in (a.model or ["base=all-MiniLM-L6-v2"])]
-    dims = [int(x) for x in a.dims.split(",")]
+    splits, models, dims = collections_and_models(ap, a)
     sizes = [int(x) for x in a.passage_tokens.split(",")]
     load_before = os.getloadavg()
     rows = []
