@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_passages import collections_and_models, per_query  # noqa: E402
+from bench_passages import add_collection_args, collections_and_models, per_query  # noqa: E402
 from bench_token_weights import run_meta, write_rows  # noqa: E402
 
 from embedforge.configs.evaluate import EvaluateConfig  # noqa: E402
@@ -34,10 +34,7 @@ from embedforge.evaluation.metrics import paired_test  # noqa: E402
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", type=Path, action="append", required=True, help="BEIR folder (repeat)")
-    ap.add_argument("--split", action="append", help="qrels split per --data (default test)")
-    ap.add_argument("--model", action="append", help="label=path or a packaged name (repeat)")
-    ap.add_argument("--dims", default="384,96")
+    add_collection_args(ap, "384,96")
     ap.add_argument("--weights", default="0.5,0.75,1,1.5,2", help="BM25 weights to try (dense = 1)")
     ap.add_argument("--fusion", default="zscore,rrf")
     ap.add_argument("--score-by", default="best_passage", choices=["document", "best_passage"])

@@ -41,6 +41,14 @@ def per_query(result, label: str) -> dict[int, dict[str, float]]:
     return out
 
 
+def add_collection_args(ap: argparse.ArgumentParser, dims: str) -> None:
+    """``--data`` / ``--split`` (repeat, paired), ``--model`` (repeat; first = baseline) and ``--dims``."""
+    ap.add_argument("--data", type=Path, action="append", required=True, help="BEIR folder (repeat)")
+    ap.add_argument("--split", action="append", help="qrels split per --data (default test)")
+    ap.add_argument("--model", action="append", help="label=path or a packaged name (repeat; first = baseline)")
+    ap.add_argument("--dims", default=dims)
+
+
 def collections_and_models(ap: argparse.ArgumentParser, a: argparse.Namespace) -> tuple[list[str], list, list[int]]:
     """The ``--split`` per ``--data``, the ``--model`` refs (first = baseline) and the ``--dims`` of a run."""
     splits = a.split or ["test"] * len(a.data)
@@ -52,10 +60,7 @@ def collections_and_models(ap: argparse.ArgumentParser, a: argparse.Namespace) -
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", type=Path, action="append", required=True, help="BEIR folder (repeat)")
-    ap.add_argument("--split", action="append", help="qrels split per --data (default test)")
-    ap.add_argument("--model", action="append", help="label=path or a packaged name (repeat; first = baseline)")
-    ap.add_argument("--dims", default="384,192,96,48")
+    add_collection_args(ap, "384,192,96,48")
     ap.add_argument("--passage-tokens", default="256,128", help="passage sizes to try (comma-separated)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/bench_passages.json"))
     a = ap.parse_args()
