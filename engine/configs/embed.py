@@ -68,9 +68,11 @@ class EmbedConfig(StageConfig):
     """Ray: most encoder actors in the autoscaling pool (null: one per GPU, or as many CPU actors of up to 4
     CPUs as fit beside ``ray_io_cpus``)."""
     ray_cpus_per_actor: float | None = no_hash(None)
-    """Ray: CPUs each encoder actor reserves, also its torch threads (null: an even share, at most 4)."""
+    """Ray: CPUs each encoder actor reserves (null: an even share, at most 4); its torch threads are that share
+    plus, on CPU clusters, its part of ``ray_io_cpus``."""
     ray_io_cpus: float = no_hash(1.0, gt=0)
-    """Ray: CPUs kept free for the read tasks (capped at half the cluster), so the actors can never starve them."""
+    """Ray: CPUs kept free for the read tasks (capped at half the cluster), so the actors can never starve them
+    (a reservation: CPU actors' threads also run on them between reads)."""
     ray_batch_rows: int = no_hash(512, ge=1)
     """Ray: rows per ``map_batches`` call."""
     ray_stall_timeout_s: float = no_hash(600.0, gt=0)

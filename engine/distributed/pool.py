@@ -7,6 +7,11 @@ clusters the rest of the CPUs are split between actors of up to 4 CPUs each (tor
 scaling well beyond that on one encoder). The pool autoscales between 1 and the planned size and starts at
 the planned size.
 
+Threads are not reservations: the CPU kept for the reads is a scheduling reservation, but a read task holds
+it for milliseconds per block, so on CPU clusters the actors' threads also use it (``threads`` = the actor's
+share plus its part of ``io_cpus``, rounded). On a 2-CPU machine the one actor reserves 1 CPU and encodes
+with 2 threads; without this it encoded on one core while the other sat idle.
+
 Watchdog (:func:`watched`): the driver consumes the dataset's output in a background thread; when no block
 arrives for ``stall_s`` seconds the stage fails with :class:`Stalled`, naming the stage, the rows done and
 the cluster's resources, instead of waiting silently.
@@ -37,7 +42,8 @@ class PoolPlan:
     cpus_per_actor: float
     gpus_per_actor: int
     threads: int
-    """torch intra-op threads per actor (its CPU share, at least 1)."""
+    """torch intra-op threads per actor: its CPU share plus, on CPU clusters, its part of the CPU kept for the
+    reads (at least 1)."""
     io_cpus: float
     """CPUs each read task reserves (and that the actors leave free)."""
 
@@ -74,8 +80,10 @@ def plan_pool(resources: dict[str, float], *, actors: int | None = None, cpus_pe
     if per * n > free + 1e-9:  # asked for more than fits: shrink the share so the reads keep their CPU
         per = free / n
     per = max(round(per, 3), 0.001)
-    return PoolPlan(max_actors=max(1, n), cpus_per_actor=per, gpus_per_actor=1 if gpus else 0,
-                    threads=max(1, round(per)), io_cpus=round(io, 3) or 0.001)
+    n = max(1, n)
+    threads = round(per) if gpus else round(per + io / n)  # CPU actors also use the reads' mostly idle CPU
+    return PoolPlan(max_actors=n, cpus_per_actor=per, gpus_per_actor=1 if gpus else 0,
+                    threads=max(1, threads), io_cpus=round(io, 3) or 0.001)
 
 
 def watched(items: Iterator[Any], stall_s: float, stage: str, status: Any = None) -> Iterator[Any]:

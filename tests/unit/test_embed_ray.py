@@ -66,9 +66,11 @@ def _vectors(directory: Path) -> tuple[list[str], np.ndarray]:
 
 def test_pool_leaves_cpu_for_reads() -> None:
     two = plan_pool({"CPU": 2.0})  # the 2-CPU laptop: one actor, one CPU left for the read tasks
-    assert (two.max_actors, two.cpus_per_actor, two.io_cpus, two.threads) == (1, 1.0, 1.0, 1)
+    assert (two.max_actors, two.cpus_per_actor, two.io_cpus) == (1, 1.0, 1.0)
+    assert two.threads == 2  # ...which its threads use between reads (reserving is not computing)
     forced = plan_pool({"CPU": 2.0}, actors=2)  # two actors asked for: they share the CPU the reads do not need
     assert forced.max_actors == 2 and forced.cpus_per_actor * 2 + forced.io_cpus <= 2.0
+    assert forced.threads == 1  # one thread each: the two actors' threads fill the two cores, no more
     big = plan_pool({"CPU": 32.0})
     assert big.max_actors == 7 and big.cpus_per_actor == 4.0 and big.threads == 4
     gpu = plan_pool({"CPU": 16.0, "GPU": 8.0})
