@@ -203,7 +203,7 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     modes = [m for m in args.modes.split(",") if m]
     for mode in [m for m in modes if m != "resume"]:
-        out = args.work / f"out-{mode}"
+        out = args.work / f"out-{source.name}-{mode}"  # per corpus: a resume compares with the same corpus's run
         shutil.rmtree(out, ignore_errors=True)
         rows.append(run_mode(mode, source, out, args))
         print(rows[-1], flush=True)
@@ -213,7 +213,7 @@ def main() -> None:
                      "speedup_2_vs_1": round(rate["ray2"] / rate["ray1"], 3)})
         print(rows[-1], flush=True)
     if "resume" in modes:
-        out = args.work / "out-resume"
+        out = args.work / f"out-{source.name}-resume"
         shutil.rmtree(out, ignore_errors=True)
         kill = max(1, int(args.kill_at * n_shards))
         killed = run_mode("ray1", source, out, args, kill_after=kill)
@@ -221,7 +221,7 @@ def main() -> None:
         row = {"mode": "resume", **killed, "rerun_seconds": rerun["seconds"],
                "rerun_shards_skipped": rerun["shards_skipped"], "rerun_shards_written": rerun["shards_written"],
                "restart_to_first_new_shard_s": rerun["first_new_shard_s"]}
-        reference = args.work / "out-local"
+        reference = args.work / f"out-{source.name}-local"
         if (reference / "shards").is_dir():
             row.update({f"vs_local_{k}": v for k, v in same_output(out, reference).items()})
         rows.append(row)

@@ -107,6 +107,8 @@ def evaluate(
     reference: Annotated[str | None, typer.Option(help="Label of the reference model (default: first)")] = None,
     hybrid: Annotated[str, typer.Option(help="Also fuse each dense model with BM25: rrf,zscore (default: none)")] = "",
     bm25_weights: Annotated[str, typer.Option(help="--hybrid: BM25's weight(s) against the dense model's 1, e.g. 0.5,1")] = "1",
+    bm25_stemmer: Annotated[str, typer.Option(
+        help="BM25's Snowball stemmer: english, german, ... or none")] = "english",
     score_by: Annotated[str, typer.Option(
         help="document (one vector per document) or best_passage (split long documents, score by the best part)")] = "document",
     passage_tokens: Annotated[int | None, typer.Option(help="best_passage: tokens per passage (default: the model's limit)")] = None,
@@ -133,7 +135,7 @@ def evaluate(
     cfg = _config(models=model, datasets=dataset, split=split, dims=_parse_dims(dims), quantizations=_names(quant),
                   latency=latency, latency_queries=latency_queries, search_latency_queries=search_latency_queries,
                   reference=reference, hybrid=_names(hybrid), bm25_weights=_weights(bm25_weights),
-                  score_by=score_by,
+                  bm25_stemmer=None if bm25_stemmer.lower() in ("none", "null", "") else bm25_stemmer, score_by=score_by,
                   passage_tokens=passage_tokens, cache=cache, dtype=dtype, bm25=False, heldout=False)
     models = [parse_model_ref(m) for m in cfg.models]
     try:

@@ -90,5 +90,6 @@ def embed_corpus(cfg: EmbedConfig, model_path: str, source: str | Path, out_dir:
                                                     pq_m=cfg.index.pq_m)))
         if cfg.index.bm25:  # the same rows the vectors came from, with their full texts
             blocks = iter_blocks(source, fmt, cfg.shard_rows, cfg.id_field)
-            run.indexes.append(str(export_bm25(blocks, out_dir / "index" / BM25_DIR, meta)))
+            run.indexes.append(str(export_bm25(blocks, out_dir / "index" / BM25_DIR, meta,
+                                                 stemmer=cfg.index.bm25_stemmer)))
     return run

@@ -110,7 +110,7 @@ def bm25_run(dataset: BeirDataset, cfg: EvaluateConfig) -> LexicalRun:
     from embedforge.search.bm25 import BM25Retriever
 
     t0 = time.perf_counter()
-    bm = BM25Retriever(dataset.corpus_texts, k1=cfg.bm25_k1, b=cfg.bm25_b)
+    bm = BM25Retriever(dataset.corpus_texts, k1=cfg.bm25_k1, b=cfg.bm25_b, stemmer=cfg.bm25_stemmer)
     build_s = time.perf_counter() - t0
     return LexicalRun(bm, build_s, *bm.search(dataset.query_texts, cfg.top_k))
 
@@ -122,7 +122,8 @@ def _bm25(dataset: BeirDataset, model: ModelRef, cfg: EvaluateConfig, run: Lexic
     base = {"dataset": dataset.name, "model": model.label, "dim": None, "quantization": "none"}
     row = {**base, **metrics, "encode_ms_p50": None, "n_queries": len(dataset.query_ids),
            "n_docs": len(dataset.corpus_ids), "index_bytes": bm.index_bytes, "index_build_s": run.build_s,
-           "model_ref": model.ref, "k1": cfg.bm25_k1, "b": cfg.bm25_b}
+           "model_ref": model.ref, "k1": cfg.bm25_k1, "b": cfg.bm25_b,
+           "stemmer": cfg.bm25_stemmer}
     if cfg.latency:
         lat = [dataset.query_texts[i] for i in range(min(len(dataset.query_texts), cfg.search_latency_queries))]
         stats = percentiles(time_calls(lambda t: bm.search([t], 10), lat))

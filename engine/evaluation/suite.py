@@ -81,6 +81,9 @@ class Suite(BaseModel):
     """Also report each dense model fused with BM25 (``rrf`` and/or ``zscore``) at every dimension."""
     bm25_weights: list[PositiveFloat] = Field(default_factory=lambda: [1.0], min_length=1)
     """``hybrid``: BM25's weight(s) against the dense model's 1 (the ``evaluate`` stage's ``bm25_weights``)."""
+    bm25_stemmer: str | None = "english"
+    """Snowball stemmer of BM25's words (the ``evaluate`` stage's ``bm25_stemmer``); null for the published
+    BEIR reference figures, which were made without stemming."""
     score_by: Literal["document", "best_passage"] = "document"
     """``document``: one vector per document; ``best_passage``: documents split into passages, scored by the best
     (the ``evaluate`` stage's ``score_by``)."""
@@ -105,7 +108,8 @@ class Suite(BaseModel):
     def config(self, dtype: str = "fp32") -> EvaluateConfig:
         """The ``evaluate`` stage config this suite runs with (its models and datasets are resolved here)."""
         return EvaluateConfig(models=self.models, dims=self.dims, quantizations=self.quantizations, top_k=self.top_k,
-                              hybrid=self.hybrid, bm25_weights=self.bm25_weights, score_by=self.score_by, passage_tokens=self.passage_tokens,
+                              hybrid=self.hybrid, bm25_weights=self.bm25_weights,
+                              bm25_stemmer=self.bm25_stemmer, score_by=self.score_by, passage_tokens=self.passage_tokens,
                               latency=self.latency, latency_queries=self.latency_queries,
                               search_latency_queries=self.search_latency_queries, dtype=dtype, cache=False,
                               bm25=False, heldout=False)

@@ -152,9 +152,10 @@ BM25_DIR = "bm25"
 """Directory of the BM25 index beside the FAISS index directories."""
 
 
-def export_bm25(blocks: Iterable[Any], out: Path, meta: dict[str, Any]) -> Path:
+def export_bm25(blocks: Iterable[Any], out: Path, meta: dict[str, Any], stemmer: str | None = "english") -> Path:
     """A BM25 index of the usable rows of ``blocks`` (:func:`embedforge.encoding.bulk_embed.iter_blocks`, the same
-    stream the embeddings came from), written to a temp directory and renamed into ``out``."""
+    stream the embeddings came from), its words reduced by the Snowball ``stemmer``, written to a temp directory
+    and renamed into ``out``."""
     from embedforge.search.bm25 import BM25Retriever
 
     ids: list[str] = []
@@ -167,12 +168,12 @@ def export_bm25(blocks: Iterable[Any], out: Path, meta: dict[str, Any]) -> Path:
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    bm = BM25Retriever(texts)
+    bm = BM25Retriever(texts, stemmer=stemmer)
     bm.save(tmp / "index")
     pq.write_table(pa.table({"id": pa.array(ids, pa.string())}), tmp / "ids.parquet")
     atomic_write_json(tmp / "meta.json", {**meta, "kind": "bm25", "rows": len(ids), "index_bytes": bm.index_bytes,
                                           "k1": bm.model.k1, "b": bm.model.b, "stopwords": bm.stopwords,
-                                          "token_pattern": bm.token_pattern})
+                                          "token_pattern": bm.token_pattern, "stemmer": bm.stemmer})
     shutil.rmtree(out, ignore_errors=True)
     tmp.replace(out)
     return out

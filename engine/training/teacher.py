@@ -46,7 +46,7 @@ class HybridTeacher:
         from embedforge.search.bm25 import BM25Retriever
 
         self.encoder, self.depth = encoder, depth
-        self.bm25 = BM25Retriever(corpus)
+        self.bm25 = BM25Retriever(corpus, stemmer=None)  # unstemmed: the teacher the adaptation study measured
         self.corpus_vectors = encoder.encode(list(corpus), cache=True)
 
     def rank(self, queries: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:

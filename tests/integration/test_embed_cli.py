@@ -33,6 +33,7 @@ def test_embed_stage_then_search(cli, cli_here, tmp_path: Path) -> None:
     # hybrid: the BM25 index holds the same rows; a query quoting a passage's rare words finds that passage
     bm25_meta = json.loads((stage_dir / "index" / "bm25" / "meta.json").read_text())
     assert bm25_meta["rows"] == table.num_rows and bm25_meta["model_id"] == manifest["model"]["model_id"]
+    assert bm25_meta["stemmer"] == "english"  # index.bm25_stemmer's default; search stems queries the same way
     chunks = read_table(chunk_dir).to_pylist()
     target = max(chunks, key=lambda c: len(c["text"]))
     words = sorted(set(target["text"].split()), key=lambda w: (-len(w), w))[:6]  # no set-order ties

@@ -64,6 +64,10 @@ def test_evaluate_bad_option_fails_naming_it(cli, cli_here, adi_dir: Path, tmp_p
                    weights, "--out", str(tmp_path / "o"), check=False)
         out = proc.stdout + proc.stderr
         assert proc.returncode == 2 and "--bm25-weights: " in out and says in out and "Traceback" not in out
+    proc = cli_here("evaluate", "--model", "bm25", "--dataset", str(adi_dir), "--bm25-stemmer", "klingon", "--out",
+                    str(tmp_path / "o"), check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2 and "--bm25-stemmer: no Snowball stemmer 'klingon'" in out and "english" in out
 
 
 def test_evaluate_bad_qrels_fails_naming_file_and_line(cli, tmp_path: Path) -> None:
@@ -78,7 +82,7 @@ def test_evaluate_bad_qrels_fails_naming_file_and_line(cli, tmp_path: Path) -> N
 
 def test_bench_checks_expectations(cli, adi_dir: Path, tmp_path: Path) -> None:
     suite = tmp_path / "suite.yaml"
-    suite.write_text(f"name: tiny\ndatasets: [{adi_dir}]\nmodels: [bm25]\nsearch_latency_queries: 5\n"
+    suite.write_text(f"name: tiny\ndatasets: [{adi_dir}]\nmodels: [bm25]\nbm25_stemmer: null\nsearch_latency_queries: 5\n"
                      "expect: [{dataset: adi, model: bm25, value: 0.4214, tolerance: 0.003},\n"
                      "         {dataset: adi, model: bm25, metric: p_at_1, value: 0.99, tolerance: 0.01}]\n")
     proc = cli("bench", str(suite), "--out", str(tmp_path / "out"), check=False)
