@@ -145,7 +145,9 @@ def run_mode(mode: str, source: Path, out: Path, args: argparse.Namespace, kill_
         if kill_after is not None and now >= kill_after:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-            return {"killed_after_s": round(time.perf_counter() - t0, 1), "shards_at_kill": _shards(out)}
+            return {"killed_after_s": round(time.perf_counter() - t0, 1), "shards_at_kill": _shards(out),
+                    "killed_peak_rss_driver_mib": round(rss.driver / 2**20, 1),
+                    "killed_peak_rss_other_mib": round(rss.other / 2**20, 1)}
         time.sleep(0.5)
     proc.wait()
     stdout = (out.parent / f"{mode}.stdout").read_text()
@@ -218,7 +220,9 @@ def main() -> None:
         kill = max(1, int(args.kill_at * n_shards))
         killed = run_mode("ray1", source, out, args, kill_after=kill)
         rerun = run_mode("ray1", source, out, args)
-        row = {"mode": "resume", **killed, "rerun_seconds": rerun["seconds"],
+        row = {"mode": "resume", **killed, "rerun_seconds": rerun["seconds"], "rerun_rows_per_s": rerun["rows_per_s"],
+               "rerun_peak_rss_driver_mib": rerun["peak_rss_driver_mib"],
+               "rerun_peak_rss_other_mib": rerun["peak_rss_other_mib"],
                "rerun_shards_skipped": rerun["shards_skipped"], "rerun_shards_written": rerun["shards_written"],
                "restart_to_first_new_shard_s": rerun["first_new_shard_s"]}
         reference = args.work / f"out-{source.name}-local"
