@@ -36,14 +36,28 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_.+" else "_" for c in name)
 
 
+def _strictly_decreasing(scores: list[float], step: float = 1e-6) -> list[float]:
+    """Scores as written to a TREC run: each lowered to at most the previous one minus ``step`` where it ties
+    with (or, after rounding, exceeds) it. trec_eval ignores the rank column and sorts by score, breaking ties by
+    document id, so tied scores (frequent in RRF: ranks (1, 2) and (2, 1) sum alike) would be re-ordered."""
+    out: list[float] = []
+    for score in scores:
+        value = round(float(score), 6)
+        out.append(value if not out or value < out[-1] else round(out[-1] - step, 6))
+    return out
+
+
 def write_trec_runs(result: EvalResult, out_dir: Path) -> list[Path]:
-    """One TREC run file per ranked list of ``result.runs``; the run tag is the file's stem."""
+    """One TREC run file per ranked list of ``result.runs``; the run tag is the file's stem. Scores are made
+    strictly decreasing within a query (:func:`_strictly_decreasing`), so trec_eval scores the order evaluate
+    scored."""
     paths = []
     for key, run in sorted(result.runs.items()):
         dataset, model, *dim = key.split("/")
         tag = _safe(model + (f"-{dim[0]}" if dim else ""))
         lines = [f"{qid} Q0 {doc} {rank} {score:.6f} {tag}\n" for qid, hits in run.items()
-                 for rank, (doc, score) in enumerate(hits, start=1)]
+                 for rank, (doc, score) in enumerate(
+                     zip([d for d, _ in hits], _strictly_decreasing([s for _, s in hits]), strict=True), start=1)]
         path = out_dir / "runs" / _safe(dataset) / f"{tag}.trec"
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, "".join(lines))

@@ -65,3 +65,12 @@ def test_mteb_style_results(report_dir: Path) -> None:
     assert scores["hf_subset"] == "default" and {"mrr_at_10", "recall_at_100"} <= set(scores)
     assert small["scores"]["test"][0]["ndcg_at_10"] != scores["ndcg_at_10"]
     assert not (report_dir / "mteb" / "minilm+bm25-rrf").exists()  # fused rows are not one model's results
+
+
+def test_tied_scores_are_written_strictly_decreasing() -> None:
+    """trec_eval sorts by score (ties by document id), not by the rank column: ties must not reorder a run."""
+    from embedforge.evaluation.report import _strictly_decreasing
+
+    assert _strictly_decreasing([0.5, 0.5, 0.5, 0.4]) == [0.5, 0.499999, 0.499998, 0.4]
+    assert _strictly_decreasing([0.0327868852, 0.03278688521, 0.03]) == [0.032787, 0.032786, 0.03]
+    assert _strictly_decreasing([3.0, 2.0, 1.0]) == [3.0, 2.0, 1.0]  # no ties: unchanged
