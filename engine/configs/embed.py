@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AfterValidator, AliasChoices, Field, field_validator
 
 from embedforge.configs.base import StageConfig, no_hash
+from embedforge.search.bm25 import STEMMER, check_stemmer
 
 
 class IndexConfig(StageConfig):
@@ -16,7 +17,7 @@ class IndexConfig(StageConfig):
     """Index kinds: ``flat`` (exact), ``hnsw`` (graph), ``ivfpq`` (compressed, for very large corpora)."""
     bm25: bool = False
     """Also export a BM25 index of the same passages (``index/bm25``), for ``embedforge search --hybrid``."""
-    bm25_stemmer: str | None = "english"
+    bm25_stemmer: Annotated[str | None, AfterValidator(check_stemmer)] = STEMMER
     """Snowball stemmer of the BM25 index's words (a PyStemmer language; null: no stemming). Queries are stemmed
     the same way at search time (the index records it)."""
     hnsw_m: int = Field(32, ge=4)
@@ -25,14 +26,6 @@ class IndexConfig(StageConfig):
     """IVF lists (null: ~4·√rows, at least 39 training points per list)."""
     pq_m: int | None = None
     """PQ sub-quantizers, must divide the dimension (null: dim/8)."""
-
-    @field_validator("bm25_stemmer")
-    @classmethod
-    def _known_stemmer(cls, value: str | None) -> str | None:
-        from embedforge.search.bm25 import stemmer_for
-
-        stemmer_for(value)
-        return value
 
 
 class EmbedConfig(StageConfig):

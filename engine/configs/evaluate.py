@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, PositiveFloat, field_validator, model_validator
+from pydantic import AfterValidator, Field, PositiveFloat, field_validator, model_validator
 
 from embedforge.configs.base import StageConfig, no_hash
+from embedforge.search.bm25 import STEMMER, check_stemmer
 
 QuantizationName = Literal["none", "int8", "binary", "binary_rescore"]
 
@@ -26,7 +27,7 @@ class EvaluateConfig(StageConfig):
     """BM25 term-frequency saturation (0.9, Pyserini's BEIR setting)."""
     bm25_b: float = Field(0.4, ge=0, le=1)
     """BM25 length normalization (0.4, Pyserini's BEIR setting)."""
-    bm25_stemmer: str | None = "english"
+    bm25_stemmer: Annotated[str | None, AfterValidator(check_stemmer)] = STEMMER
     """Snowball stemmer of BM25's words (a PyStemmer language such as ``english``, ``german``; null: words as
     they are, as in the BEIR reference figures). English stemming was chosen on the development sets."""
     hybrid: list[Literal["rrf", "zscore"]] = Field(default_factory=list)
@@ -101,14 +102,6 @@ class EvaluateConfig(StageConfig):
     def _models(cls, value: list[str]) -> list[str]:
         if not value:
             raise ValueError("give at least one model (base, train, bm25, a name or a path)")
-        return value
-
-    @field_validator("bm25_stemmer")
-    @classmethod
-    def _known_stemmer(cls, value: str | None) -> str | None:
-        from embedforge.search.bm25 import stemmer_for
-
-        stemmer_for(value)
         return value
 
     @model_validator(mode="after")

@@ -28,6 +28,12 @@ STEMMER = "english"
 """Default Snowball stemmer (a PyStemmer language; ``None``: no stemming)."""
 
 
+def check_stemmer(language: str | None) -> str | None:
+    """``language`` if PyStemmer has it (or ``None``); the validator of the ``bm25_stemmer`` settings."""
+    stemmer_for(language)
+    return language
+
+
 def stemmer_for(language: str | None):  # noqa: ANN201 - a PyStemmer object, or None
     """PyStemmer's stemmer for ``language`` (``None`` → no stemming); ``ValueError`` names the languages it has."""
     if language is None:
