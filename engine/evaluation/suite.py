@@ -19,13 +19,22 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    ValidationError,
+    field_validator,
+)
 
 from embedforge.configs.evaluate import EvaluateConfig
 from embedforge.evaluation.harness import parse_model_ref
+from embedforge.search.bm25 import STEMMER, check_stemmer
 
 
 class SuiteDataset(BaseModel):
@@ -81,7 +90,7 @@ class Suite(BaseModel):
     """Also report each dense model fused with BM25 (``rrf`` and/or ``zscore``) at every dimension."""
     bm25_weights: list[PositiveFloat] = Field(default_factory=lambda: [1.0], min_length=1)
     """``hybrid``: BM25's weight(s) against the dense model's 1 (the ``evaluate`` stage's ``bm25_weights``)."""
-    bm25_stemmer: str | None = "english"
+    bm25_stemmer: Annotated[str | None, AfterValidator(check_stemmer)] = STEMMER
     """Snowball stemmer of BM25's words (the ``evaluate`` stage's ``bm25_stemmer``); null for the published
     BEIR reference figures, which were made without stemming."""
     score_by: Literal["document", "best_passage"] = "document"

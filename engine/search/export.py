@@ -152,7 +152,8 @@ BM25_DIR = "bm25"
 """Directory of the BM25 index beside the FAISS index directories."""
 
 
-def export_bm25(blocks: Iterable[Any], out: Path, meta: dict[str, Any], stemmer: str | None = "english") -> Path:
+def export_bm25(blocks: Iterable[Any], out: Path, meta: dict[str, Any], *,
+                stemmer: str | None) -> Path:
     """A BM25 index of the usable rows of ``blocks`` (:func:`embedforge.encoding.bulk_embed.iter_blocks`, the same
     stream the embeddings came from), its words reduced by the Snowball ``stemmer``, written to a temp directory
     and renamed into ``out``."""
