@@ -45,7 +45,6 @@ import torch
 import torch.nn.functional as F
 
 from embedforge.data.beir import load_beir
-from embedforge.data.schemas import passage_text
 from embedforge.data.shards import read_table
 from embedforge.device import autocast, cpu_model, cpu_native_bf16
 from embedforge.evaluation.metrics import evaluate_run, paired_test, run_from_rankings
@@ -53,6 +52,7 @@ from embedforge.models import resolve_model
 from embedforge.runner import git_sha, library_versions
 from embedforge.search.bm25 import BM25Retriever
 from embedforge.search.fusion import zscore_fusion
+from embedforge.training.data import load_passages
 
 DIMS = [384, 192, 96, 48]
 DTYPE = torch.bfloat16 if cpu_native_bf16() else torch.float32  # emulated bf16 is ~100x slower than fp32
@@ -109,8 +109,7 @@ def job_pairs(queries_from: Path, chunks_from: Path, ds, conditions: list[str], 
     so the conditions share their passages; a mix (``llm+ict``) takes its kinds in turn over those chunks.
     """
     kinds = sorted({k for c in conditions for k in c.split("+")})
-    chunks = read_table(chunks_from, columns=["chunk_id", "title", "text"]).to_pylist()
-    text = {c["chunk_id"]: passage_text(c["title"], c["text"]) for c in chunks}
+    text = load_passages(chunks_from)
     row_of = {d: i for i, d in enumerate(ds.corpus_ids)}
     by_chunk: dict[str, dict[str, list[dict]]] = {}
     for q in read_table(queries_from, columns=["chunk_id", "doc_id", "query", "kind"]).to_pylist():
