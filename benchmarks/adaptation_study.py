@@ -143,8 +143,6 @@ def main() -> None:
     ap.add_argument("--train-max-len", type=int, default=128)
     ap.add_argument("--eval-max-len", type=int, default=256)
     ap.add_argument("--average", type=float, default=0.0, help="also evaluate base/tuned weight averaging (share of base)")
-    ap.add_argument("--teacher-stemmer", default="none",
-                    help="Snowball language for the teacher's BM25 half (none: words as written)")
     ap.add_argument("--queries-from", type=Path, help="a job's generate stage folder: train on its queries")
     ap.add_argument("--chunks-from", type=Path, help="the same job's chunk stage folder (the queries' passages)")
     ap.add_argument("--kinds", default="llm,ict,title,keyword",
@@ -165,8 +163,8 @@ def main() -> None:
     else:
         conditions = {"ict": ict_pairs(ds, args.queries, seed=1)}
     warm = max(1, args.steps // 10)
-    bm25 = BM25Retriever(ds.corpus_texts, stemmer=None if args.teacher_stemmer == "none" else args.teacher_stemmer)
-    base_real = None
+    bm25 = BM25Retriever(ds.corpus_texts, stemmer=None)  # unstemmed, as the train stage's hybrid teacher
+    base_real = encode(base, ds.query_texts, args.eval_max_len)
     points, counts, finals = [], {}, {}
     for cond, pairs in conditions.items():
         random.Random(3).shuffle(pairs)
@@ -192,14 +190,8 @@ def main() -> None:
         prefix = f"{cond}: " if args.queries_from else ""
 
         def evaluate(model, label: str, val=val, val_t=val_t) -> dict:
-            nonlocal base_real
             corpus = corpus0 if model is base else encode(model, ds.corpus_texts, args.eval_max_len)
-            if model is base and base_real is not None:
-                real_q = base_real
-            else:
-                real_q = encode(model, ds.query_texts, args.eval_max_len)
-            if model is base:
-                base_real = real_q
+            real_q = base_real if model is base else encode(model, ds.query_texts, args.eval_max_len)
             val_q = encode(model, [p[0] for p in val], args.eval_max_len)
             vids = [f"v{k}" for k in range(len(val))]
             syn_qrels = {v: {ds.corpus_ids[p[2]]: 1} for v, p in zip(vids, val, strict=True)}
