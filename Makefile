@@ -5,14 +5,16 @@ quickstart:
 	bash scripts/setup.sh
 	.venv/bin/embedforge run jobs/quickstart.yaml
 
+# pytest-xdist: one worker per core, at most 4 (each holds its own models); tests/conftest.py keeps a module's
+# tests on one worker and runs the Ray and vLLM modules one after another
 test:
 	bash scripts/setup.sh
-	.venv/bin/python -P -m pytest -q
+	.venv/bin/python -P -m pytest -q -n auto --maxprocesses 4
 
 # also the long end-to-end runs marked `slow` (kill drill, a job through vLLM, every generate shard on Ray, ...)
 test-all:
 	bash scripts/setup.sh
-	.venv/bin/python -P -m pytest -q -m "slow or not slow"
+	.venv/bin/python -P -m pytest -q -n auto --maxprocesses 4 -m "slow or not slow"
 
 lint:
 	.venv/bin/ruff check .

@@ -38,6 +38,31 @@ gpu_test = pytest.mark.gpu
 """Mark a test as needing CUDA (skipped when absent)."""
 
 
+# `make test` runs the suite on pytest-xdist workers, a module to a worker (its module-scoped fixtures, often a
+# training run, are built once). Modules that share a machine-wide resource also share a worker, one after
+# another: Ray heads and in-process clusters find each other through /tmp/ray and fixed default ports; a vLLM
+# engine takes several GiB.
+SERIAL_GROUPS = {
+    "ray": {"test_generate_ray", "test_submit_ray", "test_embed_ray_resume", "test_embed_ray"},
+    "vllm": {"test_generate_backends", "test_generate_vllm_cli"},
+}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """Module-scoped scheduling with the groups above (a scope per module, one per group)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    group_of = {module: group for group, modules in SERIAL_GROUPS.items() for module in modules}
+
+    class ModuleGroups(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return group_of.get(Path(module).stem, module)
+
+    return ModuleGroups(config, log)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if _cuda():
         return
