@@ -119,13 +119,23 @@ class TrainConfig(StageConfig):
     primary dimension at this many validations in a row (0: never). Only with ``promote: if_better`` and no
     ``weight_averaging``: the guard would then publish the start model unless a later checkpoint overtakes it, so
     the steps left would most likely be spent on a model it discards."""
-    validation: Literal["synthetic", "teacher", "both"] = "teacher"
-    """Validation signal of the guard and the best-checkpoint choice. ``teacher`` (default): nDCG@10 against the
-    teacher's graded top 10 for the held-out queries (``teacher`` none: the hybrid teacher, BM25 + the start
-    model); ``synthetic``: nDCG@10 of the held-out queries against their source passage; ``both``: the mean.
-    On the development sets the synthetic signal rose in every fine-tuning run, including those that lowered
-    real-query nDCG; the teacher signal fell when real quality fell. It leans toward the start model (the start
-    model is half of the hybrid teacher), so as a guard it errs toward keeping the base (docs/adaptation.md)."""
+    validation: Literal["synthetic", "teacher", "both", "judged"] = "teacher"
+    """Validation signal of the guard, the best-checkpoint choice and ``stop_behind_start``. ``teacher``
+    (default): nDCG@10 against the teacher's graded top 10 for the held-out queries (``teacher`` none: the hybrid
+    teacher, BM25 + the start model); ``synthetic``: nDCG@10 of the held-out queries against their source passage;
+    ``both``: the mean; ``judged``: nDCG@10 of real queries with human judgements (``judged_queries``), the one
+    signal that measures what a user will see. On the development sets the synthetic signal rose in every
+    fine-tuning run, including those that lowered real-query nDCG; the teacher signal fell when real quality fell,
+    and also in most runs where it rose: as a guard it errs toward keeping the base (docs/adaptation.md)."""
+    judged_queries: str | None = None
+    """Real queries with human judgements, measured at every validation whatever the signal (metrics
+    ``val_judged_*``, in the manifest and the model card): a BEIR directory or dataset reference (``beir:scifact``)
+    whose ``queries.jsonl`` and ``qrels/<judged_split>.tsv`` are read (its corpus is not: the qrels' corpus ids
+    must be the doc ids of the job's ingested documents). Each query searches the validation corpus, which gains
+    every chunk of its judged documents; a document ranks at its best chunk. A few dozen queries are enough to
+    catch a model that got worse; never use the queries the job is evaluated on."""
+    judged_split: str = "dev"
+    """Which ``qrels/<split>.tsv`` of ``judged_queries`` to read."""
     token_weights: Literal["none", "idf"] = "idf"
     """Pooling weights of the saved model. ``idf``: each token's state is weighted by its BM25 idf in the job's
     chunks (floor and power below) before mean pooling, stored as sentence-transformers' ``WordWeights`` module,
@@ -152,7 +162,8 @@ class TrainConfig(StageConfig):
     val_fraction: float = Field(0.1, ge=0, lt=1)
     """When the queries have no ``val`` split: fraction of documents whose queries are held out for validation."""
     eval_corpus_max: int = no_hash(20000)
-    """Most chunks in the validation corpus (the val positives are always in it; the rest is a seeded sample)."""
+    """Most chunks in the validation corpus (the val positives are always in it; the rest is a seeded sample). The
+    chunks of the judged queries' documents are added on top."""
     save_total_limit: int = no_hash(2)
     """Checkpoints kept in the stage directory (the best one is always kept)."""
     dataloader_workers: int = no_hash(0)
@@ -199,6 +210,9 @@ class TrainConfig(StageConfig):
                              f"(got {self.teacher_gains})")
         if self.weight_averaging and self.mode == "adapter":
             raise ValueError("weight_averaging works on full or lora training, not mode 'adapter'")
+        if self.validation == "judged" and not self.judged_queries:
+            raise ValueError("validation 'judged' needs judged_queries (a BEIR directory or dataset reference whose "
+                             "qrels judge the job's documents)")
         if self.loss == "triplet" and self.max_negatives < 1:
             raise ValueError("loss 'triplet' needs max_negatives >= 1 (it trains on mined hard negatives)")
         return self

@@ -83,17 +83,11 @@ def load_qrels(path: Path) -> dict[str, dict[str, int]]:
 def load_beir(directory: str | Path, split: str = "test") -> BeirDataset:
     """Load a BEIR directory; only queries present in ``qrels/<split>.tsv`` are kept."""
     root = resolve_path(str(directory))
-    for need in ("corpus.jsonl", "queries.jsonl", f"qrels/{split}.tsv"):
-        if not (root / need).is_file():
-            raise BeirFormatError(f"{root}: missing {need} (BEIR layout: corpus.jsonl, queries.jsonl, qrels/{split}.tsv)")
+    if not (root / "corpus.jsonl").is_file():
+        raise BeirFormatError(f"{root}: missing corpus.jsonl (BEIR layout: corpus.jsonl, queries.jsonl, qrels/{split}.tsv)")
     corpus = _read_jsonl(root / "corpus.jsonl", title_only_ok=True)
-    queries = {str(q["_id"]): q["text"] for q in _read_jsonl(root / "queries.jsonl")}
-    qrels = load_qrels(root / "qrels" / f"{split}.tsv")
-    missing = [q for q in qrels if q not in queries]
-    if missing:
-        raise BeirFormatError(f"{root / 'qrels' / (split + '.tsv')}: {len(missing)} judged queries are not in "
-                              f"queries.jsonl (first: {missing[0]})")
-    qids = [q for q in queries if q in qrels]
+    queries, qrels = load_judged(root, split)
+    qids = list(queries)
     return BeirDataset(
         name=root.name,
         corpus_ids=[str(d["_id"]) for d in corpus],
@@ -104,3 +98,21 @@ def load_beir(directory: str | Path, split: str = "test") -> BeirDataset:
         corpus_titles=[d.get("title") or "" for d in corpus],
         corpus_bodies=[d["text"] for d in corpus],
     )
+
+
+def load_judged(directory: str | Path, split: str) -> tuple[dict[str, str], dict[str, dict[str, int]]]:
+    """The judged queries of one split without the corpus: ``({query id: text}, {query id: {doc id: grade}})``.
+
+    For a job whose corpus was ingested from elsewhere (the corpus ids in the qrels must be the ingested doc ids).
+    """
+    root = resolve_path(str(directory))
+    for need in ("queries.jsonl", f"qrels/{split}.tsv"):
+        if not (root / need).is_file():
+            raise BeirFormatError(f"{root}: missing {need} (BEIR layout: queries.jsonl, qrels/{split}.tsv)")
+    qrels = load_qrels(root / "qrels" / f"{split}.tsv")
+    queries = {str(q["_id"]): q["text"] for q in _read_jsonl(root / "queries.jsonl") if str(q["_id"]) in qrels}
+    missing = [q for q in qrels if q not in queries]
+    if missing:
+        raise BeirFormatError(f"{root / 'qrels' / (split + '.tsv')}: {len(missing)} judged queries are not in "
+                              f"queries.jsonl (first: {missing[0]})")
+    return queries, qrels

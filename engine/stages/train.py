@@ -22,6 +22,7 @@ import pyarrow as pa
 
 from embedforge import device as dev
 from embedforge.configs.train import TrainConfig
+from embedforge.data.beir import load_judged
 from embedforge.data.schemas import TRIPLES
 from embedforge.data.shards import ShardWriter, atomic_write_text, list_shards, read_table, shard_name
 from embedforge.models import hub_id, model_id
@@ -33,6 +34,7 @@ from embedforge.training.corpus_rotation import rotate_saved_model
 from embedforge.training.data import (
     TrainingRows,
     ValidationSet,
+    add_judged,
     doc_key,
     load_passages,
     load_queries,
@@ -71,8 +73,9 @@ def run(ctx: StageContext) -> None:
         check_loss_data(cfg, rows.n_negatives)
     except TrainConfigError as exc:
         raise StageFailed(str(exc)) from None
-    log.info("train: %d rows from %s (%d hard negatives each), %d val queries in %d passages, mode %s, loss %s",
-             len(rows), rows.source, rows.n_negatives, len(val), len(val.corpus), cfg.mode, cfg.loss)
+    log.info("train: %d rows from %s (%d hard negatives each), %d val queries (%d judged) in %d passages, mode %s, "
+             "loss %s", len(rows), rows.source, rows.n_negatives, len(val), len(val.judged), len(val.corpus), cfg.mode,
+             cfg.loss)
     if cfg.mode == "adapter":
         result = train_adapter_mode(ctx, cfg, start_model, rows, val)
     elif cfg.nproc > 1 or os.environ.get("EMBEDFORGE_TORCHRUN_ARGS"):  # DDP (embedforge.training.distributed)
@@ -135,8 +138,10 @@ def load_training_data(ctx: StageContext, cfg: TrainConfig, start_model: str) ->
     except ValueError as exc:
         raise StageFailed(f"train: {exc}") from None
     val = validation_set(queries, passages, val_ids, cfg.eval_corpus_max, ctx.job.seed)
-    teacher = make_teacher(ctx, cfg, start_model, passages) \
-        if cfg.teacher != "none" or (cfg.validation != "synthetic" and val.queries) else None
+    if cfg.judged_queries:
+        add_judged_queries(ctx, cfg, val, passages)
+    teacher_signal = cfg.validation in ("teacher", "both") and val.queries
+    teacher = make_teacher(ctx, cfg, start_model, passages) if cfg.teacher != "none" or teacher_signal else None
     if cfg.teacher != "none":
         rows = teacher_rows(ctx, cfg, teacher, start_model, queries, passages,
                             train_ids if only is None else train_ids & only, strip)
@@ -147,7 +152,7 @@ def load_training_data(ctx: StageContext, cfg: TrainConfig, start_model: str) ->
     else:
         shards = [str(p) for p in list_shards(ctx.input_dir("generate"))]
         rows = rows_from_queries(queries, passages, train_ids if only is None else train_ids & only, shards, strip)
-    if cfg.validation != "synthetic" and val.queries:
+    if teacher_signal:
         val.teacher = teacher_validation_labels(teacher, val, list(passages), gains=cfg.teacher_gains,
                                                 positive_gain=cfg.teacher_positive_gain, depth=cfg.teacher_depth)
     if rows.quarantine:
@@ -157,10 +162,30 @@ def load_training_data(ctx: StageContext, cfg: TrainConfig, start_model: str) ->
     ctx.count("rows_in", len(rows) + len(rows.quarantine))
     if len(rows) < 2:
         raise StageFailed(f"train: only {len(rows)} usable training rows (need at least 2; see quarantine.jsonl)")
-    if not val.queries:
+    if not (val.queries or val.judged):
         log.warning("train: no validation queries (set train.val_fraction > 0 or give generate a val split); "
                     "training runs without evaluation, best-checkpoint choice or regression guard")
     return rows, val
+
+
+def add_judged_queries(ctx: StageContext, cfg: TrainConfig, val: ValidationSet, passages: dict[str, str]) -> None:
+    """The judged queries of ``cfg.judged_queries`` join the validation set (their documents' chunks its corpus)."""
+    try:
+        queries, qrels = load_judged(cfg.judged_queries, cfg.judged_split)
+    except (ValueError, OSError) as exc:  # BeirFormatError, a dataset reference that is not there
+        raise StageFailed(f"train.judged_queries: {exc}") from None
+    docs = read_table(ctx.input_dir("chunk"), columns=["chunk_id", "doc_id"])
+    chunk_docs = dict(zip(docs.column("chunk_id").to_pylist(), docs.column("doc_id").to_pylist(), strict=True))
+    kept = add_judged(val, queries, qrels, passages, chunk_docs)
+    if not kept:
+        raise StageFailed(f"train.judged_queries: none of the {len(qrels)} judged queries of {cfg.judged_queries} "
+                          f"(qrels/{cfg.judged_split}.tsv) has a judged document among the job's chunks: the qrels' "
+                          "corpus ids must be the doc ids the ingest stage kept")
+    ctx.count("judged_queries", kept)
+    if kept < len(qrels):
+        ctx.count("judged_queries_left_out", len(qrels) - kept)
+        log.warning("train: %d of %d judged queries have no judged document among the chunks (or no text) and are "
+                    "left out", len(qrels) - kept, len(qrels))
 
 
 def make_teacher(ctx: StageContext, cfg: TrainConfig, start_model: str, passages: dict[str, str]) -> Teacher:
@@ -236,7 +261,7 @@ def train_with_trainer(ctx: StageContext, cfg: TrainConfig, start_model: str, ro
         model.max_seq_length = cfg.max_seq_length
     dims = eval_dims(cfg, int(model.get_embedding_dimension()))
     evaluator = MatryoshkaRetrievalEvaluator(val, dims, primary_dim=primary_dim(cfg, dims),
-                                             signal=cfg.validation) if val.queries else None
+                                             signal=cfg.validation) if val.queries or val.judged else None
     before = evaluator(model) if evaluator else {}  # the start model: step 0 of the best-checkpoint choice
     guide = SentenceTransformer(start_model, device=str(device), local_files_only=True) if cfg.loss == "gist" else None
     start_weights = state_copy(model) if cfg.weight_averaging else None  # before LoRA: the plain model's keys
@@ -328,14 +353,15 @@ def train_adapter_mode(ctx: StageContext, cfg: TrainConfig, start_model: str, ro
         encoder = get_encoder(start_model, device=ctx.job.device)
     dims = eval_dims(cfg, encoder.dim)
     evaluator = MatryoshkaRetrievalEvaluator(val, dims, primary_dim=primary_dim(cfg, dims),
-                                             signal=cfg.validation) if val.queries else None
+                                             signal=cfg.validation) if val.queries or val.judged else None
     evaluate = None
     if evaluator is not None:
-        qv = encoder.encode([val.queries[q] for q in evaluator.query_ids])
-        cv = encoder.encode([val.corpus[c] for c in evaluator.corpus_ids])
+        texts = ([val.queries[q] for q in evaluator.query_ids], [val.corpus[c] for c in evaluator.corpus_ids],
+                 [val.judged_queries[q] for q in evaluator.judged_ids])
+        vectors = [encoder.encode(t) if t else None for t in texts]
 
         def evaluate(layers: Any) -> dict[str, float]:
-            return evaluator.metrics_for(adapt_vectors(layers, qv), adapt_vectors(layers, cv))
+            return evaluator.metrics_for(*(None if v is None else adapt_vectors(layers, v) for v in vectors))
 
     t0 = time.perf_counter()
     result = train_adapter(rows, encoder.encode, dims, kind=cfg.adapter_kind, epochs=cfg.adapter_epochs,
@@ -369,7 +395,9 @@ def finish(ctx: StageContext, cfg: TrainConfig, start_model: str, rows: Training
     inputs = {name: {"hash": out.hash, "shards": [str(p) for p in list_shards(out.dir)]}
               for name, out in ctx.inputs.items()}
     data = {"source": rows.source, "train_rows": len(rows), "negatives": rows.n_negatives,
-            "quarantined": len(rows.quarantine), "val_queries": len(val), "val_corpus": len(val.corpus)}
+            "quarantined": len(rows.quarantine), "val_queries": len(val), "val_corpus": len(val.corpus),
+            **({"judged_queries": len(val.judged), "judged_from": cfg.judged_queries, "judged_split": cfg.judged_split}
+               if val.judged else {})}
     start_ref = ctx.job.base_model if cfg.model == "base" else cfg.model
     card = model_card(job=ctx.job.name, stage_hash=ctx.out_dir.name.rsplit("-", 1)[-1],
                       spec_hash=ctx.job.spec_hash(), start_model=start_model, start_model_ref=start_ref,

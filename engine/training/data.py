@@ -52,6 +52,12 @@ class ValidationSet:
     relevant: dict[str, set[str]]
     teacher: dict[str, dict[str, int]] = field(default_factory=dict)
     """Graded pseudo-labels from the teacher's ranking (``validation: teacher | both``; see ``yardstick``)."""
+    judged_queries: dict[str, str] = field(default_factory=dict)
+    """Real queries with human judgements (``train.judged_queries``), searched in the same corpus."""
+    judged: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Their judgements: query id → {document id → grade}."""
+    chunk_docs: dict[str, str] = field(default_factory=dict)
+    """Document id of each corpus chunk: for the judged queries a document ranks at its best chunk."""
 
     def __len__(self) -> int:
         return len(self.queries)
@@ -211,6 +217,27 @@ def validation_set(queries: list[dict[str, Any]], passages: dict[str, str], val_
     random.Random(seed).shuffle(others)
     keep = sorted(needed) + others[: max(0, corpus_max - len(needed))]
     return ValidationSet(vq, {cid: passages[cid] for cid in keep}, relevant)
+
+
+def add_judged(val: ValidationSet, queries: dict[str, str], qrels: dict[str, dict[str, int]],
+               passages: dict[str, str], chunk_docs: dict[str, str]) -> int:
+    """Adds judged real queries to ``val``: every chunk of a judged document joins its corpus. Judgements of
+    documents that are not among the chunks are left out, and so is a query left with none (or with no text).
+    Returns the number of queries kept."""
+    present = set(chunk_docs.values())
+    kept = {}
+    for qid, docs in qrels.items():
+        docs = {d: g for d, g in docs.items() if d in present}
+        if docs and (queries.get(qid) or "").strip():
+            kept[qid] = docs
+    needed = {d for docs in kept.values() for d in docs}
+    for cid, doc in chunk_docs.items():
+        if doc in needed and cid not in val.corpus:
+            val.corpus[cid] = passages[cid]
+    val.judged_queries = {q: queries[q].strip() for q in kept}
+    val.judged = kept
+    val.chunk_docs = {cid: chunk_docs[cid] for cid in val.corpus}
+    return len(kept)
 
 
 def query_problem(query: str | None, chunk_id: str | None, passages: dict[str, str]) -> str:

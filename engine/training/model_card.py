@@ -14,12 +14,12 @@ def kept_base(guard: dict[str, Any] | None) -> bool:
 
 
 def _metrics_table(before: dict[str, float], after: dict[str, float], dims: list[int],
-                   base_kept: bool = False) -> list[str]:
+                   base_kept: bool = False, prefix: str = "val") -> list[str]:
     b, a = ("base (these weights)", "tuned (not kept)") if base_kept else ("before", "after")
     lines = [f"| dim | nDCG@10 {b} | nDCG@10 {a} | MRR@10 {b} | MRR@10 {a} | recall@10 {b} | recall@10 {a} |",
              "|---|---|---|---|---|---|---|"]
     for d in dims:
-        cells = [side.get(f"val_{m}_d{d}") for m in ("ndcg@10", "mrr@10", "recall@10") for side in (before, after)]
+        cells = [side.get(f"{prefix}_{m}_d{d}") for m in ("ndcg@10", "mrr@10", "recall@10") for side in (before, after)]
         lines.append(f"| {d} | " + " | ".join("–" if c is None else f"{c:.4f}" for c in cells) + " |")
     return lines
 
@@ -34,6 +34,17 @@ def _guard_section(guard: dict[str, Any] | None) -> list[str]:
                   f"did not beat it on {guard['signal']} validation at {guard['primary_dim']} d "
                   f"(`promote: {guard['promote']}`)."]
     return [*lines, ""]
+
+
+def _judged_section(data: dict[str, Any], before: dict[str, float], after: dict[str, float], dims: list[int],
+                    base_kept: bool) -> list[str]:
+    """Validation on real judged queries (``train.judged_queries``), when the run had them."""
+    if not data.get("judged_queries"):
+        return []
+    return ["## Validation (judged queries)", "",
+            f"{data['judged_queries']} queries of `{Path(str(data.get('judged_from'))).name}` "
+            f"(`qrels/{data.get('judged_split')}.tsv`) searched in the same passages; a document ranks at its best "
+            "passage.", "", *_metrics_table(before, after, dims, base_kept, prefix="val_judged"), ""]
 
 
 def model_card(*, job: str, stage_hash: str, spec_hash: str, start_model: str, start_model_id: str,
@@ -72,6 +83,7 @@ def model_card(*, job: str, stage_hash: str, spec_hash: str, start_model: str, s
         "",
         *_metrics_table(before, after, dims, kept_base(guard)),
         "",
+        *_judged_section(data, before, after, dims, kept_base(guard)),
         *_guard_section(guard),
         "## Lineage",
         "",

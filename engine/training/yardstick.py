@@ -8,6 +8,9 @@
   2 for ranks 2–3, 1 for ranks 4–10; optionally the query's own passage gets ``positive_gain`` too), and the
   student's nDCG@10 is measured against them (metric ``val_teacher_ndcg@10_d<dim>``).
 - ``both``: both are measured; choices use their mean (``val_mean_ndcg@10_d<dim>``).
+- ``judged``: real queries with human judgements (``train.judged_queries``), searched in the same corpus, a
+  document ranking at its best chunk (``val_judged_ndcg@10_d<dim>``). Not a signal for a corpus without labels:
+  the yardstick the others are checked against, and the guard's signal when a user has a few judged queries.
 
 The functions here take plain ids and rankings so a benchmark can correlate a signal with real-query nDCG.
 """
@@ -21,16 +24,16 @@ if TYPE_CHECKING:
     from embedforge.training.data import ValidationSet
     from embedforge.training.teacher import Teacher
 
-SIGNALS = ("synthetic", "teacher", "both")
+SIGNALS = ("synthetic", "teacher", "both", "judged")
 
 SIGNAL_NAMES = {"synthetic": "synthetic-query nDCG@10", "teacher": "teacher-agreement nDCG@10",
-                "both": "mean of synthetic-query and teacher-agreement nDCG@10"}
+                "both": "mean of synthetic-query and teacher-agreement nDCG@10", "judged": "judged-query nDCG@10"}
 """Plain-words name of each signal (log lines, model card)."""
 
 DEFAULT_GAINS = (3, 2, 2, 1, 1, 1, 1, 1, 1, 1)
 """Gain of the teacher's rank 1, 2, … 10."""
 
-PREFIX = {"synthetic": "val", "teacher": "val_teacher", "both": "val_mean"}
+PREFIX = {"synthetic": "val", "teacher": "val_teacher", "both": "val_mean", "judged": "val_judged"}
 
 
 def metric_key(signal: str, dim: int, metric: str = "ndcg@10") -> str:

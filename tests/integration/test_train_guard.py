@@ -125,16 +125,47 @@ def test_promote_always_keeps_the_tuned_model(hurt_runs: dict, minilm_path: Path
     assert manifest["guard"]["scores"] == other
 
 
+def test_judged_queries_are_the_guards_signal(tmp_path: Path, adi: dict, minilm_path: Path) -> None:
+    """ADI's own judged queries as the signal: the harmful run is caught on them, and the base model's score is
+    the one an independent search of the 82 abstracts gives."""
+    from sentence_transformers import SentenceTransformer
+
+    from embedforge.data.beir import load_beir
+    from embedforge.evaluation.metrics import evaluate_run, run_from_rankings
+
+    s = spec(tmp_path, learning_rate=2e-2, max_steps=2, validation="judged", judged_queries=str(BUILTIN_DIR / "adi"),
+             judged_split="test", matryoshka_dims=[384], precision="fp32")
+    manifest = run_train(s, adi, tmp_path / "train")
+    guard = manifest["guard"]
+    base, tuned = guard["scores"]["base"]["384"], guard["scores"]["tuned"]["384"]
+    assert manifest["promoted"] == "base" and tuned < base - 0.05, (tuned, base)
+    assert guard["message"].startswith("the tuned model is not better than the base model on judged-query nDCG@10")
+    ds = load_beir(BUILTIN_DIR / "adi", "test")
+    assert manifest["data"]["judged_queries"] == manifest["counts"]["judged_queries"] == len(ds.qrels)
+    # the same search by hand: the base model (64 tokens, as trained), every abstract one chunk
+    st = SentenceTransformer(str(minilm_path), device="cpu")
+    st.max_seq_length = 64
+    qv, dv = st.encode(ds.query_texts, normalize_embeddings=True), st.encode(ds.corpus_texts, normalize_embeddings=True)
+    ranked = np.argsort(-(qv @ dv.T), axis=1)[:, :10]
+    run = run_from_rankings(ds.query_ids, [[ds.corpus_ids[i] for i in row] for row in ranked])
+    assert base == pytest.approx(evaluate_run(ds.qrels, run).aggregate["ndcg_at_10"], abs=2e-3)
+    assert manifest["metrics_before"]["val_judged_ndcg@10_d384"] == base
+    card = (tmp_path / "train" / "model" / "README.md").read_text()
+    assert "## Validation (judged queries)" in card and f"{base:.4f}" in card
+
+
 # ---------------------------------------------------------------- teacher-guided training
 
 
 @pytest.fixture(scope="module")
 def margin_mse_run(tmp_path_factory: pytest.TempPathFactory, adi: dict) -> tuple[Path, dict]:
-    """Hybrid teacher (real BM25 + MiniLM), MarginMSE, teacher-agreement validation, WiSE-FT candidate."""
+    """Hybrid teacher (real BM25 + MiniLM), MarginMSE, teacher-agreement validation, WiSE-FT candidate; ADI's judged
+    queries measured alongside."""
     root = tmp_path_factory.mktemp("teacher")
     out = root / "train-mm"
     s = spec(root, teacher="hybrid", loss="margin_mse", max_negatives=2, query_filter_rank=1,
-             false_negative_margin=0.3, teacher_temperature=0.5, validation="both", weight_averaging=0.5)
+             false_negative_margin=0.3, teacher_temperature=0.5, validation="both", weight_averaging=0.5,
+             judged_queries=str(BUILTIN_DIR / "adi"), judged_split="test")  # measured, not the signal
     return out, run_train(s, adi, out)
 
 
@@ -182,6 +213,7 @@ def test_margin_mse_trains_and_the_guard_uses_the_configured_signal(margin_mse_r
         assert 0 <= m["val_teacher_ndcg@10_d384"] <= 1 and 0 <= m["val_ndcg@10_d384"] <= 1
         assert m["val_mean_ndcg@10_d384"] == pytest.approx((m["val_teacher_ndcg@10_d384"] + m["val_ndcg@10_d384"]) / 2)
         assert guard["scores"][name]["384"] == m["val_mean_ndcg@10_d384"]
+        assert 0 < m["val_judged_ndcg@10_d384"] < 1 and 0 < m["val_judged_ndcg@10_d96"] < 1
     losses = [loss for _, loss in manifest["training"]["loss_history"]]
     assert len(losses) == 4 and all(np.isfinite(losses))
     best = max(("tuned", "averaged"), key=lambda n: cands[n]["val_mean_ndcg@10_d384"])
