@@ -50,9 +50,11 @@ SERIAL_GROUPS = {
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
-    """Module-scoped scheduling with the groups above (a scope per module, one per group)."""
+    """Module-scoped scheduling with the groups above (a scope per module, one per group), handed out in collection
+    order: tests/integration (the long modules, started first) before tests/unit (the short ones fill the end)."""
     from xdist.scheduler import LoadScopeScheduling
 
+    config.option.loadscopereorder = False  # xdist's default order (most tests first) left the long modules last
     group_of = {module: group for group, modules in SERIAL_GROUPS.items() for module in modules}
 
     class ModuleGroups(LoadScopeScheduling):
