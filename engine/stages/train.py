@@ -263,6 +263,8 @@ def train_with_trainer(ctx: StageContext, cfg: TrainConfig, start_model: str, ro
     evaluator = MatryoshkaRetrievalEvaluator(val, dims, primary_dim=primary_dim(cfg, dims),
                                              signal=cfg.validation) if val.queries or val.judged else None
     before = evaluator(model) if evaluator else {}  # the start model: step 0 of the best-checkpoint choice
+    if before:
+        log.info("step 0 (start model): %s", "  ".join(f"{k} {v:.4f}" for k, v in before.items() if "ndcg" in k))
     guide = SentenceTransformer(start_model, device=str(device), local_files_only=True) if cfg.loss == "gist" else None
     start_weights = state_copy(model) if cfg.weight_averaging else None  # before LoRA: the plain model's keys
     if cfg.mode == "lora":
