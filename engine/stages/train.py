@@ -358,9 +358,7 @@ def train_adapter_mode(ctx: StageContext, cfg: TrainConfig, start_model: str, ro
                                              signal=cfg.validation) if val.queries or val.judged else None
     evaluate = None
     if evaluator is not None:
-        texts = ([val.queries[q] for q in evaluator.query_ids], [val.corpus[c] for c in evaluator.corpus_ids],
-                 [val.judged_queries[q] for q in evaluator.judged_ids])
-        vectors = [encoder.encode(t) if t else None for t in texts]
+        vectors = [encoder.encode(t) if t else None for t in evaluator.texts()]
 
         def evaluate(layers: Any) -> dict[str, float]:
             return evaluator.metrics_for(*(None if v is None else adapt_vectors(layers, v) for v in vectors))

@@ -12,7 +12,6 @@ is nDCG@10 of the configured signal at the primary dimension (default: the large
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -53,7 +52,7 @@ class MatryoshkaRetrievalEvaluator(BaseEvaluator):
         self.primary_metric = metric_key(signal, primary_dim or dims[0])
         self.history: list[dict[str, float]] = []
 
-    def metrics_for(self, query_vectors: np.ndarray, corpus_vectors: np.ndarray,
+    def metrics_for(self, query_vectors: np.ndarray | None, corpus_vectors: np.ndarray,
                     judged_vectors: np.ndarray | None = None) -> dict[str, float]:
         """Metrics from full-dimension vectors (also used by adapter mode on its own vectors)."""
         signals = {"synthetic": {q: dict.fromkeys(self.val.relevant[q], 1) for q in self.query_ids}}
@@ -74,20 +73,20 @@ class MatryoshkaRetrievalEvaluator(BaseEvaluator):
                 record(out, "judged", dim, self.val.judged, run_from_rankings(self.judged_ids, docs))
         return add_mean(out, self.dims)
 
-    def encode(self, encode: Callable[[list[str]], np.ndarray]) -> dict[str, float]:
-        """Metrics of a model given as its encode function (texts → full-dimension vectors)."""
-        qv = encode([self.val.queries[q] for q in self.query_ids]) if self.query_ids else None
-        cv = encode([self.val.corpus[c] for c in self.corpus_ids])
-        jv = encode([self.val.judged_queries[q] for q in self.judged_ids]) if self.judged_ids else None
-        return self.metrics_for(qv, cv, jv)
+    def texts(self) -> tuple[list[str], list[str], list[str]]:
+        """What a model encodes for :meth:`metrics_for`: the held-out queries, the corpus, the judged queries."""
+        return ([self.val.queries[q] for q in self.query_ids], [self.val.corpus[c] for c in self.corpus_ids],
+                [self.val.judged_queries[q] for q in self.judged_ids])
 
     def __call__(self, model: SentenceTransformer, output_path: str | None = None, epoch: float = -1,
                  steps: int = -1) -> dict[str, float]:
-        def encode(texts: list[str]) -> np.ndarray:
+        def encode(texts: list[str]) -> np.ndarray | None:
+            if not texts:
+                return None
             vectors = model.encode(texts, batch_size=self.batch_size, convert_to_numpy=True, show_progress_bar=False)
             return np.asarray(vectors, dtype=np.float32)
 
-        metrics = self.encode(encode)
+        metrics = self.metrics_for(*(encode(t) for t in self.texts()))
         self.history.append({"epoch": float(epoch), "step": float(steps), **metrics})
         return metrics
 
