@@ -119,6 +119,11 @@ class TrainConfig(StageConfig):
     primary dimension at this many validations in a row (0: never). Only with ``promote: if_better`` and no
     ``weight_averaging``: the guard would then publish the start model unless a later checkpoint overtakes it, so
     the steps left would most likely be spent on a model it discards."""
+    early_stopping_patience: int = Field(0, ge=0)
+    """Stop training once this many validations in a row have not beaten the best checkpoint so far on the
+    validation signal at the primary dimension (transformers' ``EarlyStoppingCallback``; 0: never). Needs
+    ``keep_best``, so the kept model is that best checkpoint. Unlike ``stop_behind_start`` it also ends a run that
+    rose above the start model and then fell back, the usual course on a strong base model."""
     validation: Literal["synthetic", "teacher", "both", "judged"] = "teacher"
     """Validation signal of the guard, the best-checkpoint choice and ``stop_behind_start``. ``teacher``
     (default): nDCG@10 against the teacher's graded top 10 for the held-out queries (``teacher`` none: the hybrid
@@ -210,6 +215,9 @@ class TrainConfig(StageConfig):
                              f"(got {self.teacher_gains})")
         if self.weight_averaging and self.mode == "adapter":
             raise ValueError("weight_averaging works on full or lora training, not mode 'adapter'")
+        if self.early_stopping_patience and not self.keep_best:
+            raise ValueError("early_stopping_patience needs keep_best: true (training stops after the best checkpoint, "
+                             "which keep_best restores)")
         if self.validation == "judged" and not self.judged_queries:
             raise ValueError("validation 'judged' needs judged_queries (a BEIR directory or dataset reference whose "
                              "qrels judge the job's documents)")

@@ -247,6 +247,7 @@ def train_with_trainer(ctx: StageContext, cfg: TrainConfig, start_model: str, ro
                        val: ValidationSet) -> dict[str, Any]:
     from datasets import Dataset
     from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
+    from transformers import EarlyStoppingCallback
     from transformers.trainer_callback import PrinterCallback
 
     from embedforge.training.arguments import training_arguments
@@ -279,6 +280,9 @@ def train_with_trainer(ctx: StageContext, cfg: TrainConfig, start_model: str, ro
     if evaluator and cfg.stop_behind_start and cfg.promote == "if_better" and not cfg.weight_averaging:
         stop = BehindStartStop(evaluator.primary_metric, before[evaluator.primary_metric], cfg.stop_behind_start)
         callbacks.append(stop)
+    early = EarlyStoppingCallback(cfg.early_stopping_patience) if evaluator and cfg.early_stopping_patience else None
+    if early is not None:
+        callbacks.append(early)
     with track("train", unit="steps") as progress:
         history = HistoryCallback(progress, examples_per_step)
         trainer = SentenceTransformerTrainer(
@@ -313,6 +317,15 @@ def train_with_trainer(ctx: StageContext, cfg: TrainConfig, start_model: str, ro
     if stop is not None and stop.stopped_at is not None:
         ctx.extra["stopped_behind_start"] = {"step": stop.stopped_at, "max_steps": trainer.state.max_steps,
                                              "validations_behind": stop.behind}
+    if early is not None and early.early_stopping_patience_counter >= early.early_stopping_patience \
+            and trainer.state.global_step < trainer.state.max_steps:
+        ctx.extra["stopped_without_gain"] = {"step": trainer.state.global_step, "max_steps": trainer.state.max_steps,
+                                             "best_checkpoint": Path(trainer.state.best_model_checkpoint or "").name}
+        log.warning("train: stopped at step %d of %d: %d validations in a row did not beat the best checkpoint "
+                    "(%s, %s %.4f; train.early_stopping_patience)", trainer.state.global_step,
+                    trainer.state.max_steps, early.early_stopping_patience_counter,
+                    ctx.extra["stopped_without_gain"]["best_checkpoint"], evaluator.primary_metric,
+                    trainer.state.best_metric or float("nan"))
     return {"dims": dims, "before": before, "after": after,
             "steps": trainer.state.global_step, "resumed_from": str(resume) if resume else None,
             "best": trainer.state.best_model_checkpoint, "losses": history.losses, "evals": history.evals,
@@ -373,6 +386,15 @@ def train_adapter_mode(ctx: StageContext, cfg: TrainConfig, start_model: str, ro
     before = {k: v for k, v in result.evals[0].items() if k != "epoch"} if result.evals else {}
     after = {k: v for k, v in result.evals[result.best_epoch].items() if k not in ("epoch", "loss")} \
         if result.evals else {}
+    if early is not None and early.early_stopping_patience_counter >= early.early_stopping_patience \
+            and trainer.state.global_step < trainer.state.max_steps:
+        ctx.extra["stopped_without_gain"] = {"step": trainer.state.global_step, "max_steps": trainer.state.max_steps,
+                                             "best_checkpoint": Path(trainer.state.best_model_checkpoint or "").name}
+        log.warning("train: stopped at step %d of %d: %d validations in a row did not beat the best checkpoint "
+                    "(%s, %s %.4f; train.early_stopping_patience)", trainer.state.global_step,
+                    trainer.state.max_steps, early.early_stopping_patience_counter,
+                    ctx.extra["stopped_without_gain"]["best_checkpoint"], evaluator.primary_metric,
+                    trainer.state.best_metric or float("nan"))
     return {"dims": dims, "before": before, "after": after, "steps": result.steps, "resumed_from": None,
             "best": f"epoch {result.best_epoch}", "losses": list(enumerate(result.losses, 1)),
             "evals": result.evals, "seconds": round(seconds, 2), "train_loss": result.losses[-1],

@@ -113,6 +113,29 @@ def test_training_stops_when_the_tuned_model_keeps_trailing_the_start_model(tmp_
     assert "stopping at step 4 of 8" in caplog.text
 
 
+def test_early_stopping_ends_the_run_after_its_best_checkpoint(tmp_path: Path, adi: dict, caplog) -> None:
+    # the harmful learning rate with stop_behind_start off: each validation is worse than the one before, so with
+    # patience 1 the run ends at the first validation that fails to beat the best checkpoint so far
+    manifest = run_train(spec(tmp_path, learning_rate=2e-2, max_steps=8, stop_behind_start=0,
+                              early_stopping_patience=1), adi, tmp_path / "train")
+    metric = f"eval_{metric_key('teacher', 384)}"
+    scores = [(e["step"], e[metric]) for e in manifest["training"]["eval_history"] if metric in e]
+    stop = manifest["training"]["steps"]
+    assert stop < 8 and manifest["stopped_without_gain"]["step"] == stop and "stopped_behind_start" not in manifest
+    assert scores[-1][0] == stop
+    before_stop = [s for _, s in scores[:-1]]
+    assert before_stop == sorted(set(before_stop))  # every earlier validation was a new best ...
+    assert scores[-1][1] <= max(before_stop)  # ... and the one at the stop was not
+    best_step = max(scores[:-1], key=lambda s: s[1])[0]
+    assert manifest["stopped_without_gain"]["best_checkpoint"] == f"checkpoint-{best_step}"
+    assert f"stopped at step {stop} of 8" in caplog.text
+
+
+def test_early_stopping_needs_keep_best() -> None:
+    with pytest.raises(ValueError, match="early_stopping_patience needs keep_best"):
+        validate_dict(spec(Path("/tmp/unused"), early_stopping_patience=2, keep_best=False))
+
+
 def test_promote_always_keeps_the_tuned_model(hurt_runs: dict, minilm_path: Path) -> None:
     out, manifest = hurt_runs["always"]
     assert manifest["promoted"] == "tuned" and manifest["guard"]["better"] is False
