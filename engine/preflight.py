@@ -141,6 +141,46 @@ def _check_embed(job: JobSpec, problems: _Problems) -> None:
         problems.add("stages.embed.input", "'chunk' reads this job's chunks, but the job has no chunk stage")
 
 
+def _check_judged(job: JobSpec, problems: _Problems) -> None:
+    """The train stage's judged queries exist and are none of the queries the evaluate stage measures."""
+    from embedforge.data.beir import BeirFormatError, load_qrels
+    from embedforge.data.ingest import resolve_path
+
+    cfg = job.config("train")
+    try:
+        root = resolve_path(cfg.judged_queries or "")
+    except (FileNotFoundError, ValueError) as exc:
+        problems.add("stages.train.judged_queries", str(exc))
+        return
+    missing = [n for n in ("queries.jsonl", f"qrels/{cfg.judged_split}.tsv") if not (root / n).is_file()]
+    if missing:
+        problems.add("stages.train.judged_queries", f"'{cfg.judged_queries}' lacks {', '.join(missing)} "
+                     f"(judged_split '{cfg.judged_split}' reads qrels/{cfg.judged_split}.tsv)")
+        return
+    if "evaluate" not in job.stages:
+        return
+    ev = job.config("evaluate")
+    for dataset in ev.datasets:
+        try:
+            other = resolve_path(dataset)
+        except (FileNotFoundError, ValueError):
+            continue  # reported by _check_evaluate
+        measured = other / "qrels" / f"{ev.split}.tsv"
+        if other.resolve() != root.resolve() or not measured.is_file():
+            continue
+        try:
+            shared = set(load_qrels(root / "qrels" / f"{cfg.judged_split}.tsv")) & set(load_qrels(measured))
+        except BeirFormatError as exc:
+            problems.add("stages.train.judged_queries", str(exc))
+            continue
+        if shared:
+            problems.add("stages.train.judged_split", f"{len(shared)} of the queries that evaluate measures on "
+                         f"'{dataset}' (qrels/{ev.split}.tsv) would also choose the checkpoint "
+                         f"(qrels/{cfg.judged_split}.tsv), and the evaluation would flatter the tuned model; divide "
+                         f"them: embedforge datasets split {dataset} --split {ev.split}, then judged_split: "
+                         f"{ev.split}-dev and evaluate.split: {ev.split}-heldout")
+
+
 def _check_model_fields(job: JobSpec, problems: _Problems) -> None:
     """Single model references of the other stages (``model: base`` and the like)."""
     for stage, attr in (("chunk", "tokenizer"), ("mine", "model"), ("train", "model"), ("extend_vocab", "model"),
@@ -169,6 +209,8 @@ def preflight(job: JobSpec, source: str = "<spec>") -> None:
         _check_evaluate(job, problems)
     if "embed" in job.stages:
         _check_embed(job, problems)
+    if "train" in job.stages and job.config("train").judged_queries:
+        _check_judged(job, problems)
     _check_model_fields(job, problems)
     if problems.lines:
         n = len(problems.lines)

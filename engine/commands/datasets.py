@@ -1,5 +1,6 @@
-"""``embedforge datasets get|list|export``: evaluation datasets in the local cache, named ``beir:NAME`` in jobs;
-``export`` writes a job's synthetic queries and chunks as a BEIR directory (BEIR out as well as in).
+"""``embedforge datasets get|list|export|split``: evaluation datasets in the local cache, named ``beir:NAME`` in
+jobs; ``export`` writes a job's synthetic queries and chunks as a BEIR directory (BEIR out as well as in);
+``split`` divides one set of judged queries into a development and a held-out part.
 
 ``get NAME`` downloads BEIR's archive (checked against its published sha256 and md5); ``get NAME --from PATH``
 copies a local BEIR directory instead (offline). Either way the copy is checked against the dataset's known
@@ -79,6 +80,28 @@ def export(chunks: Annotated[Path, typer.Option("--chunks", help="A chunk stage'
                   "(BEIR layout; evaluate it with --dataset)", highlight=False, soft_wrap=True)
 
 
+def split(dataset: Annotated[str, typer.Argument(help="A BEIR directory or beir:NAME")],
+          qrels: Annotated[str, typer.Option("--split", help="The qrels split to divide (qrels/<split>.tsv)")] = "test",
+          dev_share: Annotated[float, typer.Option("--dev-share", help="Share of the judged queries for development")]
+          = 0.5,
+          seed: Annotated[int, typer.Option(help="Seed of the division")] = 0) -> None:
+    """Divide one set of judged queries into a development part (chooses the checkpoint) and a held-out part
+    (measures the result): qrels/<split>-dev.tsv and qrels/<split>-heldout.tsv."""
+    from embedforge.cli import fail
+    from embedforge.data.beir import BeirFormatError, split_judged
+    from embedforge.progress import console
+
+    try:
+        out = split_judged(dataset, qrels, dev_share, seed)
+    except (BeirFormatError, ValueError, FileNotFoundError) as exc:
+        fail(str(exc))
+    console.print(f"{dataset}: {out['dev_queries']} judged queries in qrels/{out['dev_split']}.tsv, "
+                  f"{out['heldout_queries']} in qrels/{out['heldout_split']}.tsv — in a job: train.judged_queries: "
+                  f"{dataset}, train.judged_split: {out['dev_split']}, evaluate.split: {out['heldout_split']}",
+                  highlight=False, soft_wrap=True)
+
+
 def register(app: typer.Typer) -> None:
     add_group(app, "datasets", "Evaluation datasets: fetch BEIR datasets into the local cache (jobs name them "
-              "beir:NAME).", {"get": get, "list": list_datasets, "export": export})
+              "beir:NAME).", {"get": get, "list": list_datasets, "export": export,
+                                                        "split": split})

