@@ -386,15 +386,6 @@ def train_adapter_mode(ctx: StageContext, cfg: TrainConfig, start_model: str, ro
     before = {k: v for k, v in result.evals[0].items() if k != "epoch"} if result.evals else {}
     after = {k: v for k, v in result.evals[result.best_epoch].items() if k not in ("epoch", "loss")} \
         if result.evals else {}
-    if early is not None and early.early_stopping_patience_counter >= early.early_stopping_patience \
-            and trainer.state.global_step < trainer.state.max_steps:
-        ctx.extra["stopped_without_gain"] = {"step": trainer.state.global_step, "max_steps": trainer.state.max_steps,
-                                             "best_checkpoint": Path(trainer.state.best_model_checkpoint or "").name}
-        log.warning("train: stopped at step %d of %d: %d validations in a row did not beat the best checkpoint "
-                    "(%s, %s %.4f; train.early_stopping_patience)", trainer.state.global_step,
-                    trainer.state.max_steps, early.early_stopping_patience_counter,
-                    ctx.extra["stopped_without_gain"]["best_checkpoint"], evaluator.primary_metric,
-                    trainer.state.best_metric or float("nan"))
     return {"dims": dims, "before": before, "after": after, "steps": result.steps, "resumed_from": None,
             "best": f"epoch {result.best_epoch}", "losses": list(enumerate(result.losses, 1)),
             "evals": result.evals, "seconds": round(seconds, 2), "train_loss": result.losses[-1],
