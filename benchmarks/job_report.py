@@ -78,8 +78,9 @@ def h100_estimate(ms: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
             gen_h100 = max(out_tok / LLM_OUTPUT_TOKENS_PER_S,
                            2 * SMOLLM_PARAMS * (in_tok + out_tok) / (H100_BF16_FLOPS * ENCODER_MFU))
             h100 = gen_h100 + enc / (H100_BF16_FLOPS * ENCODER_MFU) + (cpu_s - llm_s) * 0.1
-            work = (f"LLM {in_tok / 1e6:.2f}M prompt + {out_tok / 1e6:.2f}M output tokens in {llm_s:.0f} s; "
-                    f"round-trip encode {corpus_tokens / 1e6:.2f}M tokens")
+            llm = (f"LLM {in_tok / 1e6:.2f}M prompt + {out_tok / 1e6:.2f}M output tokens in {llm_s:.0f} s"
+                   if llm_s else "no LLM queries")
+            work = f"{llm}; round-trip encode {corpus_tokens / 1e6:.2f}M tokens"
         elif stage in ("mine", "embed"):
             flops = encoder_flops(corpus_tokens)
             h100 = flops / (H100_BF16_FLOPS * ENCODER_MFU) + 2.0
@@ -168,6 +169,20 @@ def write_between_markers(md: Path, job: str, text: str) -> None:
         md.write_text(text + "\n")
 
 
+def machine(ms: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """What the stages ran on, from their manifests (each records its machine and its load average when it
+    finished); a run whose manifests predate that field gets this machine's CPU model, marked as such."""
+    seen = {name: m["machine"] for name, m in ms.items() if m.get("machine")}
+    if not seen:
+        from embedforge.device import cpu_model
+
+        return {"cpu_model": cpu_model(), "note": "the report's machine: the run's manifests do not record theirs"}
+    first = next(iter(seen.values()))
+    return {"cpu_model": sorted({m["cpu_model"] for m in seen.values()}), "cpu_cores": first.get("cpu_cores"),
+            "cpu_native_bf16": first.get("cpu_native_bf16"), "gpu": first.get("gpu"),
+            "load_average_at_stage_end": {name: m.get("load_average") for name, m in seen.items()}}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run_dir", type=Path, help="the job's run directory, e.g. runs/scifact")
@@ -194,7 +209,7 @@ def main() -> int:
                    "llm_output_tokens_per_s": LLM_OUTPUT_TOKENS_PER_S}
     out = args.out or ROOT / "benchmarks" / "results" / f"{job}_report.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"job": job, "run_dir": str(args.run_dir), "stages": times,
+    out.write_text(json.dumps({"job": job, "run_dir": str(args.run_dir), "machine": machine(ms), "stages": times,
                                "total_seconds": sum(t["cpu_seconds"] for t in times),
                                "h100_total_seconds": sum(t["h100_seconds"] for t in times),
                                "h100_assumptions": assumptions,

@@ -173,6 +173,15 @@ def cpu_model() -> str:
 
 
 @functools.cache
+def machine() -> dict[str, object]:
+    """What a stage ran on, for its manifest (stage times mean little without it): the CPU model, the cores this
+    process may use, native bf16, the GPU, and the load average when the stage finished."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"cpu_model": cpu_model(), "cpu_cores": cores, "cpu_native_bf16": cpu_native_bf16(),
+            "gpu": torch.cuda.get_device_name(0) if cuda_available() else None,
+            "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None}
+
+
 def _cpu_has_bf16_dot() -> bool:
     cpu = getattr(torch, "cpu", None)
     probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")

@@ -76,6 +76,8 @@ def check_inside(job: JobSpec, path: Path) -> None:
 
 
 def _write_manifest(ctx: StageContext, out: StageOutput, started: float, seconds: float) -> dict[str, Any]:
+    from embedforge import device as dev  # imports torch: not needed by validate/status
+
     writer = ShardWriter(ctx.out_dir) if (ctx.out_dir / "shards").is_dir() else None
     totals = writer.totals() if writer else {}
     quarantined = writer.merge_quarantine() if writer else 0
@@ -92,6 +94,7 @@ def _write_manifest(ctx: StageContext, out: StageOutput, started: float, seconds
         "inputs": {k: {"hash": v.hash, "dir": v.location} for k, v in ctx.inputs.items()},
         "code_version": {"embedforge": __version__, "git": git_sha(), "stage_version": ctx.info.version},
         "libraries": library_versions(),
+        "machine": dev.machine(),
         "rows_out": count_rows(ctx.out_dir) if list_shards(ctx.out_dir / "shards") else None,
         "quarantined": quarantined + int(ctx.counts.get("quarantined", 0)),
         "counts": counts,

@@ -13,6 +13,7 @@ from pathlib import Path
 import pyarrow.compute as pc
 
 from embedforge.data.shards import list_shards, read_table
+from embedforge.device import cpu_model
 
 JOB = """# embedforge run job.yaml
 name: mini
@@ -56,6 +57,7 @@ def test_run_status_skip_rerun_and_lineage(cli, tmp_path: Path, adi_dir: Path) -
     chunk_dir = _stage_dir(run_dir, "chunk")
     manifest = json.loads((chunk_dir / "manifest.json").read_text())
     assert manifest["inputs"]["ingest"]["hash"] == status[0]["hash"] and manifest["libraries"]["torch"]
+    assert manifest["machine"]["cpu_model"] == cpu_model() and manifest["machine"]["cpu_cores"] >= 1
     assert len(list_shards(_stage_dir(run_dir, "ingest"))) == 3  # 82 docs, 40 per shard
 
     # lineage: every chunk is an exact slice of the document version it names
