@@ -296,7 +296,9 @@ def train_with_trainer(ctx: StageContext, cfg: TrainConfig, start_model: str, ro
         seconds = time.perf_counter() - t0
     if cfg.mode == "lora":
         ctx.extra["lora_layers_merged"] = merge_lora(model)
-    after = evaluator(model) if evaluator else {}
+    after = logged_metrics(history.evals, trainer.state, before, cfg.keep_best) if cfg.mode == "full" else {}
+    if evaluator and not after:  # LoRA merged, or the kept checkpoint was validated before a resume
+        after = evaluator(model)
     candidates = {"base": (before, lambda path: save_start_model(start_model, path)),
                   "tuned": (after, lambda path: model.save(str(path)))}
     if start_weights is not None:  # WiSE-FT: a third candidate between the start and the tuned weights
@@ -330,6 +332,20 @@ def train_with_trainer(ctx: StageContext, cfg: TrainConfig, start_model: str, ro
             "steps": trainer.state.global_step, "resumed_from": str(resume) if resume else None,
             "best": trainer.state.best_model_checkpoint, "losses": history.losses, "evals": history.evals,
             "seconds": round(seconds, 2), "train_loss": float(output.training_loss), "candidates": candidates}
+
+
+def logged_metrics(evals: list[dict[str, float]], state: Any, before: dict[str, float],
+                   keep_best: bool) -> dict[str, float]:
+    """The validation of the weights the trainer ends with (with ``keep_best`` the best checkpoint, else the last
+    step) as it was logged during training, so the stage does not encode the validation set once more; ``{}``
+    when this run did not log it (or logged other metrics than ``before``'s)."""
+    best = state.best_model_checkpoint if keep_best else None
+    step = int(Path(best).name.rsplit("-", 1)[1]) if best else state.global_step
+    for entry in evals:
+        metrics = {k.removeprefix("eval_"): v for k, v in entry.items() if k.startswith("eval_")}
+        if entry.get("step") == step and before and all(k in metrics for k in before):
+            return {k: metrics[k] for k in before}
+    return {}
 
 
 def save_start_model(start_model: str, path: Path) -> None:

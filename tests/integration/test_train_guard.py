@@ -128,6 +128,9 @@ def test_early_stopping_ends_the_run_after_its_best_checkpoint(tmp_path: Path, a
     assert scores[-1][1] <= max(before_stop)  # ... and the one at the stop was not
     best_step = max(scores[:-1], key=lambda s: s[1])[0]
     assert manifest["stopped_without_gain"]["best_checkpoint"] == f"checkpoint-{best_step}"
+    # the kept checkpoint's logged validation is the tuned model's score (not encoded again)
+    best_eval = next(e for e in manifest["training"]["eval_history"] if e["step"] == best_step)
+    assert manifest["metrics_after"] == {k: best_eval[f"eval_{k}"] for k in manifest["metrics_before"]}
     assert f"stopped at step {stop} of 8" in caplog.text
 
 
