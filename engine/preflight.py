@@ -166,7 +166,11 @@ def _check_judged(job: JobSpec, problems: _Problems) -> None:
         except (FileNotFoundError, ValueError):
             continue  # reported by _check_evaluate
         measured = other / "qrels" / f"{ev.split}.tsv"
-        if other.resolve() != root.resolve() or not measured.is_file():
+        try:
+            same = other.resolve() == root.resolve() and measured.is_file()
+        except (OSError, ValueError):  # an unusable path: _check_evaluate names it
+            continue
+        if not same:
             continue
         try:
             shared = set(load_qrels(root / "qrels" / f"{cfg.judged_split}.tsv")) & set(load_qrels(measured))

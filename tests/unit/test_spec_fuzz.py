@@ -26,14 +26,18 @@ REPO = Path(__file__).resolve().parents[2]
 JOBS = sorted((REPO / "jobs").glob("*.yaml"))
 
 
+SLICE = str(REPO / "tests" / "fixtures" / "scifact-slice")
+
+
 def _self_contained(value: Any) -> Any:
-    """The shipped jobs with downloadable datasets (``beir:NAME``) replaced by the built-in ADI corpus."""
+    """The shipped jobs with downloadable datasets (``beir:NAME``) replaced by the repository's SciFact slice (its
+    train and test qrels, like SciFact's own)."""
     if isinstance(value, dict):
         return {k: _self_contained(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_self_contained(v) for v in value]
     if isinstance(value, str) and value.startswith("beir:"):
-        return "builtin:adi"
+        return SLICE
     return value
 
 
