@@ -57,14 +57,19 @@ def _read_jsonl(path: Path, title_only_ok: bool = False) -> list[dict]:
     return rows
 
 
+def _is_header(line: str) -> bool:
+    """A qrels file's first line is a header when its last field is not a number (``query-id corpus-id score``)."""
+    return not line.rstrip("\n").split("\t")[-1].lstrip("-").isdigit()
+
+
 def load_qrels(path: Path) -> dict[str, dict[str, int]]:
     """``query-id  corpus-id  score`` TSV with a header line; graded scores kept; score ≤ 0 dropped."""
     qrels: dict[str, dict[str, int]] = {}
     with open(path, encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, start=1):
             parts = line.rstrip("\n").split("\t")
-            if lineno == 1 and not parts[-1].lstrip("-").isdigit():
-                continue  # header
+            if lineno == 1 and _is_header(line):
+                continue
             if not line.strip():
                 continue
             if len(parts) != 3:
@@ -145,7 +150,7 @@ def split_judged(directory: str | Path, split: str = "test", dev_share: float = 
     n_dev = min(max(round(dev_share * len(judged)), 1), len(judged) - 1)
     dev = set(rank[:n_dev])
     lines = path.read_text(encoding="utf-8").splitlines()
-    header = lines[:1] if lines and not lines[0].rstrip().split("\t")[-1].lstrip("-").isdigit() else []
+    header = lines[:1] if lines and _is_header(lines[0]) else []
     body = [line for line in lines[len(header):] if line.strip()]
     parts = {"dev": [line for line in body if line.split("\t")[0] in dev],
              "heldout": [line for line in body if line.split("\t")[0] not in dev]}
