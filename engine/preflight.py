@@ -152,11 +152,25 @@ def _check_judged(job: JobSpec, problems: _Problems) -> None:
     except (FileNotFoundError, ValueError) as exc:
         problems.add("stages.train.judged_queries", str(exc))
         return
-    missing = [n for n in ("queries.jsonl", f"qrels/{cfg.judged_split}.tsv") if not (root / n).is_file()]
+    splits = {"judged_split": cfg.judged_split}
+    if cfg.judged_train_split:
+        splits["judged_train_split"] = cfg.judged_train_split
+    missing = [n for n in ("queries.jsonl", *(f"qrels/{s}.tsv" for s in splits.values())) if not (root / n).is_file()]
     if missing:
         problems.add("stages.train.judged_queries", f"'{cfg.judged_queries}' lacks {', '.join(missing)} "
-                     f"(judged_split '{cfg.judged_split}' reads qrels/{cfg.judged_split}.tsv)")
+                     f"({', '.join(f'{k} {v!r} reads qrels/{v}.tsv' for k, v in splits.items())})")
         return
+    if cfg.judged_train_split:
+        try:
+            both = set(load_qrels(root / "qrels" / f"{cfg.judged_split}.tsv")) & \
+                set(load_qrels(root / "qrels" / f"{cfg.judged_train_split}.tsv"))
+        except BeirFormatError as exc:
+            problems.add("stages.train.judged_queries", str(exc))
+            return
+        if both:
+            problems.add("stages.train.judged_train_split", f"{len(both)} queries of qrels/{cfg.judged_train_split}"
+                         f".tsv (trained on) also choose the checkpoint (qrels/{cfg.judged_split}.tsv): divide them "
+                         f"with embedforge datasets split")
     if "evaluate" not in job.stages:
         return
     ev = job.config("evaluate")
@@ -173,10 +187,17 @@ def _check_judged(job: JobSpec, problems: _Problems) -> None:
         if not same:
             continue
         try:
-            shared = set(load_qrels(root / "qrels" / f"{cfg.judged_split}.tsv")) & set(load_qrels(measured))
+            measured_ids = set(load_qrels(measured))
+            shared = set(load_qrels(root / "qrels" / f"{cfg.judged_split}.tsv")) & measured_ids
+            trained = set(load_qrels(root / "qrels" / f"{cfg.judged_train_split}.tsv")) & measured_ids \
+                if cfg.judged_train_split else set()
         except BeirFormatError as exc:
             problems.add("stages.train.judged_queries", str(exc))
             continue
+        if trained:
+            problems.add("stages.train.judged_train_split", f"{len(trained)} of the queries that evaluate measures "
+                         f"on '{dataset}' (qrels/{ev.split}.tsv) would also be trained on "
+                         f"(qrels/{cfg.judged_train_split}.tsv): the evaluation would measure memorised answers")
         if shared:
             problems.add("stages.train.judged_split", f"{len(shared)} of the queries that evaluate measures on "
                          f"'{dataset}' (qrels/{ev.split}.tsv) would also choose the checkpoint "

@@ -17,6 +17,25 @@ from pathlib import Path
 
 import pytest
 
+def _worker_threads() -> int | None:
+    """CPU threads per pytest-xdist worker: the cores this process may use, shared evenly (None: not a worker).
+
+    Two workers that each run torch with every core oversubscribe the machine: OpenMP threads spin at every
+    barrier waiting for a thread the other worker's threads pushed off its core, and small-batch work (a decode
+    step, a training step on 16 rows) runs several times slower than on one thread per worker.
+    """
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0)
+    if workers < 2:
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // workers)
+
+
+WORKER_THREADS = _worker_threads()
+if WORKER_THREADS:  # before torch is imported here or in a subprocess (CLI runs, Ray workers, vLLM) inheriting it
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(_var, str(WORKER_THREADS))
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -46,6 +65,11 @@ SERIAL_GROUPS = {
     "ray": {"test_generate_ray", "test_submit_ray", "test_embed_ray_resume", "test_embed_ray"},
     "vllm": {"test_generate_backends", "test_generate_vllm_cli"},
 }
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if WORKER_THREADS and "torch" in sys.modules:  # imported before this file (by a plugin): too late for the env
+        sys.modules["torch"].set_num_threads(WORKER_THREADS)
 
 
 @pytest.hookimpl(optionalhook=True)

@@ -20,7 +20,8 @@ class TrainConfig(StageConfig):
     """Model to start from: ``base`` (the job's base model), a packaged name or a local model directory.
     Hook for vocabulary extension: point it at an extended model directory."""
     query_kinds: list[Literal["llm", "title", "ict", "keyword"]] | None = None
-    """Kinds of generated queries to train on (null: all); the validation queries keep every kind."""
+    """Kinds of generated queries to train on (null: all; ``[]``: none, with ``judged_train_split`` only the judged
+    queries); the validation queries keep every kind."""
     ict_keep_sentence: float = Field(0.1, ge=0, le=1)
     """Inverse cloze: share of ``ict`` rows whose positive keeps the query sentence; the others have it cut out."""
     mode: Literal["full", "lora", "adapter"] = "full"
@@ -141,6 +142,16 @@ class TrainConfig(StageConfig):
     catch a model that got worse; never use the queries the job is evaluated on."""
     judged_split: str = "dev"
     """Which ``qrels/<split>.tsv`` of ``judged_queries`` to read."""
+    judged_train_split: str | None = None
+    """Also train on the judged queries of ``qrels/<this split>.tsv`` of ``judged_queries`` (null: no): each
+    (query, document) pair judged relevant becomes a row whose positive is the document's chunk the start model
+    ranks highest, with hard negatives from the start model's ranking when the other rows have them
+    (``embedforge.training.judged_rows``). Divide one set of judgements first (``embedforge datasets split DIR
+    --split train``: ``train-dev`` validates, ``train-heldout`` trains); it must differ from ``judged_split`` and
+    from what the job is evaluated on. ``query_kinds: []`` trains on the judged queries alone."""
+    judged_train_repeat: int = Field(1, ge=1, le=100)
+    """Each judged training row appears this many times per epoch (a few hundred real queries among tens of
+    thousands of synthetic ones are otherwise a small share of the steps)."""
     token_weights: Literal["none", "idf"] = "idf"
     """Pooling weights of the saved model. ``idf``: each token's state is weighted by its BM25 idf in the job's
     chunks (floor and power below) before mean pooling, stored as sentence-transformers' ``WordWeights`` module,
@@ -218,6 +229,19 @@ class TrainConfig(StageConfig):
         if self.early_stopping_patience and not self.keep_best:
             raise ValueError("early_stopping_patience needs keep_best: true (training stops after the best checkpoint, "
                              "which keep_best restores)")
+        if self.judged_train_split is not None:
+            if not self.judged_queries:
+                raise ValueError("judged_train_split needs judged_queries (the BEIR directory or dataset reference "
+                                 "whose qrels/<judged_train_split>.tsv holds the queries to train on)")
+            if self.judged_train_split == self.judged_split:
+                raise ValueError(f"judged_train_split and judged_split are both '{self.judged_split}': the queries "
+                                 f"that train the model would also choose its checkpoint; divide them with "
+                                 f"embedforge datasets split DIR --split {self.judged_split}")
+            if self.loss in ("margin_mse", "distill_kl"):
+                raise ValueError(f"judged_train_split: loss '{self.loss}' trains on teacher scores, which judged "
+                                 f"rows do not have; use mnrl, cached_mnrl, gist or triplet")
+        if self.query_kinds == [] and self.judged_train_split is None:
+            raise ValueError("query_kinds: [] leaves no queries to train on (set judged_train_split, or name kinds)")
         if self.validation == "judged" and not self.judged_queries:
             raise ValueError("validation 'judged' needs judged_queries (a BEIR directory or dataset reference whose "
                              "qrels judge the job's documents)")

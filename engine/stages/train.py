@@ -152,6 +152,8 @@ def load_training_data(ctx: StageContext, cfg: TrainConfig, start_model: str) ->
     else:
         shards = [str(p) for p in list_shards(ctx.input_dir("generate"))]
         rows = rows_from_queries(queries, passages, train_ids if only is None else train_ids & only, shards, strip)
+    if cfg.judged_train_split:
+        add_judged_rows(ctx, cfg, rows, passages, start_model)
     if teacher_signal:
         val.teacher = teacher_validation_labels(teacher, val, list(passages), gains=cfg.teacher_gains,
                                                 positive_gain=cfg.teacher_positive_gain, depth=cfg.teacher_depth)
@@ -174,9 +176,7 @@ def add_judged_queries(ctx: StageContext, cfg: TrainConfig, val: ValidationSet, 
         queries, qrels = load_judged(cfg.judged_queries, cfg.judged_split)
     except (ValueError, OSError) as exc:  # BeirFormatError, a dataset reference that is not there
         raise StageFailed(f"train.judged_queries: {exc}") from None
-    docs = read_table(ctx.input_dir("chunk"), columns=["chunk_id", "doc_id"])
-    chunk_docs = dict(zip(docs.column("chunk_id").to_pylist(), docs.column("doc_id").to_pylist(), strict=True))
-    kept = add_judged(val, queries, qrels, passages, chunk_docs)
+    kept = add_judged(val, queries, qrels, passages, chunk_documents(ctx))
     if not kept:
         raise StageFailed(f"train.judged_queries: none of the {len(qrels)} judged queries of {cfg.judged_queries} "
                           f"(qrels/{cfg.judged_split}.tsv) has a judged document among the job's chunks: the qrels' "
@@ -186,6 +186,45 @@ def add_judged_queries(ctx: StageContext, cfg: TrainConfig, val: ValidationSet, 
         ctx.count("judged_queries_left_out", len(qrels) - kept)
         log.warning("train: %d of %d judged queries have no judged document among the chunks (or no text) and are "
                     "left out", len(qrels) - kept, len(qrels))
+
+
+def chunk_documents(ctx: StageContext) -> dict[str, str]:
+    """chunk id → the ingested document id it was cut from."""
+    docs = read_table(ctx.input_dir("chunk"), columns=["chunk_id", "doc_id"])
+    return dict(zip(docs.column("chunk_id").to_pylist(), docs.column("doc_id").to_pylist(), strict=True))
+
+
+def add_judged_rows(ctx: StageContext, cfg: TrainConfig, rows: TrainingRows, passages: dict[str, str],
+                    start_model: str) -> None:
+    """The judged queries of ``judged_train_split`` become training rows too (``judged_train_repeat`` times each);
+    pairs that cannot be used join the quarantine."""
+    from embedforge.encoding.encoder import get_encoder
+    from embedforge.training.judged_rows import judged_rows
+
+    try:
+        queries, qrels = load_judged(cfg.judged_queries, cfg.judged_train_split)
+    except (ValueError, OSError) as exc:
+        raise StageFailed(f"train.judged_train_split: {exc}") from None
+    encoder = get_encoder(start_model, device=ctx.job.device)
+    k = rows.n_negatives
+    judged, quarantine = judged_rows(queries, qrels, passages, chunk_documents(ctx),
+                                     lambda texts: encoder.encode(texts, cache=True), n_negatives=k)
+    if not judged:
+        raise StageFailed(f"train.judged_train_split: none of the {len(qrels)} judged queries of "
+                          f"{cfg.judged_queries} (qrels/{cfg.judged_train_split}.tsv) has a judged document among "
+                          "the job's chunks: the qrels' corpus ids must be the doc ids the ingest stage kept")
+    for _ in range(cfg.judged_train_repeat):
+        for r in judged:
+            rows.columns["anchor"].append(r["anchor"])
+            rows.columns["positive"].append(r["positive"])
+            for j in range(k):
+                rows.columns[f"negative_{j + 1}"].append(r["negatives"][j])
+    rows.quarantine.extend(quarantine)
+    rows.source = f"{rows.source}+judged"
+    ctx.count("judged_train_rows", len(judged))
+    log.info("train: %d rows from %d judged queries of %s (qrels/%s.tsv), x%d; %d pairs left out (quarantine)",
+             len(judged), len({r['query_id'] for r in judged}), cfg.judged_queries, cfg.judged_train_split,
+             cfg.judged_train_repeat, len(quarantine))
 
 
 def make_teacher(ctx: StageContext, cfg: TrainConfig, start_model: str, passages: dict[str, str]) -> Teacher:

@@ -30,7 +30,7 @@ class TrainingRows:
 
     columns: dict[str, list[str]]
     source: str
-    """``triples`` or ``queries``."""
+    """``triples``, ``queries`` or ``teacher``; ``+judged`` when judged queries were added (``judged_rows``)."""
     shards: list[str]
     """Input shard files the rows came from (for the model card's lineage)."""
     quarantine: list[dict[str, Any]] = field(default_factory=list)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from stage_inputs import write_stage_outputs
 from embedforge.data.ingest import BUILTIN_DIR
 from embedforge.data.schemas import CHUNKS, QUERIES
 from embedforge.data.shards import shard_name
+from embedforge.evaluation.metrics import evaluate_run, run_from_rankings
 from embedforge.runner import run_stage
 from embedforge.spec import validate_dict
 from embedforge.stages.base import StageOutput
@@ -51,7 +53,7 @@ def adi_inputs(root: Path) -> dict[str, tuple[str, str]]:
 def spec(run_dir: Path, **train: object) -> dict:
     base = {"max_steps": 4, "batch_size": 16, "learning_rate": 5e-5, "eval_steps": 2, "max_seq_length": 64,
             "matryoshka_dims": [384, 96], "save_total_limit": 2, "warmup_ratio": 0.0}
-    return {"name": "adi", "run_dir": str(run_dir), "device": "cpu", "seed": 3, "threads": 2,
+    return {"name": "adi", "run_dir": str(run_dir), "device": "cpu", "seed": 3,
             "stages": {"train": {**base, **train}}}
 
 
@@ -157,7 +159,6 @@ def test_judged_queries_are_the_guards_signal(tmp_path: Path, adi: dict, minilm_
     from sentence_transformers import SentenceTransformer
 
     from embedforge.data.beir import load_beir
-    from embedforge.evaluation.metrics import evaluate_run, run_from_rankings
 
     s = spec(tmp_path, learning_rate=2e-2, max_steps=2, validation="judged", judged_queries=str(BUILTIN_DIR / "adi"),
              judged_split="test", matryoshka_dims=[384], precision="fp32")
@@ -281,3 +282,39 @@ stages:
     verdict = "train: the tuned model is not better than the base model on teacher-agreement nDCG@10 at 384 d"
     assert text.rfind(verdict) > text.rfind("rows out") > 0, text[-3000:]  # printed under the end-of-run table
     assert "the job's model is the base model" in text[text.rfind(verdict):]
+
+
+# ---------------------------------------------------------------- judged queries as training rows
+
+
+def test_training_on_judged_queries_fits_them(tmp_path: Path, adi: dict, minilm_path: Path) -> None:
+    """Half of ADI's judged queries train (alone: ``query_kinds: []``), the other half validate. The rows are the
+    judged (query, abstract) pairs, so a few steps at a high learning rate raise nDCG@10 on the training queries
+    themselves (wrong positives would lower it)."""
+    from sentence_transformers import SentenceTransformer
+
+    from embedforge.data.beir import load_beir, split_judged
+
+    data = tmp_path / "adi"
+    shutil.copytree(BUILTIN_DIR / "adi", data)
+    split_judged(data, "test", dev_share=0.5)
+    s = spec(tmp_path, learning_rate=1e-4, max_steps=6, eval_steps=6, query_kinds=[], judged_queries=str(data),
+             judged_split="test-dev", judged_train_split="test-heldout", judged_train_repeat=2, promote="always",
+             matryoshka_dims=[384], precision="fp32", token_weights="none", corpus_rotation="none")
+    manifest = run_train(s, adi, tmp_path / "train")
+    fit = load_beir(data, "test-heldout")
+    pairs = sum(1 for docs in fit.qrels.values() for g in docs.values() if g > 0)
+    assert manifest["counts"]["judged_train_rows"] == pairs
+    assert manifest["data"]["train_rows"] == 2 * pairs and manifest["data"]["source"] == "queries+judged"
+
+    def fit_ndcg(model_dir: Path) -> float:
+        st = SentenceTransformer(str(model_dir), device="cpu")
+        st.max_seq_length = 64
+        qv = st.encode(fit.query_texts, normalize_embeddings=True)
+        dv = st.encode(fit.corpus_texts, normalize_embeddings=True)
+        ranked = np.argsort(-(qv @ dv.T), axis=1)[:, :10]
+        run = run_from_rankings(fit.query_ids, [[fit.corpus_ids[i] for i in row] for row in ranked])
+        return evaluate_run(fit.qrels, run).aggregate["ndcg_at_10"]
+
+    before, after = fit_ndcg(minilm_path), fit_ndcg(tmp_path / "train" / "model")
+    assert after > before + 0.03, (before, after)

@@ -95,7 +95,7 @@ def _spec(run_dir: Path, **train: object) -> dict:
     base = {"max_steps": 6, "batch_size": 16, "learning_rate": 1e-4, "eval_steps": 2, "max_seq_length": 32,
             "matryoshka_dims": [384, 128], "save_total_limit": 3, "eval_corpus_max": 80,
             "promote": "always"}  # these tests check the training itself; the guard has test_train_guard.py
-    return {"name": "t", "run_dir": str(run_dir), "device": "cpu", "seed": 7, "threads": 2,
+    return {"name": "t", "run_dir": str(run_dir), "device": "cpu", "seed": 7,
             "stages": {"train": {**base, **train}}}
 
 
@@ -112,7 +112,7 @@ def killed_and_resumed(tmp_path_factory: pytest.TempPathFactory, inputs: dict) -
     out = root / "train-t"
     spec = _spec(root)
     use = {k: v for k, v in inputs.items() if k in ("chunk", "generate")}
-    env = {**os.environ, "OMP_NUM_THREADS": "2", "EMBEDFORGE_DEVICE": "cpu"}
+    env = {**os.environ, "EMBEDFORGE_DEVICE": "cpu"}
     proc = subprocess.Popen([sys.executable, "-c", RUN_TRAIN, json.dumps(spec), json.dumps(use), str(out)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     first = out / "checkpoints" / "checkpoint-2" / "trainer_state.json"
