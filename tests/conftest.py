@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+
 def _worker_threads() -> int | None:
     """CPU threads per pytest-xdist worker: the cores this process may use, shared evenly (None: not a worker).
 

@@ -20,8 +20,10 @@ import numpy as np
 
 from embedforge.search.index import search
 
-CANDIDATES = 50
-"""Chunks ranked per judged query when hard negatives are needed."""
+CANDIDATES = 1000
+"""Chunks ranked per judged query when hard negatives are needed. Deep on purpose: a judged positive is often
+not the start model's first choice, and every chunk ranked above it within the margin is passed over (with 50
+candidates, 267 of 563 Cranfield pairs found no negative below the margin)."""
 
 
 def judged_rows(queries: dict[str, str], qrels: dict[str, dict[str, int]], passages: dict[str, str],
