@@ -142,7 +142,8 @@ def _check_embed(job: JobSpec, problems: _Problems) -> None:
 
 
 def _check_judged(job: JobSpec, problems: _Problems) -> None:
-    """The train stage's judged queries exist and are none of the queries the evaluate stage measures."""
+    """The train stage's judged queries exist and are readable, those it trains on (``judged_train_split``) are none
+    of those that validate, and neither are among the queries the evaluate stage measures."""
     from embedforge.data.beir import BeirFormatError, load_qrels
     from embedforge.data.ingest import resolve_path
 
@@ -160,17 +161,16 @@ def _check_judged(job: JobSpec, problems: _Problems) -> None:
         problems.add("stages.train.judged_queries", f"'{cfg.judged_queries}' lacks {', '.join(missing)} "
                      f"({', '.join(f'{k} {v!r} reads qrels/{v}.tsv' for k, v in splits.items())})")
         return
-    if cfg.judged_train_split:
-        try:
-            both = set(load_qrels(root / "qrels" / f"{cfg.judged_split}.tsv")) & \
-                set(load_qrels(root / "qrels" / f"{cfg.judged_train_split}.tsv"))
-        except BeirFormatError as exc:
-            problems.add("stages.train.judged_queries", str(exc))
-            return
-        if both:
-            problems.add("stages.train.judged_train_split", f"{len(both)} queries of qrels/{cfg.judged_train_split}"
-                         f".tsv (trained on) also choose the checkpoint (qrels/{cfg.judged_split}.tsv): divide them "
-                         f"with embedforge datasets split")
+    try:
+        ids = {split: set(load_qrels(root / "qrels" / f"{split}.tsv")) for split in splits.values()}
+    except BeirFormatError as exc:
+        problems.add("stages.train.judged_queries", str(exc))
+        return
+    trained_ids = ids[cfg.judged_train_split] if cfg.judged_train_split else set()
+    if both := ids[cfg.judged_split] & trained_ids:
+        problems.add("stages.train.judged_train_split", f"{len(both)} queries of qrels/{cfg.judged_train_split}"
+                     f".tsv (trained on) also choose the checkpoint (qrels/{cfg.judged_split}.tsv): divide them "
+                     f"with embedforge datasets split")
     if "evaluate" not in job.stages:
         return
     ev = job.config("evaluate")
@@ -188,12 +188,10 @@ def _check_judged(job: JobSpec, problems: _Problems) -> None:
             continue
         try:
             measured_ids = set(load_qrels(measured))
-            shared = set(load_qrels(root / "qrels" / f"{cfg.judged_split}.tsv")) & measured_ids
-            trained = set(load_qrels(root / "qrels" / f"{cfg.judged_train_split}.tsv")) & measured_ids \
-                if cfg.judged_train_split else set()
         except BeirFormatError as exc:
             problems.add("stages.train.judged_queries", str(exc))
             continue
+        shared, trained = ids[cfg.judged_split] & measured_ids, trained_ids & measured_ids
         if trained:
             problems.add("stages.train.judged_train_split", f"{len(trained)} of the queries that evaluate measures "
                          f"on '{dataset}' (qrels/{ev.split}.tsv) would also be trained on "
