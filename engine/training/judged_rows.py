@@ -4,8 +4,9 @@ A user who has judged queries for their corpus (a BEIR ``qrels/<split>.tsv``) ca
 the synthetic queries: each (query, document) pair judged relevant (grade > 0) becomes one row whose positive is
 the document's chunk the start model ranks highest for the query (a long document is several chunks; the query
 is usually about one of them). When the other rows carry hard negatives, a judged row gets its own from the
-start model's ranking of every chunk: the highest-ranked chunks of documents not judged relevant to the query,
-leaving out any that score within ``relative_margin`` of the positive (the mine stage's false-negative rule).
+start model's ranking of every chunk, selected by the mine stage's rules (``embedforge.mining.negatives``): no chunk
+of a document judged relevant to the query, no copy of a positive's text, none scoring above ``1 -
+relative_margin`` of the query's lowest positive score.
 
 Queries used here must be kept apart from those that choose the checkpoint (``judged_split``) and from those
 the job is evaluated on; the config and the preflight check refuse overlaps.
@@ -18,7 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from embedforge.search.index import search
+from embedforge.mining.corpus import normalize_text, stable_keys
+from embedforge.mining.negatives import CorpusKeys, NegativeRules, mine_block
+from embedforge.search.index import build_index
 
 CANDIDATES = 1000
 """Chunks ranked per judged query when hard negatives are needed. Deep on purpose: a judged positive is often
@@ -55,38 +58,49 @@ def judged_rows(queries: dict[str, str], qrels: dict[str, dict[str, int]], passa
             pairs.append((qid, text, doc))
     if not pairs:
         return [], quarantine
-    chunk_ids = sorted(passages)
-    need = sorted({cid for _, _, doc in pairs for cid in doc_chunks[doc]}) if not n_negatives else chunk_ids
-    vectors = encode([passages[c] for c in need])
-    vec = {cid: vectors[i] for i, cid in enumerate(need)}
-    texts = sorted({text for _, text, _ in pairs})
-    qvec = dict(zip(texts, encode(texts), strict=True))
-    ranked = None
+    qids = sorted({qid for qid, _, _ in pairs})
+    text_of = {qid: text for qid, text, _ in pairs}
+    qvec = dict(zip(qids, encode([text_of[q] for q in qids]), strict=True))
+    chunk_ids = sorted({cid for _, _, doc in pairs for cid in doc_chunks[doc]}) if not n_negatives \
+        else sorted(passages)
+    vectors = encode([passages[c] for c in chunk_ids])
+    row_of = {cid: i for i, cid in enumerate(chunk_ids)}
+    best = {}  # (query, document) → corpus row of the document's chunk the start model ranks highest
+    for qid, _, doc in pairs:
+        own = [row_of[c] for c in doc_chunks[doc]]
+        best[qid, doc] = own[int(np.argmax(vectors[own] @ qvec[qid]))]
+    negatives = {qid: [] for qid in qids}
     if n_negatives:
-        k = min(CANDIDATES + n_negatives, len(chunk_ids))
-        scores, ids = search(np.stack([qvec[t] for t in texts]), vectors, k)
-        ranked = {t: (ids[i], scores[i]) for i, t in enumerate(texts)}
+        negatives = _negatives(qids, qvec, best, chunk_ids, vectors, passages, chunk_docs, n_negatives,
+                               relative_margin)
     rows = []
     for qid, text, doc in pairs:
-        own = doc_chunks[doc]
-        pos_scores = [float(vec[c] @ qvec[text]) for c in own]
-        best = int(np.argmax(pos_scores))
-        row = {"query_id": qid, "anchor": text, "positive": passages[own[best]], "negatives": []}
-        if ranked is not None:
-            relevant = {d for d, g in qrels[qid].items() if g > 0}
-            ceiling = pos_scores[best] * (1 - relative_margin)
-            for i, s in zip(*ranked[text], strict=True):
-                if i < 0:
-                    continue
-                cid = chunk_ids[int(i)]
-                if chunk_docs.get(cid) in relevant or float(s) > ceiling:
-                    continue
-                row["negatives"].append(passages[cid])
-                if len(row["negatives"]) == n_negatives:
-                    break
-            if len(row["negatives"]) < n_negatives:
-                quarantine.append({"source": "judged", "query_id": qid,
-                                   "reason": f"only {len(row['negatives'])} hard negatives, {n_negatives} needed"})
-                continue
-        rows.append(row)
+        if len(negatives[qid]) < n_negatives:
+            quarantine.append({"source": "judged", "query_id": qid,
+                               "reason": f"only {len(negatives[qid])} hard negatives, {n_negatives} needed"})
+            continue
+        rows.append({"query_id": qid, "anchor": text, "positive": passages[chunk_ids[best[qid, doc]]],
+                     "negatives": negatives[qid]})
     return rows, quarantine
+
+
+def _negatives(qids: list[str], qvec: dict[str, np.ndarray], best: dict[tuple[str, str], int], chunk_ids: list[str],
+               vectors: np.ndarray, passages: dict[str, str], chunk_docs: dict[str, str], n_negatives: int,
+               relative_margin: float) -> dict[str, list[str]]:
+    """Each query's hard negatives by the mine stage's rules (``embedforge.mining.negatives``): its positives (the
+    best chunk of each relevant document) and every chunk of their documents are left out, then chunks whose text
+    equals a positive's or a better candidate's, then those above the relative margin of its lowest positive."""
+    keys = CorpusKeys(doc_codes=stable_keys(chunk_docs.get(c, c) for c in chunk_ids),
+                      text_hashes=stable_keys(normalize_text(passages[c]) for c in chunk_ids))
+    per_query: dict[str, list[int]] = {qid: [] for qid in qids}
+    for (qid, _), row in best.items():
+        per_query[qid].append(row)
+    width = max(len(r) for r in per_query.values())
+    positive_ids = np.full((len(qids), width), -1, dtype=np.int64)
+    for i, qid in enumerate(qids):
+        positive_ids[i, :len(per_query[qid])] = per_query[qid]
+    rules = NegativeRules(num_negatives=n_negatives, range_max=max(CANDIDATES, n_negatives),
+                          relative_margin=relative_margin)
+    selection = mine_block(build_index(vectors), np.stack([qvec[q] for q in qids]), positive_ids,
+                           stable_keys(qids), keys, rules)
+    return {qid: [passages[chunk_ids[int(r)]] for r in selection.ids[i] if r >= 0] for i, qid in enumerate(qids)}
