@@ -19,7 +19,8 @@ it, so the manifest can say what share each rule took):
     query whatever the block it is in), reported in score order.
 
 "positive" in 7–8 is the *lowest* score among the query's known positives (the safe side, as in
-sentence-transformers' ``mine_hard_negatives``).
+sentence-transformers' ``mine_hard_negatives``), unless the caller names the positive a row is trained on
+(``margin_to``: a judged query with many relevant documents gets one row per document).
 """
 
 from __future__ import annotations
@@ -90,22 +91,27 @@ class Selection:
 
 
 def mine_block(index: SearchIndex, query_vectors: np.ndarray, positive_ids: np.ndarray, query_keys: np.ndarray,
-               keys: CorpusKeys, rules: NegativeRules, rescorer: Rescorer | None = None) -> Selection:
+               keys: CorpusKeys, rules: NegativeRules, rescorer: Rescorer | None = None,
+               margin_to: np.ndarray | None = None) -> Selection:
     """Search one block of queries and select their negatives.
 
     ``positive_ids`` ``(q, p)``: corpus rows of every known positive per query (-1 padding, at least one each);
-    ``query_keys`` int64 ``(q,)``: a stable per-query key that seeds ``random`` sampling.
+    ``query_keys`` int64 ``(q,)``: a stable per-query key that seeds ``random`` sampling; ``margin_to`` ``(q,)``:
+    the column of ``positive_ids`` whose score the margins are measured against (default: the lowest-scoring
+    positive; a training row built on one of a query's several positives measures against that one).
     """
     k = rules.range_max + positive_ids.shape[1]
     cand_scores, cand_ids = index.search(query_vectors, k)
     pos_scores = pair_scores(query_vectors, index.corpus, positive_ids)
-    return select_negatives(cand_ids, cand_scores, positive_ids, pos_scores, query_keys, keys, rules, rescorer)
+    return select_negatives(cand_ids, cand_scores, positive_ids, pos_scores, query_keys, keys, rules, rescorer,
+                            margin_to)
 
 
 def select_negatives(cand_ids: np.ndarray, cand_scores: np.ndarray, positive_ids: np.ndarray,
                      pos_scores: np.ndarray, query_keys: np.ndarray, keys: CorpusKeys, rules: NegativeRules,
-                     rescorer: Rescorer | None = None) -> Selection:
-    """Apply the rules to ranked candidates ``(q, m)`` (best first) and pick up to ``num_negatives`` per query."""
+                     rescorer: Rescorer | None = None, margin_to: np.ndarray | None = None) -> Selection:
+    """Apply the rules to ranked candidates ``(q, m)`` (best first) and pick up to ``num_negatives`` per query
+    (``margin_to``: see :func:`mine_block`)."""
     valid = cand_ids >= 0
     is_pos = _row_isin(cand_ids, positive_ids) & valid
     rank = np.cumsum(valid & ~is_pos, axis=1) - 1
@@ -131,7 +137,10 @@ def select_negatives(cand_ids: np.ndarray, cand_scores: np.ndarray, positive_ids
     if rescorer is not None:
         scores, pos_scores = rescorer(np.where(alive, cand_ids, -1), positive_ids)
     pos_scores = np.where(positive_ids >= 0, pos_scores, np.nan).astype(np.float32)
-    reference = np.nanmin(np.where(positive_ids >= 0, pos_scores, np.inf), axis=1)[:, None]
+    if margin_to is None:
+        reference = np.nanmin(np.where(positive_ids >= 0, pos_scores, np.inf), axis=1)[:, None]
+    else:
+        reference = pos_scores[np.arange(len(pos_scores)), margin_to][:, None]
     if rules.absolute_margin is not None:
         drop("absolute_margin", scores + rules.absolute_margin > reference)
     if rules.relative_margin is not None:

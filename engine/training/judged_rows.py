@@ -6,7 +6,7 @@ the document's chunk the start model ranks highest for the query (a long documen
 is usually about one of them). When the other rows carry hard negatives, a judged row gets its own from the
 start model's ranking of every chunk, selected by the mine stage's rules (``embedforge.mining.negatives``): no chunk
 of a document judged relevant to the query, no copy of a positive's text, none scoring above ``1 -
-relative_margin`` of the query's lowest positive score.
+relative_margin`` of the row's positive score.
 
 Queries used here must be kept apart from those that choose the checkpoint (``judged_split``) and from those
 the job is evaluated on; the config and the preflight check refuse overlaps.
@@ -69,38 +69,42 @@ def judged_rows(queries: dict[str, str], qrels: dict[str, dict[str, int]], passa
     for qid, _, doc in pairs:
         own = [row_of[c] for c in doc_chunks[doc]]
         best[qid, doc] = own[int(np.argmax(vectors[own] @ qvec[qid]))]
-    negatives = {qid: [] for qid in qids}
+    negatives: dict[tuple[str, str], list[str]] = {pair: [] for pair in best}
     if n_negatives:
         negatives = _negatives(qids, qvec, best, chunk_ids, vectors, passages, chunk_docs, n_negatives,
                                relative_margin)
     rows = []
     for qid, text, doc in pairs:
-        if len(negatives[qid]) < n_negatives:
-            quarantine.append({"source": "judged", "query_id": qid,
-                               "reason": f"only {len(negatives[qid])} hard negatives, {n_negatives} needed"})
+        if len(negatives[qid, doc]) < n_negatives:
+            quarantine.append({"source": "judged", "query_id": qid, "document": doc,
+                               "reason": f"only {len(negatives[qid, doc])} hard negatives, {n_negatives} needed"})
             continue
         rows.append({"query_id": qid, "anchor": text, "positive": passages[chunk_ids[best[qid, doc]]],
-                     "negatives": negatives[qid]})
+                     "negatives": negatives[qid, doc]})
     return rows, quarantine
 
 
 def _negatives(qids: list[str], qvec: dict[str, np.ndarray], best: dict[tuple[str, str], int], chunk_ids: list[str],
                vectors: np.ndarray, passages: dict[str, str], chunk_docs: dict[str, str], n_negatives: int,
-               relative_margin: float) -> dict[str, list[str]]:
-    """Each query's hard negatives by the mine stage's rules (``embedforge.mining.negatives``): its positives (the
-    best chunk of each relevant document) and every chunk of their documents are left out, then chunks whose text
-    equals a positive's or a better candidate's, then those above the relative margin of its lowest positive."""
+               relative_margin: float) -> dict[tuple[str, str], list[str]]:
+    """Each (query, document) row's hard negatives by the mine stage's rules (``embedforge.mining.negatives``):
+    every positive of the query (the best chunk of each relevant document) and every chunk of their documents are
+    left out, then chunks whose text equals a positive's or a better candidate's, then those above the relative
+    margin of the row's own positive (against the query's lowest positive, a query with many relevant documents
+    of mixed scores would keep no candidate for any of its rows)."""
     keys = CorpusKeys(doc_codes=stable_keys(chunk_docs.get(c, c) for c in chunk_ids),
                       text_hashes=stable_keys(normalize_text(passages[c]) for c in chunk_ids))
     per_query: dict[str, list[int]] = {qid: [] for qid in qids}
     for (qid, _), row in best.items():
         per_query[qid].append(row)
+    pairs = sorted(best)
     width = max(len(r) for r in per_query.values())
-    positive_ids = np.full((len(qids), width), -1, dtype=np.int64)
-    for i, qid in enumerate(qids):
+    positive_ids = np.full((len(pairs), width), -1, dtype=np.int64)
+    for i, (qid, _) in enumerate(pairs):
         positive_ids[i, :len(per_query[qid])] = per_query[qid]
+    margin_to = np.array([per_query[qid].index(best[qid, doc]) for qid, doc in pairs])
     rules = NegativeRules(num_negatives=n_negatives, range_max=max(CANDIDATES, n_negatives),
                           relative_margin=relative_margin)
-    selection = mine_block(build_index(vectors), np.stack([qvec[q] for q in qids]), positive_ids,
-                           stable_keys(qids), keys, rules)
-    return {qid: [passages[chunk_ids[int(r)]] for r in selection.ids[i] if r >= 0] for i, qid in enumerate(qids)}
+    selection = mine_block(build_index(vectors), np.stack([qvec[q] for q, _ in pairs]), positive_ids,
+                           stable_keys(f"{q}\t{d}" for q, d in pairs), keys, rules, margin_to=margin_to)
+    return {pair: [passages[chunk_ids[int(r)]] for r in selection.ids[i] if r >= 0] for i, pair in enumerate(pairs)}

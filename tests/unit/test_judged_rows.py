@@ -63,9 +63,25 @@ def test_negatives_close_to_the_positive_are_left_out_and_short_rows_quarantined
         if len(expected) == 4:
             assert quarantine == [] and rows[0]["negatives"] == expected
         else:  # a candidate within the margin of the positive is no negative: the row is short and quarantined
-            assert rows == [] and quarantine == [{"source": "judged", "query_id": "q1",
+            assert rows == [] and quarantine == [{"source": "judged", "query_id": "q1", "document": "A",
                                                   "reason": f"only {len(expected)} hard negatives, 4 needed"}]
     assert score["e-0"] > score["a-0"] * 0.4  # so the wide margin really left E out above
+
+
+def test_each_row_measures_the_margin_against_its_own_positive(encode) -> None:
+    """A query judged relevant to a close and a distant document: the close document's row may take a negative
+    that scores above the distant one (against the query's lowest positive it would get none of those)."""
+    query = "does vitamin D prevent fractures in old women?"
+    q = encode([query])[0]
+    score = {c: float(v @ q) for c, v in zip(PASSAGES, encode(list(PASSAGES.values())), strict=True)}
+    others = sorted((c for c in PASSAGES if DOCS[c] not in {"A", "D"}), key=lambda c: -score[c])
+    rows, quarantine = judged_rows({"q1": query}, {"q1": {"A": 1, "D": 1}}, PASSAGES, DOCS, encode, n_negatives=1)
+    assert quarantine == []
+    got = {r["positive"]: r["negatives"] for r in rows}
+    for positive in ("a-0", "d-0"):
+        first = next(c for c in others if score[c] <= score[positive] * 0.95)  # by hand, from the scores
+        assert got[PASSAGES[positive]] == [PASSAGES[first]]
+    assert score[next(c for c in others if score[c] <= score["a-0"] * 0.95)] > score["d-0"]  # the case above
 
 
 def test_unknown_documents_and_empty_queries_are_quarantined(encode) -> None:
