@@ -15,7 +15,8 @@ The corpus is ``--rows`` generated passages (``--words`` random words each, ids 
   vectors equal the uninterrupted local run's.
 
 Per mode: rows/s, wall seconds, peak RSS of the driver and of the largest other process of the tree (an
-actor, the raylet; sampled every 0.5 s with psutil), and for Ray the scaling efficiency
+actor, the raylet; sampled every 0.5 s with psutil) with its trail as shards land (``peak_rss_by_rows``) and
+``rss_growth`` (peak at the end over the peak at 100k rows), and for Ray the scaling efficiency
 ``rate(ray2) / (2 x rate(ray1))``. Results go to ``benchmarks/results/bench_scale.json`` with the CPU model,
 load average and git sha. On a machine with fewer than 4 cores, 2 actors share the cores the one actor had,
 so the efficiency there measures overhead, not scaling.
@@ -137,11 +138,16 @@ def run_mode(mode: str, source: Path, out: Path, args: argparse.Namespace, kill_
     rss = TreeRss(proc.pid)
     t0 = time.perf_counter()
     first_new, before = None, _shards(out)
+    seen, trail = before, []  # (rows written, peak RSS so far) each time a shard lands: does memory grow with rows?
     while proc.poll() is None:
         rss.sample()
         now = _shards(out)
         if first_new is None and now > before:
             first_new = time.perf_counter() - t0
+        if now > seen:
+            seen = now
+            trail.append([min(now * args.shard_rows, args.rows), round(rss.driver / 2**20, 1),
+                          round(rss.other / 2**20, 1)])
         if kill_after is not None and now >= kill_after:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
@@ -161,7 +167,20 @@ def run_mode(mode: str, source: Path, out: Path, args: argparse.Namespace, kill_
             "rows_embedded": result["rows_embedded"], "shards_written": result["shards_written"],
             "shards_skipped": result.get("shards_skipped", 0),
             "first_new_shard_s": round(first_new, 1) if first_new is not None else None,
-            "peak_rss_driver_mib": round(rss.driver / 2**20, 1), "peak_rss_other_mib": round(rss.other / 2**20, 1)}
+            "peak_rss_driver_mib": round(rss.driver / 2**20, 1), "peak_rss_other_mib": round(rss.other / 2**20, 1),
+            "rss_growth": _growth(trail, args), "peak_rss_by_rows": trail}
+
+
+def _growth(trail: list[list[float]], args: argparse.Namespace) -> dict[str, Any] | None:
+    """Peak RSS (driver + largest other process) at the end over the same once 100k rows (half of a smaller
+    corpus; at least two shards) were written: 1.0 means memory did not grow with the corpus."""
+    mark = max(min(100_000, args.rows // 2), 2 * args.shard_rows)
+    early = [t for t in trail if t[0] >= mark]
+    if len(early) < 2:
+        return None
+    first, last = early[0], early[-1]
+    return {"from_rows": first[0], "to_rows": last[0],
+            "ratio": round((last[1] + last[2]) / max(first[1] + first[2], 1e-9), 3)}
 
 
 def same_output(a: Path, b: Path) -> dict[str, Any]:
