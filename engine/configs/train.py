@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
 
@@ -149,9 +149,11 @@ class TrainConfig(StageConfig):
     (``embedforge.training.judged_rows``). Divide one set of judgements first (``embedforge datasets split DIR
     --split train``: ``train-dev`` validates, ``train-heldout`` trains); it must differ from ``judged_split`` and
     from what the job is evaluated on. ``query_kinds: []`` trains on the judged queries alone."""
-    judged_train_repeat: int = Field(1, ge=1, le=100)
-    """Each judged training row appears this many times per epoch (a few hundred real queries among tens of
-    thousands of synthetic ones are otherwise a small share of the steps)."""
+    judged_train_repeat: Annotated[int, Field(ge=1, le=100)] | Literal["balance"] = "balance"
+    """Each judged training row appears this many times per epoch (1 to 100). ``balance``: as many times as makes
+    the judged rows about as many as the synthetic ones (a few hundred real queries among tens of thousands of
+    synthetic ones are otherwise a small share of the steps; once when ``query_kinds: []``). Half and half was
+    measured ahead of judged rows alone on SciFact and Cranfield (docs/adaptation.md)."""
     token_weights: Literal["none", "idf"] = "idf"
     """Pooling weights of the saved model. ``idf``: each token's state is weighted by its BM25 idf in the job's
     chunks (floor and power below) before mean pooling, stored as sentence-transformers' ``WordWeights`` module,

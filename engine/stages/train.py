@@ -196,10 +196,10 @@ def chunk_documents(ctx: StageContext) -> dict[str, str]:
 
 def add_judged_rows(ctx: StageContext, cfg: TrainConfig, rows: TrainingRows, passages: dict[str, str],
                     start_model: str) -> None:
-    """The judged queries of ``judged_train_split`` become training rows too (``judged_train_repeat`` times each);
-    pairs that cannot be used join the quarantine."""
+    """The judged queries of ``judged_train_split`` become training rows too (``judged_train_repeat`` times each,
+    ``balance``: about as many as the synthetic rows); pairs that cannot be used join the quarantine."""
     from embedforge.encoding.encoder import get_encoder
-    from embedforge.training.judged_rows import judged_rows
+    from embedforge.training.judged_rows import judged_repeat, judged_rows
 
     try:
         queries, qrels = load_judged(cfg.judged_queries, cfg.judged_train_split)
@@ -213,7 +213,9 @@ def add_judged_rows(ctx: StageContext, cfg: TrainConfig, rows: TrainingRows, pas
         raise StageFailed(f"train.judged_train_split: none of the {len(qrels)} judged queries of "
                           f"{cfg.judged_queries} (qrels/{cfg.judged_train_split}.tsv) has a judged document among "
                           "the job's chunks: the qrels' corpus ids must be the doc ids the ingest stage kept")
-    for _ in range(cfg.judged_train_repeat):
+    synthetic = len(rows)
+    repeat = judged_repeat(cfg.judged_train_repeat, synthetic, len(judged))
+    for _ in range(repeat):
         for r in judged:
             rows.columns["anchor"].append(r["anchor"])
             rows.columns["positive"].append(r["positive"])
@@ -222,9 +224,10 @@ def add_judged_rows(ctx: StageContext, cfg: TrainConfig, rows: TrainingRows, pas
     rows.quarantine.extend(quarantine)
     rows.source = f"{rows.source}+judged"
     ctx.count("judged_train_rows", len(judged))
-    log.info("train: %d rows from %d judged queries of %s (qrels/%s.tsv), x%d; %d pairs left out (quarantine)",
-             len(judged), len({r['query_id'] for r in judged}), cfg.judged_queries, cfg.judged_train_split,
-             cfg.judged_train_repeat, len(quarantine))
+    ctx.count("judged_train_repeat", repeat)
+    log.info("train: %d rows from %d judged queries of %s (qrels/%s.tsv), x%d beside %d synthetic rows; %d pairs "
+             "left out (quarantine)", len(judged), len({r['query_id'] for r in judged}), cfg.judged_queries,
+             cfg.judged_train_split, repeat, synthetic, len(quarantine))
 
 
 def make_teacher(ctx: StageContext, cfg: TrainConfig, start_model: str, passages: dict[str, str]) -> Teacher:

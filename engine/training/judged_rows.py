@@ -29,6 +29,15 @@ not the start model's first choice, and every chunk ranked above it within the m
 candidates, 267 of 563 Cranfield pairs found no negative below the margin)."""
 
 
+def judged_repeat(setting: int | str, synthetic_rows: int, judged: int) -> int:
+    """How many times each judged row is used (``train.judged_train_repeat``): a number as given; ``balance`` as
+    many times as makes the judged rows about as many as the synthetic ones (1 to 100; once without synthetic
+    rows)."""
+    if setting != "balance":
+        return int(setting)
+    return min(100, max(1, round(synthetic_rows / max(judged, 1))))
+
+
 def judged_rows(queries: dict[str, str], qrels: dict[str, dict[str, int]], passages: dict[str, str],
                 chunk_docs: dict[str, str], encode: Callable[[list[str]], np.ndarray], n_negatives: int = 0,
                 relative_margin: float = 0.05) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

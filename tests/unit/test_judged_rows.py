@@ -15,7 +15,7 @@ from embedforge.data.beir import split_judged
 from embedforge.encoding.encoder import get_encoder
 from embedforge.preflight import preflight
 from embedforge.spec import SpecError, validate_dict
-from embedforge.training.judged_rows import judged_rows
+from embedforge.training.judged_rows import judged_repeat, judged_rows
 
 PASSAGES = {
     "a-0": "Vitamin D supplements lower the risk of bone fractures in elderly women.",
@@ -95,7 +95,7 @@ def test_unknown_documents_and_empty_queries_are_quarantined(encode) -> None:
 def test_config_refuses_a_training_split_that_also_validates() -> None:
     ok = TrainConfig(judged_queries="beir:scifact", judged_split="train-dev", judged_train_split="train-heldout",
                      query_kinds=[])
-    assert ok.judged_train_repeat == 1
+    assert ok.judged_train_repeat == "balance"
     with pytest.raises(ValidationError, match="would also choose its checkpoint"):
         TrainConfig(judged_queries="beir:scifact", judged_split="train", judged_train_split="train")
     with pytest.raises(ValidationError, match="judged_train_split needs judged_queries"):
@@ -104,6 +104,16 @@ def test_config_refuses_a_training_split_that_also_validates() -> None:
         TrainConfig(judged_queries="d", judged_split="a", judged_train_split="b", loss="distill_kl", teacher="hybrid")
     with pytest.raises(ValidationError, match=r"query_kinds: \[\] leaves no queries"):
         TrainConfig(query_kinds=[])
+    with pytest.raises(ValidationError, match="judged_train_repeat"):
+        TrainConfig(judged_queries="d", judged_split="a", judged_train_split="b", judged_train_repeat=0)
+
+
+def test_balance_makes_judged_rows_about_as_many_as_synthetic_ones() -> None:
+    assert judged_repeat("balance", 21766, 649) == 34  # SciFact: 566 train claims beside the job's synthetic rows
+    assert judged_repeat("balance", 2356, 542) == 4  # Cranfield
+    assert judged_repeat("balance", 0, 649) == 1  # query_kinds: [] (judged rows alone)
+    assert judged_repeat("balance", 10**7, 3) == 100 and judged_repeat("balance", 10, 649) == 1  # bounds
+    assert judged_repeat(3, 21766, 649) == 3  # a number is taken as given
 
 
 def test_preflight_refuses_training_on_the_evaluated_or_validating_queries(tmp_path: Path, scifact_slice: Path,
