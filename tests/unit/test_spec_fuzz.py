@@ -31,7 +31,7 @@ SLICE = str(REPO / "tests" / "fixtures" / "scifact-slice")
 
 def _self_contained(value: Any) -> Any:
     """The shipped jobs with downloadable datasets (``beir:NAME``) replaced by the repository's SciFact slice (its
-    train and test qrels, like SciFact's own)."""
+    train and test qrels, like SciFact's own, and the train claims divided by ``datasets split``)."""
     if isinstance(value, dict):
         return {k: _self_contained(v) for k, v in value.items()}
     if isinstance(value, list):
