@@ -1,5 +1,5 @@
-"""benchmarks/gain_by_seen_docs.py: queries split by whether a relevant document was trained on, and the share of
-each group's top 10 taken by trained documents that are not relevant."""
+"""Study scripts of benchmarks/: gain_by_seen_docs.py (queries split by whether a relevant document was trained on,
+the share of top 10 taken by trained documents) and dev_fidelity.py (a run's three gains side by side)."""
 
 from __future__ import annotations
 
@@ -45,3 +45,28 @@ def test_groups_gains_and_crowding_are_counted_per_query(tmp_path: Path) -> None
     assert share[("tuned", "a relevant document was trained on")] == 1 / 20  # q1's dB
     assert share[("base", "no relevant document was trained on")] == 0.0
     assert share[("tuned", "no relevant document was trained on")] == 3 / 20  # q3's dB, q4's dA and dB
+
+
+def test_dev_fidelity_sets_each_runs_three_gains_side_by_side(tmp_path: Path) -> None:
+    script = SCRIPT.parent / "dev_fidelity.py"
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    scores = {"base": [0.5, 0.5, 0.5, 0.5], "run": [0.6, 0.7, 0.5, 0.6]}
+    (dev / "per_query.jsonl").write_text("".join(
+        json.dumps({"model": m, "dim": 8, "quantization": "none", "query_id": f"q{i}", "ndcg_at_10": v}) + "\n"
+        for m, vals in scores.items() for i, v in enumerate(vals)))
+    train, evaluate = tmp_path / "train-x", tmp_path / "evaluate-x"
+    train.mkdir()
+    evaluate.mkdir()
+    (train / "manifest.json").write_text(json.dumps({
+        "guard": {"primary_dim": 8, "signal": "judged", "scores": {"base": {"8": 0.80}, "tuned": {"8": 0.86}}},
+        "training": {"best": "checkpoint-40"}, "config": {"max_steps": 40}}))
+    (evaluate / "significance.json").write_text(json.dumps({"tests": [
+        {"model": "tuned", "reference": "base", "dim": 8, "delta": 0.05, "p_value_randomization": 0.2}]}))
+    out = tmp_path / "fidelity.json"
+    subprocess.run([sys.executable, str(script), str(dev), "--run", f"run={train},{evaluate}", "--out", str(out)],
+                   check=True, capture_output=True, text=True)
+    run = json.loads(out.read_text())["runs"]["run"]
+    assert abs(run["train_stage"]["delta"] - 0.06) < 1e-9
+    assert abs(run["dev"]["8"]["delta"] - 0.1) < 1e-9
+    assert run["heldout"]["8"]["delta"] == 0.05
