@@ -50,6 +50,11 @@ class TrainConfig(StageConfig):
     """A candidate the teacher scores within this of the positive is not used as a negative (teacher units)."""
     query_filter_rank: int = Field(3, ge=0)
     """Drop a training query whose own passage the teacher does not rank in its top this many (0: keep all)."""
+    anchor_weight: float = Field(0.0, ge=0)
+    """Learning without forgetting: add this times the KL divergence between the start model's and the student's
+    score distributions over each batch (every query against every passage of the batch, full dimension) to the
+    loss, so that rankings the training rows do not ask to change stay as the start model had them (0: off). Costs
+    one forward pass of the frozen start model per batch. Not in adapter mode, not with ``cached_mnrl``."""
     weight_averaging: float = Field(0.0, ge=0, lt=1)
     """WiSE-FT: after training, also try the average of the tuned and start weights with this share of the start
     model (0: off); the guard measures it like any checkpoint. Not in adapter mode."""
@@ -226,6 +231,11 @@ class TrainConfig(StageConfig):
         if len(self.teacher_gains) > 10 or any(g < 0 for g in self.teacher_gains) or not any(self.teacher_gains):
             raise ValueError(f"teacher_gains: at most 10 non-negative gains, at least one positive "
                              f"(got {self.teacher_gains})")
+        if self.anchor_weight and self.mode == "adapter":
+            raise ValueError("anchor_weight works on full or lora training, not mode 'adapter'")
+        if self.anchor_weight and self.loss == "cached_mnrl":
+            raise ValueError("anchor_weight needs the loss's own forward pass over the whole batch; 'cached_mnrl' "
+                             "embeds it in mini-batches without gradients first: use loss 'mnrl'")
         if self.weight_averaging and self.mode == "adapter":
             raise ValueError("weight_averaging works on full or lora training, not mode 'adapter'")
         if self.early_stopping_patience and not self.keep_best:

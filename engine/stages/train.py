@@ -308,7 +308,8 @@ def train_with_trainer(ctx: StageContext, cfg: TrainConfig, start_model: str, ro
     before = evaluator(model) if evaluator else {}  # the start model: step 0 of the best-checkpoint choice
     if before:
         log.info("step 0 (start model): %s", "  ".join(f"{k} {v:.4f}" for k, v in before.items() if "ndcg" in k))
-    guide = SentenceTransformer(start_model, device=str(device), local_files_only=True) if cfg.loss == "gist" else None
+    guide = (SentenceTransformer(start_model, device=str(device), local_files_only=True)
+             if cfg.loss == "gist" or cfg.anchor_weight > 0 else None)
     start_weights = state_copy(model) if cfg.weight_averaging else None  # before LoRA: the plain model's keys
     if cfg.mode == "lora":
         ctx.extra["lora_trainable_parameters"] = add_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout)
@@ -327,9 +328,10 @@ def train_with_trainer(ctx: StageContext, cfg: TrainConfig, start_model: str, ro
         callbacks.append(early)
     with track("train", unit="steps") as progress:
         history = HistoryCallback(progress, examples_per_step)
+        loss = build_loss(model, cfg, guide)
         trainer = SentenceTransformerTrainer(
             model=model, args=args, train_dataset=Dataset.from_dict(rows.columns),
-            loss=build_loss(model, cfg, guide), evaluator=evaluator, callbacks=[history, *callbacks])
+            loss=loss, evaluator=evaluator, callbacks=[history, *callbacks])
         trainer.remove_callback(PrinterCallback)  # progress and evaluations go through the engine's logger
         if resume:
             log.info("train: resuming from %s", resume)
@@ -358,6 +360,9 @@ def train_with_trainer(ctx: StageContext, cfg: TrainConfig, start_model: str, ro
     steps_run = trainer.state.global_step - (int(resume.name.split("-")[1]) if resume else 0)
     ctx.throughput["train_steps_per_s"] = round(steps_run / max(seconds, 1e-9), 4)
     ctx.throughput["train_examples_per_s"] = round(steps_run * examples_per_step / max(seconds, 1e-9), 2)
+    if cfg.anchor_weight > 0 and loss.kls:  # how far the student's batch rankings moved from the start model's
+        ctx.extra["anchor_kl"] = {"first_10_batches": round(sum(loss.kls[:10]) / len(loss.kls[:10]), 5),
+                                  "last_10_batches": round(sum(loss.kls[-10:]) / len(loss.kls[-10:]), 5)}
     if stop is not None and stop.stopped_at is not None:
         ctx.extra["stopped_behind_start"] = {"step": stop.stopped_at, "max_steps": trainer.state.max_steps,
                                              "validations_behind": stop.behind}

@@ -86,11 +86,19 @@ def base_loss(model: SentenceTransformer, cfg: TrainConfig, guide: SentenceTrans
 
 
 def build_loss(model: SentenceTransformer, cfg: TrainConfig, guide: SentenceTransformer | None = None) -> nn.Module:
-    """The configured loss, wrapped in MatryoshkaLoss when ``matryoshka_dims`` is not empty."""
+    """The configured loss, wrapped in MatryoshkaLoss when ``matryoshka_dims`` is not empty, then in
+    :class:`~embedforge.training.distill.StartModelAnchor` when ``anchor_weight`` > 0 (``guide``: the frozen start
+    model)."""
     from sentence_transformers.sentence_transformer.losses import MatryoshkaLoss
 
     loss = base_loss(model, cfg, guide)
-    if not cfg.matryoshka_dims:
-        return loss
-    dims = check_matryoshka_dims(cfg.matryoshka_dims, int(model.get_embedding_dimension()))
-    return MatryoshkaLoss(model, loss, matryoshka_dims=dims, matryoshka_weights=cfg.matryoshka_weights)
+    if cfg.matryoshka_dims:
+        dims = check_matryoshka_dims(cfg.matryoshka_dims, int(model.get_embedding_dimension()))
+        loss = MatryoshkaLoss(model, loss, matryoshka_dims=dims, matryoshka_weights=cfg.matryoshka_weights)
+    if cfg.anchor_weight > 0:
+        from embedforge.training.distill import StartModelAnchor
+
+        if guide is None:
+            raise TrainConfigError("train.anchor_weight: needs the frozen start model")
+        loss = StartModelAnchor(model, loss, guide, cfg.anchor_weight, cfg.scale)
+    return loss

@@ -124,3 +124,51 @@ def test_lora_merge_keeps_the_adapted_outputs_and_saves_a_plain_model(minilm_pat
     model.save(str(tmp_path / "m"))
     assert (tmp_path / "m" / "model.safetensors").is_file() and not (tmp_path / "m" / "adapter_config.json").exists()
     np.testing.assert_allclose(SentenceTransformer(str(tmp_path / "m"), device="cpu").encode(texts), adapted, atol=1e-5)
+
+
+def test_start_model_anchor_adds_the_kl_to_the_start_models_batch_rankings(minilm_path: Path) -> None:
+    import copy
+
+    import torch.nn.functional as F
+    from sentence_transformers import SentenceTransformer
+
+    from embedforge.training.distill import StartModelAnchor
+
+    start = SentenceTransformer(str(minilm_path), device="cpu")
+    student = copy.deepcopy(start).eval()
+    queries = ["glucose uptake in muscle", "tumour suppressor genes", "vitamin d and bone density"]
+    passages = ["Insulin raises glucose uptake by skeletal muscle.", "p53 is a tumour suppressor.",
+                "Vitamin D supplements and fractures in the elderly."]
+
+    def features() -> list[dict]:
+        return [student.tokenize(queries), student.tokenize(passages)]
+
+    cfg = TrainConfig(anchor_weight=2.0)
+    with pytest.raises(TrainConfigError, match=r"train\.anchor_weight"):
+        build_loss(student, cfg)
+    loss = build_loss(student, cfg, guide=start)
+    assert isinstance(loss, StartModelAnchor) and loss.start[0] is start
+    plain = build_loss(student, TrainConfig())
+    labels = torch.arange(3)
+    # the same weights: the anchor adds nothing and the loss is MatryoshkaLoss(MNRL)'s own
+    torch.testing.assert_close(loss(features(), labels), plain(features(), labels), atol=1e-5, rtol=0)
+    assert loss.kls[-1] < 1e-6
+    with torch.no_grad():  # the student drifts
+        for p in student[0].auto_model.encoder.layer[-1].parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    total, main = loss(features(), labels), float(plain(features(), labels).detach())
+    q0, p0 = (torch.as_tensor(start.encode(t)) for t in (queries, passages))  # the oracle: encode, by hand
+    q1, p1 = (torch.as_tensor(student.encode(t)) for t in (queries, passages))
+    cos = lambda a, b: 20.0 * F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).T  # noqa: E731
+    kl = F.kl_div(F.log_softmax(cos(q1, p1), -1), F.log_softmax(cos(q0, p0), -1), log_target=True,
+                  reduction="batchmean")
+    assert kl > 1e-4
+    assert loss.kls[-1] == pytest.approx(float(kl), rel=1e-3)
+    assert float(total.detach()) == pytest.approx(main + 2.0 * float(kl), rel=1e-4)
+    total.backward()  # the gradient reaches the student, never the start model
+    assert student[0].auto_model.encoder.layer[-1].output.dense.weight.grad is not None
+    assert all(p.grad is None for p in start.parameters())
+    with pytest.raises(ValueError, match="anchor_weight"):
+        TrainConfig(anchor_weight=1.0, mode="adapter")
+    with pytest.raises(ValueError, match="anchor_weight.*cached_mnrl"):
+        TrainConfig(anchor_weight=1.0, loss="cached_mnrl")
