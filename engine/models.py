@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+import json
 import os
 import re
 from collections.abc import Callable
@@ -135,10 +136,15 @@ def hub_id(ref: str | Path) -> str | None:
 def model_id(path: str | Path, length: int = 16) -> str:
     """Content hash of a model directory (file names, sizes and the bytes of weight/config/tokenizer files)."""
     path = Path(path)
+    files = [(path.name, path)] if path.is_file() else \
+        [(str(p.relative_to(path)), p) for p in sorted(path.rglob("*")) if p.is_file()]
+    return _content_hash(files, length)
+
+
+def _content_hash(files: list[tuple[str, Path]], length: int, salt: str = "") -> str:
     digest = hashlib.blake2b(digest_size=16)
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    for file in files:
-        rel = file.name if path.is_file() else str(file.relative_to(path))
+    digest.update(salt.encode())
+    for rel, file in files:
         if rel.startswith(("checkpoint-", "runs/", ".")) or rel.endswith((".md", ".lock")):
             continue
         digest.update(rel.encode())
@@ -155,3 +161,71 @@ def package_dir(name: str) -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(f"package '{name}' is not installed")
     return Path(list(spec.submodule_search_locations)[0])
+
+
+# ---------------------------------------------------------------- query / document routes
+
+
+ROLES = ("query", "document")
+
+
+def router_config(path: str | Path) -> dict | None:
+    """The ``router_config.json`` of a sentence-transformers model whose one module is a ``Router`` (separate
+    query and document encoders, e.g. ``train.mode: query``), or None for a single-encoder model."""
+    path = Path(path)
+    modules = path / "modules.json"
+    if not (path / "router_config.json").is_file() or not modules.is_file():
+        return None
+    stack = json.loads(modules.read_text())
+    if len(stack) != 1 or not stack[0]["type"].endswith(".Router"):
+        return None
+    return json.loads((path / "router_config.json").read_text())
+
+
+def route_of(path: str | Path, role: str | None) -> str | None:
+    """The route a ``role`` (``query`` / ``document``; None: the model's default) takes in a Router model, or None
+    for a single-encoder model, where queries and documents share one encoder."""
+    cfg = router_config(path)
+    if cfg is None:
+        return None
+    if role is not None and role not in ROLES:
+        raise ValueError(f"role must be one of {', '.join(ROLES)} (got {role!r})")
+    routes = cfg["structure"]
+    route = role or cfg.get("parameters", {}).get("default_route") or next(iter(routes))
+    if route not in routes:
+        raise ValueError(f"{path}: the model has no '{route}' route (routes: {', '.join(routes)})")
+    return route
+
+
+def route_modules(path: str | Path, route: str | None) -> list[tuple[str, str]]:
+    """``(module kind, folder relative to the model)`` of each module a text passes through: the model's
+    ``modules.json`` stack, or one route of a Router model."""
+    path = Path(path)
+    if route is None:
+        return [(m["type"].rsplit(".", 1)[-1], m.get("path", "")) for m in json.loads((path / "modules.json").read_text())]
+    cfg = router_config(path) or {}
+    return [(cfg["types"][name].rsplit(".", 1)[-1], name) for name in cfg["structure"][route]]
+
+
+def tokenizer_dir(path: str | Path, role: str | None = None) -> Path:
+    """The folder holding the tokenizer a role's texts go through: the model folder, or the folder of the route's
+    ``Transformer`` module in a Router model."""
+    path = Path(path)
+    route = route_of(path, role)
+    if route is None:
+        return path
+    return path / next(folder for kind, folder in route_modules(path, route) if kind == "Transformer")
+
+
+def route_model_id(path: str | Path, route: str | None, length: int = 16) -> str:
+    """:func:`model_id` of what one route runs (the cache and ONNX exports key on it): the content of that route's
+    modules only, by position, so the unchanged document route of every query-mode model trained from one start
+    model has one id (its vectors are cached once)."""
+    if route is None:
+        return model_id(path, length)
+    path = Path(path)
+    files = []
+    for i, (kind, folder) in enumerate(route_modules(path, route)):
+        files += [(f"{i}_{kind}/{p.relative_to(path / folder)}", p) for p in sorted((path / folder).rglob("*"))
+                  if p.is_file()]
+    return _content_hash(files, length, salt="route")

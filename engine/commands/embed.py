@@ -104,7 +104,7 @@ def search(
     from rich.table import Table
 
     from embedforge.encoding.encoder import get_encoder
-    from embedforge.models import model_id as compute_model_id
+    from embedforge.models import route_model_id, route_of
     from embedforge.search.export import find_bm25, find_indexes, hybrid_search, load_index
     from embedforge.search.passages import best_passage_rows, passages_to_fetch
 
@@ -118,9 +118,11 @@ def search(
     model_path = model or meta["model_path"]
     if not Path(model_path).exists():
         fail(f"the index's model {model_path} is gone; pass --model with the model (id {meta['model_id']})")
-    if compute_model_id(model_path) != meta["model_id"]:
-        fail(f"model {model_path} has id {compute_model_id(model_path)} but the index was built with {meta['model_id']}")
-    encoder = get_encoder(model_path, dtype=meta.get("precision", "fp32"), backend=meta.get("backend", "auto"))
+    built_by = route_model_id(model_path, route_of(model_path, None))  # a Router: its document route embedded
+    if built_by != meta["model_id"]:
+        fail(f"model {model_path} has id {built_by} but the index was built with {meta['model_id']}")
+    encoder = get_encoder(model_path, dtype=meta.get("precision", "fp32"), backend=meta.get("backend", "auto"),
+                          role="query")
     owner = None
     fetch = k
     if per_doc:

@@ -24,9 +24,12 @@ class TrainConfig(StageConfig):
     queries); the validation queries keep every kind."""
     ict_keep_sentence: float = Field(0.1, ge=0, le=1)
     """Inverse cloze: share of ``ict`` rows whose positive keeps the query sentence; the others have it cut out."""
-    mode: Literal["full", "lora", "adapter"] = "full"
+    mode: Literal["full", "lora", "adapter", "query"] = "full"
     """``full``: all weights; ``lora``: low-rank adapters merged into the weights at the end; ``adapter``: a small
-    adapter on frozen, cached embeddings (minutes on a CPU)."""
+    adapter on frozen, cached embeddings (minutes on a CPU); ``query``: only the query encoder trains, against
+    the start model's vectors of every chunk of the corpus, which stay as they are (the saved model is a
+    sentence-transformers ``Router``: the documents a user embedded with the start model need no re-embedding;
+    ``embedforge.training.query_side``)."""
     loss: Literal["mnrl", "cached_mnrl", "triplet", "gist", "margin_mse", "distill_kl"] = "mnrl"
     """MultipleNegativesRanking, its cached (GradCache) form, Triplet, GISTEmbed with the start model as guide, or
     a distillation loss on the teacher's scores (needs ``teacher``): ``margin_mse`` (MarginMSE on the
@@ -236,6 +239,14 @@ class TrainConfig(StageConfig):
         if self.anchor_weight and self.loss == "cached_mnrl":
             raise ValueError("anchor_weight needs the loss's own forward pass over the whole batch; 'cached_mnrl' "
                              "embeds it in mini-batches without gradients first: use loss 'mnrl'")
+        if self.mode == "query":
+            unsupported = {"loss": self.loss != "mnrl", "teacher": self.teacher != "none",
+                           "anchor_weight": bool(self.anchor_weight), "weight_averaging": bool(self.weight_averaging),
+                           "nproc": self.nproc > 1}
+            named = [k for k, bad in unsupported.items() if bad]
+            if named:
+                raise ValueError(f"mode 'query' trains with a softmax over the whole corpus (loss mnrl, no teacher, "
+                                 f"one process); unset {', '.join(named)}")
         if self.weight_averaging and self.mode == "adapter":
             raise ValueError("weight_averaging works on full or lora training, not mode 'adapter'")
         if self.early_stopping_patience and not self.keep_best:

@@ -51,8 +51,10 @@ class ChunkStats:
 class TokenCounter:
     """Counts a model's tokens (special tokens excluded) and knows its limits."""
 
-    def __init__(self, model_dir: str | Path) -> None:
-        model_dir = Path(model_dir)
+    def __init__(self, model_dir: str | Path, role: str | None = None) -> None:
+        from embedforge.models import tokenizer_dir
+
+        model_dir = tokenizer_dir(model_dir, role)  # a Router model: the tokenizer of the role's route
         self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         self.tokenizer.no_truncation()
         self.tokenizer.no_padding()

@@ -41,8 +41,7 @@ import torch
 
 from embedforge import device as dev
 from embedforge.encoding.cache import EmbeddingCache, shared_cache
-from embedforge.models import model_id as compute_model_id
-from embedforge.models import resolve_model
+from embedforge.models import resolve_model, route_model_id, route_modules, route_of
 
 log = logging.getLogger("embedforge.encoder")
 
@@ -127,22 +126,21 @@ def _is_rotation_config(folder: Path) -> bool:
         and not cfg.get("use_residual", False)
 
 
-def _module_stack(model_dir: Path) -> tuple[str | None, bool]:
-    """``(pooling mode, normalizes)`` when the ST model is Transformer → [WordWeights] → Pooling(mean|cls) →
-    [Dense rotation] → [Normalize]; else ``(None, ...)`` (the ``st`` backend is used)."""
-    modules_file = model_dir / "modules.json"
-    if not modules_file.is_file():
+def _module_stack(model_dir: Path, route: str | None = None) -> tuple[str | None, bool]:
+    """``(pooling mode, normalizes)`` when the ST model (or its ``route``, in a Router model) is Transformer →
+    [WordWeights] → Pooling(mean|cls) → [Dense rotation] → [Normalize]; else ``(None, ...)`` (the ``st`` backend
+    is used)."""
+    if route is None and not (model_dir / "modules.json").is_file():
         return "mean", False  # a plain HF model: sentence-transformers adds mean pooling too
-    modules = [(m["type"].rsplit(".", 1)[-1], m.get("path", "")) for m in json.loads(modules_file.read_text())]
-    modules = [m for m in modules if m[0] != "WordWeights"]  # token weights: the runner weights the mask
+    modules = [m for m in route_modules(model_dir, route) if m[0] != "WordWeights"]  # the runner weights the mask
     kinds = [k for k, _ in modules]
     if kinds[2:3] == ["Dense"] and _is_rotation_config(model_dir / modules[2][1]):
         kinds.pop(2)  # a bias-free linear map (the corpus rotation): the runner applies it (projection)
     normalizes = kinds[-1:] == ["Normalize"]
     if kinds[:2] != ["Transformer", "Pooling"] or len(kinds) > 2 + int(normalizes):
         return None, normalizes
-    pooling = next(m for m in json.loads(modules_file.read_text()) if m["type"].endswith("Pooling"))
-    cfg = json.loads((model_dir / pooling["path"] / "config.json").read_text())
+    pooling = next(folder for kind, folder in modules if kind == "Pooling")
+    cfg = json.loads((model_dir / pooling / "config.json").read_text())
     if "pooling_mode" in cfg:  # the format sentence-transformers >= 6 saves: one mode name (or a list of them)
         mode = cfg["pooling_mode"]
         mode = mode[0] if isinstance(mode, list) and len(mode) == 1 else mode
@@ -202,24 +200,35 @@ class Encoder:
     >>> enc = Encoder("all-MiniLM-L6-v2")
     >>> enc.encode(["a query", "a passage"], dim=128).shape
     (2, 128)
+
+    A model with separate query and document encoders (a sentence-transformers ``Router``, as ``train.mode:
+    query`` saves) is one encoder per ``role``: ``Encoder(path, role="query")`` runs the query route,
+    ``role="document"`` (or None, the model's default route) the document route. A single-encoder model ignores
+    ``role``.
     """
 
     def __init__(self, model: str | Path, *, device: str = "auto", dtype: str = "fp32",
                  max_batch_tokens: int = 16384, max_seq_length: int | None = None, backend: str = "auto",
-                 cache: bool | EmbeddingCache = False, window: int = 4096, cpu_batch_tokens: int | None = None) -> None:
+                 cache: bool | EmbeddingCache = False, window: int = 4096, cpu_batch_tokens: int | None = None,
+                 role: str | None = None) -> None:
         from sentence_transformers import SentenceTransformer
 
         if backend not in BACKENDS:
             raise ValueError(f"encoder backend '{backend}' is not one of {', '.join(BACKENDS)}")
         self.path = resolve_model(str(model))
+        self.route = route_of(self.path, role)
+        """The Router route this encoder runs (None: a single-encoder model)."""
         self.device = dev.device(device)
         self.dtype = dev.compute_dtype(self.device, dtype) if dtype != "auto" else dev.compute_dtype(self.device)
         self.model = SentenceTransformer(str(self.path), device=str(self.device), local_files_only=True,
                                          trust_remote_code=False)
+        if self.route is not None:  # one route's modules as a model of their own
+            self.model = SentenceTransformer(modules=list(self.model[0].sub_modules[self.route]),
+                                             device=str(self.device))
         if max_seq_length:
             self.model.max_seq_length = max_seq_length
         self.model.eval()
-        self.model_id = compute_model_id(self.path)
+        self.model_id = route_model_id(self.path, self.route)
         self.dim = int(self.model.get_embedding_dimension())
         self.max_batch_tokens = max_batch_tokens
         self.cpu_batch_tokens = cpu_batch_tokens or CPU_BATCH_TOKENS_PER_THREAD * torch.get_num_threads()
@@ -227,7 +236,7 @@ class Encoder:
         :data:`CPU_BATCH_TOKENS_PER_THREAD`)."""
         self.window = window
         self.tokenizer = self.model.tokenizer
-        self.pooling, self.normalizes = _module_stack(self.path)
+        self.pooling, self.normalizes = _module_stack(self.path, self.route)
         self.token_weights = token_weights(self.model)
         """Per-token-id pooling weights of a ``WordWeights`` module (None: plain mask)."""
         self.projection = projection(self.model) if self.pooling is not None else None
@@ -521,13 +530,15 @@ def _write_choice(key: str, choice: tuple[str, dict[str, float], str | None]) ->
 
 
 def get_encoder(model: str | Path, *, device: str = "auto", dtype: str = "fp32", backend: str = "auto",
-                cache: bool | EmbeddingCache = False) -> Encoder:
-    """A process-wide shared :class:`Encoder` per (model, device, dtype, backend): load a model once.
+                cache: bool | EmbeddingCache = False, role: str | None = None) -> Encoder:
+    """A process-wide shared :class:`Encoder` per (model, device, dtype, backend, route): load a model once.
 
     ``cache`` sets the encoder's default cache only when it is first loaded; pass ``encode(..., cache=True)``
-    to opt in per call on a shared encoder.
+    to opt in per call on a shared encoder. ``role``: ``query`` or ``document`` (see :class:`Encoder`); a
+    single-encoder model gives the same encoder for both.
     """
-    key = (str(resolve_model(str(model))), device, dtype, backend)
+    path = resolve_model(str(model))
+    key = (str(path), device, dtype, backend, route_of(path, role))
     if key not in _LOADED:
-        _LOADED[key] = Encoder(model, device=device, dtype=dtype, backend=backend, cache=cache)
+        _LOADED[key] = Encoder(model, device=device, dtype=dtype, backend=backend, cache=cache, role=role)
     return _LOADED[key]

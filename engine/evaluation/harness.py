@@ -138,7 +138,8 @@ def _dense(dataset: BeirDataset, model: ModelRef, cfg: EvaluateConfig, seed: int
            bm25: Callable[[], LexicalRun] | None = None) -> EvalResult:
     from embedforge.encoding.encoder import get_encoder, truncate_normalize
 
-    encoder = get_encoder(model.ref, device=device, dtype=cfg.dtype)
+    encoder = get_encoder(model.ref, device=device, dtype=cfg.dtype, role="document")
+    query_encoder = get_encoder(model.ref, device=device, dtype=cfg.dtype, role="query")  # a Router's query route
     dims = cfg.dims or [encoder.dim]
     too_big = [d for d in dims if d > encoder.dim]
     if too_big:
@@ -149,14 +150,14 @@ def _dense(dataset: BeirDataset, model: ModelRef, cfg: EvaluateConfig, seed: int
     corpus_full = encoder.encode(units, normalize=False, cache=cfg.cache)
     corpus_s = time.perf_counter() - t0
     corpus_hits = encoder.stats.get("cache_hits", 0) - hits_before
-    queries_full = encoder.encode(dataset.query_texts, normalize=False, cache=cfg.cache)
+    queries_full = query_encoder.encode(dataset.query_texts, normalize=False, cache=cfg.cache)
     shared: dict[str, Any] = {"model_ref": model.ref, "model_id": encoder.model_id, "model_dim": encoder.dim,
                               "n_queries": len(dataset.query_ids), "n_docs": len(dataset.corpus_ids),
                               "score_by": cfg.score_by, "n_passages": len(units),
                               "corpus_encode_s": corpus_s, "corpus_cache_hits": corpus_hits,
                               "corpus_docs_per_s": None if corpus_hits else len(dataset.corpus_ids) / max(corpus_s, 1e-9)}
     if cfg.latency:
-        shared.update(query_encode_latency(lambda texts: encoder.encode(texts), dataset.query_texts,
+        shared.update(query_encode_latency(lambda texts: query_encoder.encode(texts), dataset.query_texts,
                                            sample=cfg.latency_queries, seed=seed))
     log.info("%s / %s: encoded %d docs in %.1fs (%d from the embedding cache)", dataset.name, model.label,
              len(dataset.corpus_ids), corpus_s, corpus_hits)

@@ -68,6 +68,15 @@ def load_encoder(config: ServeConfig) -> Encoder:
     )
 
 
+def query_encoder_for(config: ServeConfig, encoder: Encoder) -> Encoder | None:
+    """The query route's encoder of a model with separate query and document encoders (``input_type: query``),
+    or None for a single-encoder model."""
+    if encoder.route is None:
+        return None
+    return Encoder(encoder.path, device=config.device, dtype=config.dtype,
+                   max_seq_length=config.max_tokens_per_input, backend=config.backend, role="query")
+
+
 @dataclass
 class ServedModel:
     """The loaded model and the facts the endpoints report."""
@@ -89,17 +98,25 @@ def create_app(config: ServeConfig, encoder: Encoder | None = None) -> FastAPI:
     char_limit = config.max_chars_per_input or 16 * limit
     model = ServedModel(encoder, served_name(config), int(Path(encoder.path).stat().st_mtime), limit)
     metrics = ServeMetrics(model.name, encoder.model_id, encoder.dim)
-    batcher = DynamicBatcher(
-        lambda texts: encoder.encode(texts),
-        max_batch_tokens=config.max_batch_tokens,
-        max_wait_s=config.max_wait_ms / 1000,
-        max_queue=config.max_queue,
-        metrics=metrics,
-    )
+    def batcher_for(enc: Encoder) -> DynamicBatcher:
+        return DynamicBatcher(
+            lambda texts: enc.encode(texts),
+            max_batch_tokens=config.max_batch_tokens,
+            max_wait_s=config.max_wait_ms / 1000,
+            max_queue=config.max_queue,
+            metrics=metrics,
+        )
+
+    batcher = batcher_for(encoder)
+    query_encoder = query_encoder_for(config, encoder)
+    routes = {"document": (encoder, batcher)}
+    if query_encoder is not None:  # separate query and document encoders: input_type picks one
+        routes["query"] = (query_encoder, batcher_for(query_encoder))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await batcher.start()
+        for _, route_batcher in routes.values():
+            await route_batcher.start()
         log.info(
             "serving %s (model_id %s, %d d, max %d tokens/input) on %s",
             model.name,
@@ -109,7 +126,8 @@ def create_app(config: ServeConfig, encoder: Encoder | None = None) -> FastAPI:
             encoder.device,
         )
         yield
-        await batcher.stop()
+        for _, route_batcher in routes.values():
+            await route_batcher.stop()
 
     app = FastAPI(
         title="embedforge",
@@ -137,11 +155,12 @@ def create_app(config: ServeConfig, encoder: Encoder | None = None) -> FastAPI:
             )
         texts = apply_char_limit(parse_inputs(request.input, config.max_inputs), char_limit, config.on_too_long)
         dim = check_dimensions(request.dimensions, encoder.dim)
-        counted = await batcher.on_model_thread(count_tokens, encoder.tokenizer, texts, limit)
-        refuse_unreadable(await batcher.on_model_thread(unreadable_runs, encoder.tokenizer, texts, limit),
+        enc, route_batcher = routes.get(request.input_type or "document", routes["document"])
+        counted = await route_batcher.on_model_thread(count_tokens, enc.tokenizer, texts, limit)
+        refuse_unreadable(await route_batcher.on_model_thread(unreadable_runs, enc.tokenizer, texts, limit),
                           config.on_too_long)
         lengths = apply_token_limit(counted, limit, config.on_too_long)
-        vectors = await batcher.submit(texts, tokens=sum(lengths))
+        vectors = await route_batcher.submit(texts, tokens=sum(lengths))
         if dim is not None:
             vectors = truncate_normalize(vectors, dim)
         metrics.inputs.inc(len(texts))
@@ -164,6 +183,7 @@ def create_app(config: ServeConfig, encoder: Encoder | None = None) -> FastAPI:
             "dimensions": encoder.dim,
             "max_input_tokens": limit,
             "max_input_chars": char_limit,
+            "input_types": sorted(routes),
         }
 
     @app.get("/v1/models")
@@ -183,7 +203,7 @@ def create_app(config: ServeConfig, encoder: Encoder | None = None) -> FastAPI:
 
     @app.get("/health")
     async def health() -> Response:
-        ok = batcher.alive
+        ok = all(route_batcher.alive for _, route_batcher in routes.values())
         body = {
             "status": "ok" if ok else "model worker stopped",
             "model": model.name,

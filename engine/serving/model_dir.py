@@ -119,6 +119,8 @@ def check_model_dir(path: str | Path) -> ModelDirInfo:
             problems.append("modules.json: expected a list of modules")
         else:
             modules = data or []
+    if len(modules) == 1 and str(modules[0].get("type", "")).endswith(".Router"):
+        modules = _router_modules(root, problems)  # query and document encoders: each route's modules
     names: list[str] = []
     for i, module in enumerate(modules):
         kind = str(module.get("type", ""))
@@ -145,6 +147,17 @@ def check_model_dir(path: str | Path) -> ModelDirInfo:
     transformer = next(m for m in modules if str(m.get("type", "")).endswith(".Transformer"))
     max_len = _max_seq_length(root / str(transformer.get("path", "")))
     return ModelDirInfo(path=root, modules=names, max_seq_length=max_len)
+
+
+def _router_modules(root: Path, problems: list[str]) -> list[dict]:
+    """The modules of every route of a ``Router`` model (``router_config.json``), as modules.json entries."""
+    config = _read_json(root / "router_config.json", problems) if (root / "router_config.json").is_file() else None
+    if not isinstance(config, dict) or not isinstance(config.get("structure"), dict):
+        problems.append("modules.json names a Router but router_config.json is missing or has no 'structure'")
+        return []
+    types = config.get("types") or {}
+    return [{"type": str(types.get(name, "")), "path": name}
+            for route in config["structure"].values() for name in route]
 
 
 def _max_seq_length(folder: Path) -> int | None:

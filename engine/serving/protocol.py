@@ -30,6 +30,10 @@ class EmbeddingRequest(BaseModel):
     """``float``: JSON numbers; ``base64``: little-endian float32 bytes, base64-encoded."""
     user: str | None = None
     """End-user id (accepted and ignored, as a hint for abuse monitoring in OpenAI's API)."""
+    input_type: Literal["query", "document"] | None = None
+    """Which encoder of a model with separate query and document encoders (``train.mode: query``) runs the
+    inputs (default ``document``); a single-encoder model encodes both alike. Not an OpenAI field: the name
+    other embedding APIs use for the same choice."""
 
 
 def _token_array(value: object) -> bool:

@@ -78,6 +78,8 @@ def run(ctx: StageContext) -> None:
              cfg.loss)
     if cfg.mode == "adapter":
         result = train_adapter_mode(ctx, cfg, start_model, rows, val)
+    elif cfg.mode == "query":
+        result = train_query_mode(ctx, cfg, start_model, rows, val)
     elif cfg.nproc > 1 or os.environ.get("EMBEDFORGE_TORCHRUN_ARGS"):  # DDP (embedforge.training.distributed)
         from embedforge.training.distributed import run_data_parallel
 
@@ -134,7 +136,8 @@ def load_training_data(ctx: StageContext, cfg: TrainConfig, start_model: str) ->
                     "split": "train"} for r in t]
     train_ids, val_ids = split_queries(queries, cfg.val_fraction, ctx.job.seed)
     try:
-        only, strip = select_queries(queries, cfg.query_kinds, cfg.ict_keep_sentence, ctx.job.seed)
+        keep = 1.0 if cfg.mode == "query" else cfg.ict_keep_sentence  # query mode: a positive is its chunk's vector
+        only, strip = select_queries(queries, cfg.query_kinds, keep, ctx.job.seed)
     except ValueError as exc:
         raise StageFailed(f"train: {exc}") from None
     val = validation_set(queries, passages, val_ids, cfg.eval_corpus_max, ctx.job.seed)
@@ -456,6 +459,75 @@ def train_adapter_mode(ctx: StageContext, cfg: TrainConfig, start_model: str, ro
                            "tuned": (after, lambda path: save_with_adapter(start_model, result.layers, path))}}
 
 
+# ---------------------------------------------------------------- query side against fixed document vectors
+
+
+def train_query_mode(ctx: StageContext, cfg: TrainConfig, start_model: str, rows: TrainingRows,
+                     val: ValidationSet) -> dict[str, Any]:
+    """Only the query encoder trains, against the start model's vectors of every chunk; validation searches the
+    whole corpus (``eval_corpus_max`` does not apply: every chunk vector is at hand)."""
+    import dataclasses
+
+    import numpy as np
+    from sentence_transformers import SentenceTransformer
+
+    from embedforge.encoding.encoder import get_encoder
+    from embedforge.training.query_side import save_router, targets, train_query_side
+
+    passages = load_passages(ctx.input_dir("chunk"))
+    chunk_docs = chunk_documents(ctx)
+    chunk_ids = sorted(passages)
+    encoder = get_encoder(start_model, device=ctx.job.device)
+    t0 = time.perf_counter()
+    chunk_vectors = encoder.encode([passages[c] for c in chunk_ids], normalize=False, cache=True)
+    log.info("train (query side): %d chunks encoded by the start model in %.0f s", len(chunk_ids),
+             time.perf_counter() - t0)
+    target, owner = targets(rows, chunk_ids, passages, chunk_docs)
+    if target.unmatched:
+        ctx.count("rows_without_chunk", target.unmatched)
+        log.warning("train (query side): %d rows whose positive is not a chunk of the corpus are left out",
+                    target.unmatched)
+    if len(target.queries) < 2:
+        raise StageFailed(f"train: only {len(target.queries)} rows have a chunk of the corpus as positive")
+    dims = eval_dims(cfg, encoder.dim)
+    model = SentenceTransformer(start_model, device=str(dev.device(ctx.job.device)), local_files_only=True)
+    if cfg.max_seq_length:
+        model.max_seq_length = cfg.max_seq_length
+    evaluate, evaluator = None, None
+    if val.queries or val.judged:
+        whole = dataclasses.replace(val, corpus={c: passages[c] for c in chunk_ids}, chunk_docs=chunk_docs)
+        evaluator = MatryoshkaRetrievalEvaluator(whole, dims, primary_dim=primary_dim(cfg, dims), signal=cfg.validation)
+        query_texts, _, judged_texts = evaluator.texts()
+
+        def evaluate(m: Any) -> dict[str, float]:
+            def enc(texts: list[str]) -> np.ndarray | None:
+                return np.asarray(m.encode(texts, batch_size=64, show_progress_bar=False), np.float32) if texts \
+                    else None
+            return evaluator.metrics_for(enc(query_texts), chunk_vectors, enc(judged_texts))
+
+    steps = cfg.max_steps or max(1, int(cfg.epochs * len(target.queries) / cfg.batch_size))
+    t0 = time.perf_counter()
+    result = train_query_side(model, target, chunk_vectors, owner, dims, steps=steps, batch_size=cfg.batch_size,
+                              lr=cfg.learning_rate, warmup_ratio=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
+                              scale=cfg.scale, seed=ctx.job.seed, evaluate=evaluate,
+                              primary=evaluator.primary_metric if evaluator else None, eval_steps=cfg.eval_steps,
+                              keep_best=cfg.keep_best, patience=cfg.early_stopping_patience,
+                              stop_behind_start=cfg.stop_behind_start)
+    seconds = time.perf_counter() - t0
+    ctx.throughput["query_side_steps_per_s"] = round(result.steps / max(seconds, 1e-9), 3)
+    strip = ("step", "loss")
+    before = {k: v for k, v in result.evals[0].items() if k not in strip} if result.evals else {}
+    best = next((e for e in result.evals if e["step"] == result.best_step), None)
+    after = {k: v for k, v in best.items() if k not in strip} if best else {}
+    if result.best_state is not None:
+        model.load_state_dict(result.best_state)
+    return {"dims": dims, "before": before, "after": after, "steps": result.steps, "resumed_from": None,
+            "best": f"step {result.best_step}", "losses": list(enumerate(result.losses, 1)), "evals": result.evals,
+            "seconds": round(seconds, 2), "train_loss": result.losses[-1] if result.losses else None,
+            "candidates": {"base": (before, lambda path: save_start_model(start_model, path)),
+                           "tuned": (after, lambda path: save_router(model, start_model, path))}}
+
+
 # ---------------------------------------------------------------- artifacts
 
 
@@ -484,13 +556,23 @@ def finish(ctx: StageContext, cfg: TrainConfig, start_model: str, rows: Training
                       versions=library_versions(), guard=guard)
     save = result["candidates"][verdict.promoted][1]
     pooling_weights: dict[str, Any] = {"applied": False, "reason": "train.token_weights: none"}
-    if cfg.token_weights == "idf":
+    query_mode = cfg.mode == "query"  # the documents keep the start model's vectors: neither is applied
+    if query_mode:
+        pooling_weights = {"applied": False, "reason": "train.mode: query keeps the start model's document vectors"}
+        if verdict.promoted != "base":
+            card += ("\n\n**Query and document encoders.** Only the query encoder was trained; documents are "
+                     "encoded by the start model, unchanged (a sentence-transformers `Router`). Use "
+                     "`model.encode_query(...)` for queries and `model.encode_document(...)` for documents; vectors "
+                     "already made with the start model stay valid.\n")
+    if cfg.token_weights == "idf" and not query_mode:
         card += (f"\n\n**Pooling weights.** Token states are weighted by their idf in this job's chunks (power "
                  f"{cfg.token_weights_power}, floor {cfg.token_weights_floor}) before mean pooling: the "
                  f"`WordWeights` module. The validation figures above were measured without it.\n")
 
     rotation: dict[str, Any] = {"applied": False, "reason": "train.corpus_rotation: none"}
-    if cfg.corpus_rotation == "pca":
+    if query_mode:
+        rotation = {"applied": False, "reason": "train.mode: query keeps the start model's document vectors"}
+    if cfg.corpus_rotation == "pca" and not query_mode:
         card += ("\n\n**Corpus rotation.** The embedding space is rotated onto the principal axes of this model's "
                  "vectors of the job's chunks (a `Dense` module before the normalization): full-dimension results are "
                  "unchanged, truncated dimensions keep the directions this corpus varies along most.\n")
@@ -499,14 +581,14 @@ def finish(ctx: StageContext, cfg: TrainConfig, start_model: str, rows: Training
         nonlocal pooling_weights, rotation
         save(tmp)
         passages = load_passages(ctx.input_dir("chunk")).values()
-        if cfg.token_weights == "idf":
+        if cfg.token_weights == "idf" and not query_mode:
             pooling_weights = weight_saved_model(tmp, passages, floor=cfg.token_weights_floor,
                                                  power=cfg.token_weights_power)
-        if cfg.corpus_rotation == "pca":
+        if cfg.corpus_rotation == "pca" and not query_mode:
             rotation = rotate_saved_model(tmp, passages, max_passages=cfg.corpus_rotation_passages, dims=dims)
         finish_model_dir(tmp, title=ctx.job.name, base_model=hub_id(start_ref), dims=dims, extra_markdown=card,
                          metrics=result["candidates"][verdict.promoted][0], base_kept=kept_base(guard),
-                         license=card_license(Path(start_model)))
+                         license=card_license(Path(start_model)), onnx=not (query_mode and verdict.promoted != "base"))
 
     publish_dir(ctx.out_dir / "model", write)
     per_dim = {str(d): {"ndcg@10_before": result["before"].get(f"val_ndcg@10_d{d}"),
