@@ -218,9 +218,9 @@ def tokenizer_dir(path: str | Path, role: str | None = None) -> Path:
 
 
 def route_model_id(path: str | Path, route: str | None, length: int = 16) -> str:
-    """:func:`model_id` of what one route runs (the cache and ONNX exports key on it): the content of that route's
-    modules only, by position, so the unchanged document route of every query-mode model trained from one start
-    model has one id (its vectors are cached once)."""
+    """:func:`model_id` of what one route runs (the cache, ONNX exports and index checks key on it): the content
+    of that route's modules only, by position; a route recorded as a copy of another model
+    (:func:`record_route_origin`) whose files are unchanged takes that model's id."""
     if route is None:
         return model_id(path, length)
     path = Path(path)
@@ -228,4 +228,31 @@ def route_model_id(path: str | Path, route: str | None, length: int = 16) -> str
     for i, (kind, folder) in enumerate(route_modules(path, route)):
         files += [(f"{i}_{kind}/{p.relative_to(path / folder)}", p) for p in sorted((path / folder).rglob("*"))
                   if p.is_file()]
-    return _content_hash(files, length, salt="route")
+    own = _content_hash(files, length, salt="route")
+    same_as = _route_origins(path).get(route, {})
+    if same_as.get("content") == own and same_as.get("model_id"):
+        return str(same_as["model_id"])[:length]  # the start model's id: its cache, exports and indexes apply
+    return own
+
+
+ROUTE_ORIGINS = "embedforge_routes.json"
+"""In a Router model: ``{route: {"model_id": id of the model the route copies, "content": the route's own id}}``.
+A route whose content still hashes to ``content`` takes ``model_id`` as its id (``train.mode: query`` writes it for
+the document route, the start model unchanged)."""
+
+
+def _route_origins(path: Path) -> dict:
+    try:
+        return json.loads((path / ROUTE_ORIGINS).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def record_route_origin(path: str | Path, route: str, origin: str | Path) -> None:
+    """Write that ``route`` of the Router model at ``path`` runs the model at ``origin`` unchanged: the route then
+    shares ``origin``'s :func:`model_id` (its cached vectors and the indexes built with it stay valid) for as long
+    as the route's files hash as they do now."""
+    path = Path(path)
+    origins = _route_origins(path)
+    origins[route] = {"model_id": model_id(origin), "content": route_model_id(path, route)}
+    (path / ROUTE_ORIGINS).write_text(json.dumps(origins, indent=1) + "\n")

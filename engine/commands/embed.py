@@ -88,7 +88,9 @@ def search(
     k: Annotated[int, typer.Option("--k", "-k", help="Results to show")] = 10,
     dim: Annotated[int | None, typer.Option("--dim", "-d", help="Pick the index of this dim")] = None,
     kind: Annotated[str | None, typer.Option(help="Pick the index of this kind (flat, hnsw, ivfpq)")] = None,
-    model: Annotated[str | None, typer.Option("--model", "-m", help="Model path, when it moved since the export")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help=(
+        "Model path: when it moved since the export, or a query/document model (train.mode: query) trained from "
+        "the model that built the index"))] = None,
     hybrid: Annotated[str | None, typer.Option(
         help="Fuse with the exported BM25 index (embed --bm25 / index.bm25): zscore or rrf")] = None,
     per_doc: Annotated[bool, typer.Option(

@@ -22,7 +22,7 @@ from fastapi import FastAPI, Response
 
 from embedforge import device as dev
 from embedforge.encoding.encoder import Encoder, truncate_normalize
-from embedforge.models import resolve_model
+from embedforge.models import model_id, resolve_model
 from embedforge.serving.auth import BearerAuth
 from embedforge.serving.batcher import DynamicBatcher
 from embedforge.serving.config import ServeConfig
@@ -85,9 +85,12 @@ class ServedModel:
     name: str
     created: int
     token_limit: int
+    model_id: str
+    """Content hash of the served model: the encoder's, or the whole folder's for a query/document model (whose
+    document route keeps its start model's id)."""
 
     def names(self) -> set[str]:
-        return {self.name, self.encoder.model_id}
+        return {self.name, self.model_id}
 
 
 def create_app(config: ServeConfig, encoder: Encoder | None = None) -> FastAPI:
@@ -96,8 +99,9 @@ def create_app(config: ServeConfig, encoder: Encoder | None = None) -> FastAPI:
     encoder = encoder or load_encoder(config)
     limit = min(config.max_tokens_per_input or encoder.max_seq_length, encoder.max_seq_length)
     char_limit = config.max_chars_per_input or 16 * limit
-    model = ServedModel(encoder, served_name(config), int(Path(encoder.path).stat().st_mtime), limit)
-    metrics = ServeMetrics(model.name, encoder.model_id, encoder.dim)
+    served_id = encoder.model_id if encoder.route is None else model_id(encoder.path)
+    model = ServedModel(encoder, served_name(config), int(Path(encoder.path).stat().st_mtime), limit, served_id)
+    metrics = ServeMetrics(model.name, model.model_id, encoder.dim)
     def batcher_for(enc: Encoder) -> DynamicBatcher:
         return DynamicBatcher(
             lambda texts: enc.encode(texts),
@@ -120,7 +124,7 @@ def create_app(config: ServeConfig, encoder: Encoder | None = None) -> FastAPI:
         log.info(
             "serving %s (model_id %s, %d d, max %d tokens/input) on %s",
             model.name,
-            encoder.model_id,
+            model.model_id,
             encoder.dim,
             limit,
             encoder.device,
@@ -179,7 +183,7 @@ def create_app(config: ServeConfig, encoder: Encoder | None = None) -> FastAPI:
             "object": "model",
             "created": model.created,
             "owned_by": "embedforge",
-            "model_id": encoder.model_id,
+            "model_id": model.model_id,
             "dimensions": encoder.dim,
             "max_input_tokens": limit,
             "max_input_chars": char_limit,
@@ -207,7 +211,7 @@ def create_app(config: ServeConfig, encoder: Encoder | None = None) -> FastAPI:
         body = {
             "status": "ok" if ok else "model worker stopped",
             "model": model.name,
-            "model_id": encoder.model_id,
+            "model_id": model.model_id,
             "dimensions": encoder.dim,
             "max_input_tokens": limit,
             "device": str(encoder.device),

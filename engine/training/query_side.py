@@ -170,10 +170,14 @@ def train_query_side(model: Any, target: Targets, chunk_vectors: np.ndarray, own
 
 def save_router(query_model: Any, start_model: str | Path, path: Path) -> None:
     """A sentence-transformers ``Router`` at ``path``: ``query`` → ``query_model``, ``document`` → the start
-    model as it was loaded from ``start_model``."""
+    model as it was loaded from ``start_model``, recorded as its copy: the document route keeps the start model's
+    id, so vectors and indexes made with the start model are reused and accepted."""
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.base.modules import Router
+
+    from embedforge.models import record_route_origin
 
     documents = SentenceTransformer(str(start_model), device="cpu", local_files_only=True)
     router = Router.for_query_document(query_modules=list(query_model), document_modules=list(documents))
     SentenceTransformer(modules=[router], device="cpu").save(str(path))
+    record_route_origin(path, "document", start_model)

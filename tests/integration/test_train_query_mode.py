@@ -67,10 +67,11 @@ def test_query_mode_saves_a_router_whose_documents_are_the_start_model(trained: 
     assert "encode_query" in card
 
 
-def test_the_encoder_runs_each_route(trained: tuple, minilm_path: Path) -> None:
+def test_the_encoder_runs_each_route(trained: tuple, minilm_path: Path, tmp_path: Path) -> None:
     from sentence_transformers import SentenceTransformer
 
     from embedforge.encoding.encoder import Encoder, get_encoder
+    from embedforge.models import model_id, route_model_id, route_modules
 
     model_dir, _, data = trained
     st = SentenceTransformer(str(model_dir), device="cpu")
@@ -81,7 +82,16 @@ def test_the_encoder_runs_each_route(trained: tuple, minilm_path: Path) -> None:
         got = enc.encode(texts)
         assert float(np.min(np.sum(got * reference, axis=1))) > 0.9999
     assert Encoder(model_dir, backend="torch").route == "document"  # the model's default route
-    assert Encoder(model_dir, role="query").model_id != Encoder(model_dir, role="document").model_id
+    # the document route is recorded as the start model: it shares its id (cache, exports, indexes) ...
+    assert Encoder(model_dir, role="document").model_id == model_id(minilm_path)
+    assert Encoder(model_dir, role="query").model_id not in (model_id(minilm_path), model_id(model_dir))
+    # ... only while its files are unchanged
+    edited = tmp_path / "edited"
+    shutil.copytree(model_dir, edited)
+    folder = next(f for kind, f in route_modules(edited, "document") if kind == "Pooling")
+    with open(edited / folder / "config.json", "a") as fh:
+        fh.write("\n")
+    assert route_model_id(edited, "document") not in (model_id(minilm_path), route_model_id(model_dir, "document"))
     plain = get_encoder(minilm_path)  # a single-encoder model: one encoder for both roles
     assert get_encoder(minilm_path, role="query") is plain and plain.route is None
     with pytest.raises(ValueError, match="role must be one of"):
@@ -148,3 +158,8 @@ def test_embed_then_search_use_the_document_and_query_routes(trained: tuple, cli
         [query], normalize_embeddings=True)[0]
     expected = [ds.corpus_ids[i] for i in np.argsort(-scores)[:5]]
     assert [h["id"] for h in hits] == expected
+    # an index the start model built serves the tuned model's queries as it is: the documents did not move
+    cli_here("embed", "--model", "all-MiniLM-L6-v2", "--input", str(data), "--out", str(tmp_path / "start"), env=env)
+    out = cli_here("search", str(tmp_path / "start"), query, "--k", "5", "--json", "--model", str(model_dir),
+                   env=env).stdout
+    assert [json.loads(line)["id"] for line in out.splitlines() if line.startswith("{")] == expected
