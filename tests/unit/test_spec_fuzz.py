@@ -27,17 +27,18 @@ JOBS = sorted((REPO / "jobs").glob("*.yaml"))
 
 
 SLICE = str(REPO / "tests" / "fixtures" / "scifact-slice")
+SLICES = {"beir:cranfield": str(REPO / "tests" / "fixtures" / "cranfield-slice")}
 
 
 def _self_contained(value: Any) -> Any:
-    """The shipped jobs with downloadable datasets (``beir:NAME``) replaced by the repository's SciFact slice (its
-    train and test qrels, like SciFact's own, and the train claims divided by ``datasets split``)."""
+    """The shipped jobs with downloadable datasets (``beir:NAME``) replaced by the repository's slice of that
+    dataset (the divisions ``datasets split`` makes included), the SciFact slice for any other name."""
     if isinstance(value, dict):
         return {k: _self_contained(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_self_contained(v) for v in value]
     if isinstance(value, str) and value.startswith("beir:"):
-        return SLICE
+        return SLICES.get(value, SLICE)
     return value
 
 
