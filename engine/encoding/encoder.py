@@ -41,7 +41,7 @@ import torch
 
 from embedforge import device as dev
 from embedforge.encoding.cache import EmbeddingCache, shared_cache
-from embedforge.models import resolve_model, route_model_id, route_modules, route_of
+from embedforge.models import model_id, resolve_model, route_model_id, route_modules, route_of
 
 log = logging.getLogger("embedforge.encoder")
 
@@ -229,6 +229,10 @@ class Encoder:
             self.model.max_seq_length = max_seq_length
         self.model.eval()
         self.model_id = route_model_id(self.path, self.route)
+        """Id of what this encoder runs (cache, exports and indexes key on it): a Router's route keeps the id of
+        the model it copies (:func:`embedforge.models.record_route_origin`)."""
+        self.folder_id = self.model_id if self.route is None else model_id(self.path)
+        """Id of the model folder as a whole: what names the model in reports and the server."""
         self.dim = int(self.model.get_embedding_dimension())
         self.max_batch_tokens = max_batch_tokens
         self.cpu_batch_tokens = cpu_batch_tokens or CPU_BATCH_TOKENS_PER_THREAD * torch.get_num_threads()

@@ -151,7 +151,7 @@ def _dense(dataset: BeirDataset, model: ModelRef, cfg: EvaluateConfig, seed: int
     corpus_s = time.perf_counter() - t0
     corpus_hits = encoder.stats.get("cache_hits", 0) - hits_before
     queries_full = query_encoder.encode(dataset.query_texts, normalize=False, cache=cfg.cache)
-    shared: dict[str, Any] = {"model_ref": model.ref, "model_id": encoder.model_id, "model_dim": encoder.dim,
+    shared: dict[str, Any] = {"model_ref": model.ref, "model_id": encoder.folder_id, "model_dim": encoder.dim,
                               "n_queries": len(dataset.query_ids), "n_docs": len(dataset.corpus_ids),
                               "score_by": cfg.score_by, "n_passages": len(units),
                               "corpus_encode_s": corpus_s, "corpus_cache_hits": corpus_hits,

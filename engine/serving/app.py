@@ -22,7 +22,7 @@ from fastapi import FastAPI, Response
 
 from embedforge import device as dev
 from embedforge.encoding.encoder import Encoder, truncate_normalize
-from embedforge.models import model_id, resolve_model
+from embedforge.models import resolve_model
 from embedforge.serving.auth import BearerAuth
 from embedforge.serving.batcher import DynamicBatcher
 from embedforge.serving.config import ServeConfig
@@ -99,8 +99,8 @@ def create_app(config: ServeConfig, encoder: Encoder | None = None) -> FastAPI:
     encoder = encoder or load_encoder(config)
     limit = min(config.max_tokens_per_input or encoder.max_seq_length, encoder.max_seq_length)
     char_limit = config.max_chars_per_input or 16 * limit
-    served_id = encoder.model_id if encoder.route is None else model_id(encoder.path)
-    model = ServedModel(encoder, served_name(config), int(Path(encoder.path).stat().st_mtime), limit, served_id)
+    model = ServedModel(encoder, served_name(config), int(Path(encoder.path).stat().st_mtime), limit,
+                        encoder.folder_id)
     metrics = ServeMetrics(model.name, model.model_id, encoder.dim)
     def batcher_for(enc: Encoder) -> DynamicBatcher:
         return DynamicBatcher(

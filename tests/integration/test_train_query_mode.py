@@ -85,6 +85,7 @@ def test_the_encoder_runs_each_route(trained: tuple, minilm_path: Path, tmp_path
     # the document route is recorded as the start model: it shares its id (cache, exports, indexes) ...
     assert Encoder(model_dir, role="document").model_id == model_id(minilm_path)
     assert Encoder(model_dir, role="query").model_id not in (model_id(minilm_path), model_id(model_dir))
+    assert Encoder(model_dir, role="document").folder_id == model_id(model_dir)  # what reports name the model by
     # ... only while its files are unchanged
     edited = tmp_path / "edited"
     shutil.copytree(model_dir, edited)
