@@ -555,24 +555,23 @@ def finish(ctx: StageContext, cfg: TrainConfig, start_model: str, rows: Training
                                                       "seconds": result["seconds"]},
                       versions=library_versions(), guard=guard)
     save = result["candidates"][verdict.promoted][1]
-    pooling_weights: dict[str, Any] = {"applied": False, "reason": "train.token_weights: none"}
     query_mode = cfg.mode == "query"  # the documents keep the start model's vectors: neither is applied
-    if query_mode:
-        pooling_weights = {"applied": False, "reason": "train.mode: query keeps the start model's document vectors"}
-        if verdict.promoted != "base":
-            card += ("\n\n**Query and document encoders.** Only the query encoder was trained; documents are "
-                     "encoded by the start model, unchanged (a sentence-transformers `Router`). Use "
-                     "`model.encode_query(...)` for queries and `model.encode_document(...)` for documents; vectors "
-                     "already made with the start model stay valid.\n")
-    if cfg.token_weights == "idf" and not query_mode:
+    weigh = cfg.token_weights == "idf" and not query_mode
+    rotate = cfg.corpus_rotation == "pca" and not query_mode
+    kept = "train.mode: query keeps the start model's document vectors"
+    pooling_weights: dict[str, Any] = {"applied": False,
+                                       "reason": kept if query_mode else "train.token_weights: none"}
+    rotation: dict[str, Any] = {"applied": False, "reason": kept if query_mode else "train.corpus_rotation: none"}
+    if query_mode and verdict.promoted != "base":
+        card += ("\n\n**Query and document encoders.** Only the query encoder was trained; documents are "
+                 "encoded by the start model, unchanged (a sentence-transformers `Router`). Use "
+                 "`model.encode_query(...)` for queries and `model.encode_document(...)` for documents; vectors "
+                 "already made with the start model stay valid.\n")
+    if weigh:
         card += (f"\n\n**Pooling weights.** Token states are weighted by their idf in this job's chunks (power "
                  f"{cfg.token_weights_power}, floor {cfg.token_weights_floor}) before mean pooling: the "
                  f"`WordWeights` module. The validation figures above were measured without it.\n")
-
-    rotation: dict[str, Any] = {"applied": False, "reason": "train.corpus_rotation: none"}
-    if query_mode:
-        rotation = {"applied": False, "reason": "train.mode: query keeps the start model's document vectors"}
-    if cfg.corpus_rotation == "pca" and not query_mode:
+    if rotate:
         card += ("\n\n**Corpus rotation.** The embedding space is rotated onto the principal axes of this model's "
                  "vectors of the job's chunks (a `Dense` module before the normalization): full-dimension results are "
                  "unchanged, truncated dimensions keep the directions this corpus varies along most.\n")
@@ -580,11 +579,11 @@ def finish(ctx: StageContext, cfg: TrainConfig, start_model: str, rows: Training
     def write(tmp: Path) -> None:
         nonlocal pooling_weights, rotation
         save(tmp)
-        passages = load_passages(ctx.input_dir("chunk")).values()
-        if cfg.token_weights == "idf" and not query_mode:
+        passages = load_passages(ctx.input_dir("chunk")).values() if weigh or rotate else []
+        if weigh:
             pooling_weights = weight_saved_model(tmp, passages, floor=cfg.token_weights_floor,
                                                  power=cfg.token_weights_power)
-        if cfg.corpus_rotation == "pca" and not query_mode:
+        if rotate:
             rotation = rotate_saved_model(tmp, passages, max_passages=cfg.corpus_rotation_passages, dims=dims)
         finish_model_dir(tmp, title=ctx.job.name, base_model=hub_id(start_ref), dims=dims, extra_markdown=card,
                          metrics=result["candidates"][verdict.promoted][0], base_kept=kept_base(guard),
