@@ -28,6 +28,7 @@ from embedforge.data.chunking import TokenCounter, passages
 from embedforge.device import cpu_model
 from embedforge.evaluation.metrics import evaluate_run, paired_test
 from embedforge.models import resolve_model
+from embedforge.training.checkpoints import interpolate
 
 p = argparse.ArgumentParser()
 p.add_argument("--steps", type=int, default=300)
@@ -46,6 +47,8 @@ p.add_argument("--generate", type=Path, help="a generate stage directory (its sh
 p.add_argument("--cache", type=Path, default=Path("query_side_probe_passages.npy"))
 p.add_argument("--seed", type=int, default=0)
 p.add_argument("--save", action="store_true")
+p.add_argument("--start-shares", default="", help="also score WiSE-FT averages with these shares of the start "
+               "weights at every evaluation, e.g. 0.25,0.5 (train.weight_averaging)")
 a = p.parse_args()
 torch.manual_seed(a.seed)
 random.seed(a.seed)
@@ -119,18 +122,29 @@ own_t = torch.from_numpy(owner)
 nd = len(ds.corpus_ids)
 Pdims = {dim: torch.nn.functional.normalize(Pt[:, :dim], dim=1) for dim in dims}
 hist = []
+start_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+shares = [float(x) for x in a.start_shares.split(",") if x]
+
 def report(step):
     model.eval()
     with torch.no_grad():
+        tuned_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        for share in shares:
+            model.load_state_dict(interpolate(tuned_state, start_state, share))
+            score(step, share, dev(model, str(step)))
+        model.load_state_dict(tuned_state)
         sc = dev(model, str(step))
     model.train()
-    row = {"step": step}
+    score(step, 0.0, sc)
+
+def score(step, share, sc):
+    row = {"step": step, "start_share": share}
     for dim in dims:
         t = paired_test(base_scores[dim], sc[dim], n_resamples=2000)
         seen = np.mean([sc[dim][q] - base_scores[dim][q] for q in seen_q])
         other = np.mean([sc[dim][q] - base_scores[dim][q] for q in sc[dim] if q not in seen_q])
         row[dim] = {"ndcg": t["mean_candidate"], "delta": t["delta"], "p": t["p_value_randomization"], "seen": seen, "other": other}
-        print(f"step {step} @{dim}: {t['mean_candidate']:.4f} ({t['delta']:+.4f}, p {t['p_value_randomization']:.3f}) seen {seen:+.4f} other {other:+.4f}", flush=True)
+        print(f"step {step} share {share} @{dim}: {t['mean_candidate']:.4f} ({t['delta']:+.4f}, p {t['p_value_randomization']:.3f}) seen {seen:+.4f} other {other:+.4f}", flush=True)
     hist.append(row)
 t0 = time.time()
 for step in range(1, a.steps + 1):

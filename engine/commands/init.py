@@ -4,8 +4,10 @@ and this machine.
 It reads the corpus once (documents, characters), looks at the machine (CUDA and its memory, CPU cores, RAM)
 and the base model (dimension), then writes a job file whose numbers follow from those: which query kinds (LLM
 queries only with a GPU), batch size and steps of training, Matryoshka dimensions, which index kinds. With
-``--dev-share`` part of the ``--eval`` judged queries chooses the checkpoint and the rest measures the result. Each sized
-value carries a comment saying why. The file is validated before it is written.
+``--dev-share`` part of the ``--eval`` judged queries chooses the checkpoint and the rest measures the result; with
+``--train-share`` as well, that share of the dev part trains the query encoder beside the synthetic queries
+(``train.mode: query``, docs/adaptation.md) and the rest of it chooses the checkpoint. Each sized value carries a
+comment saying why. The file is validated before it is written.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ CPU_QUERY_KINDS = ["ict", "keyword"]
 """What a CPU-only job trains on: inverse-cloze and keyword queries. In the query-kind study (docs/adaptation.md)
 ``ict`` + ``keyword`` beat ``ict`` alone on both development sets, and SmolLM2's queries (the generator a CPU can
 run) trained worse than keyword queries, at 25 of the SciFact job's 37 generate minutes."""
+QUERY_SIDE_STEPS = 400
+"""Steps of a query-side job (``--train-share``): chosen on the SciFact train claims (jobs/scifact_query.yaml kept
+step 350 of 400); a step encodes one batch of short queries, so the count does not grow with the corpus."""
 
 
 @dataclass
@@ -100,9 +105,11 @@ def _kv(indent: int, key: str, value: object, comment: str = "") -> str:
 
 
 def render(corpus: str, eval_dir: str | None, name: str, base_model: str, stats: CorpusStats, machine: Machine,
-           dim: int, out: str = "job.yaml", dev_split: str | None = None, heldout_split: str | None = None) -> str:
+           dim: int, out: str = "job.yaml", dev_split: str | None = None, heldout_split: str | None = None,
+           train_split: str | None = None) -> str:
     """The job file's text, every sized value with the reason next to it. ``dev_split``/``heldout_split``: qrels
-    splits of ``eval_dir`` that choose the checkpoint (``validation: judged``) and measure the result."""
+    splits of ``eval_dir`` that choose the checkpoint (``validation: judged``) and measure the result;
+    ``train_split``: judged queries to train on, which makes it a query-side job (``train.mode: query``)."""
     max_tokens = 256
     chunks = stats.chunks(max_tokens)
     llm = machine.cuda  # an LLM's queries pay only with a GPU's generator (CPU_QUERY_KINDS)
@@ -139,14 +146,29 @@ def render(corpus: str, eval_dir: str | None, name: str, base_model: str, stats:
         "  mine:",
         _kv(4, "num_negatives", 1, "hard negatives per query, from the base model's ranking"),
         "  train:",
+        *([_kv(4, "mode", "query", "only the query encoder trains; documents keep the base model's vectors")]
+          if train_split else []),
         _kv(4, "batch_size", batch, "in-batch negatives: larger is better while it fits"
             + (f" ({machine.gpu_gb:.0f} GiB GPU)" if machine.cuda else " (CPU)")),
+        _kv(4, "max_steps", QUERY_SIDE_STEPS, "SciFact train claims: step 350 of 400 kept") if train_split else
         _kv(4, "max_steps", max_steps, f"~{rows:,} training queries; about an hour on {machine.cores} cores")
         if max_steps is not None else _kv(4, "epochs", 1, f"one pass over ~{rows:,} training queries"),
         _kv(4, "matryoshka_dims", _yaml(dims), f"the model's {dim} dimensions and truncations of them"),
         *([] if llm else [_kv(4, "query_kinds", _yaml(CPU_QUERY_KINDS), "titles only validate")]),
     ]
-    if dev_split:
+    if train_split:
+        lines += [
+            _kv(4, "judged_queries", _yaml(eval_dir), "real queries with judgements (embedforge datasets split)"),
+            _kv(4, "judged_split", dev_split, "these choose the checkpoint"),
+            _kv(4, "judged_train_split", train_split, "these train, beside the synthetic queries"),
+            _kv(4, "judged_train_repeat", "balance", "about as many judged rows as synthetic ones"),
+            _kv(4, "max_negatives", 0, "every document of the corpus is a negative"),
+            _kv(4, "validation", "judged", "the guard and the best-checkpoint choice use them"),
+            _kv(4, "eval_steps", 50),
+            _kv(4, "early_stopping_patience", 3, "end the run 3 validations after its best checkpoint"),
+            _kv(4, "stop_behind_start", 3, "or after 3 validations in a row below the base model"),
+        ]
+    elif dev_split:
         every = max(10, (max_steps or steps) // 6)
         lines += [
             _kv(4, "judged_queries", _yaml(eval_dir), f"its qrels/{dev_split}.tsv: real queries choose the checkpoint"),
@@ -187,6 +209,9 @@ def init(corpus: Annotated[str, typer.Option("--corpus", "-c", help="Your docume
          dev_share: Annotated[float, typer.Option("--dev-share", help="With --eval: this share of its judged queries "
                                                   "chooses the checkpoint (validation: judged), the rest measures the "
                                                   "result (embedforge datasets split)")] = 0.0,
+         train_share: Annotated[float, typer.Option("--train-share", help="With --dev-share: this share of the dev "
+                                                    "queries trains the query encoder beside the synthetic queries "
+                                                    "(train.mode: query), the rest chooses the checkpoint")] = 0.0,
          force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite an existing file")] = False) -> None:
     """Write a commented job spec sized to your corpus and this machine (then: embedforge run job.yaml)."""
     from embedforge.cli import fail
@@ -205,6 +230,10 @@ def init(corpus: Annotated[str, typer.Option("--corpus", "-c", help="Your docume
             fail(f"--eval {eval_dir}: {exc}")
     if dev_share and eval_dir is None:
         fail("--dev-share divides the judged queries of --eval: pass --eval too")
+    if train_share and not dev_share:
+        fail("--train-share divides the dev queries that --dev-share sets apart: pass --dev-share too")
+    if train_share and not 0 < train_share < 1:
+        fail(f"--train-share must be between 0 and 1 (exclusive), got {train_share}")
     try:
         stats = corpus_stats(corpus)
         dim = model_dim(base_model)
@@ -217,8 +246,16 @@ def init(corpus: Annotated[str, typer.Option("--corpus", "-c", help="Your docume
             except BeirFormatError as exc:
                 fail(f"--eval {eval_dir}: {exc}")
             splits = {"dev_split": str(divided["dev_split"]), "heldout_split": str(divided["heldout_split"])}
-            console.print(f"--eval {eval_dir}: {divided['dev_queries']} judged queries choose the checkpoint "
-                          f"(qrels/{divided['dev_split']}.tsv), {divided['heldout_queries']} measure the result "
+            said = (f"{divided['dev_queries']} judged queries choose the checkpoint (qrels/{divided['dev_split']}.tsv)")
+            if train_share:
+                try:  # the dev part again: its "-dev" share validates, its "-heldout" share trains
+                    trained = split_judged(eval_dir or "", str(divided["dev_split"]), 1 - train_share)
+                except BeirFormatError as exc:
+                    fail(f"--eval {eval_dir}: --train-share: {exc}")
+                splits.update(dev_split=str(trained["dev_split"]), train_split=str(trained["heldout_split"]))
+                said = (f"{trained['heldout_queries']} judged queries train (qrels/{trained['heldout_split']}.tsv), "
+                        f"{trained['dev_queries']} choose the checkpoint (qrels/{trained['dev_split']}.tsv)")
+            console.print(f"--eval {eval_dir}: {said}, {divided['heldout_queries']} measure the result "
                           f"(qrels/{divided['heldout_split']}.tsv)", highlight=False, soft_wrap=True)
     except (FileNotFoundError, ValueError, OSError) as exc:
         fail(str(exc))

@@ -70,3 +70,34 @@ def test_dev_share_divides_the_judged_queries_between_train_and_evaluate(cli, tm
     cli("validate", str(out))  # the pre-flight check finds the two parts disjoint
     lonely = cli("init", "--corpus", str(judged), "--dev-share", "0.5", "-o", str(tmp_path / "x.yaml"), check=False)
     assert lonely.returncode == 2 and "pass --eval too" in lonely.stdout + lonely.stderr
+
+
+def test_train_share_writes_a_query_side_job_on_three_disjoint_parts(cli, tmp_path: Path,
+                                                                    cranfield_slice: Path) -> None:
+    judged = Path(shutil.copytree(cranfield_slice, tmp_path / "cf"))
+    for stale in (judged / "qrels").glob("test-*.tsv"):
+        stale.unlink()  # the parts init writes, not the fixture's
+    out = tmp_path / "job.yaml"
+    proc = cli("init", "--corpus", str(judged), "--eval", str(judged), "--dev-share", "0.5", "--train-share", "0.7",
+               "-o", str(out))
+    said = " ".join((proc.stdout + proc.stderr).split())
+    assert "train (qrels/test-dev-heldout.tsv)" in said and "choose the checkpoint (qrels/test-dev-dev.tsv)" in said
+    spec = load_spec(out)
+    train, evaluate = spec.stages["train"], spec.stages["evaluate"]
+    assert (train.mode, train.validation, train.judged_split, train.judged_train_split) == \
+        ("query", "judged", "test-dev-dev", "test-dev-heldout")
+    assert train.max_negatives == 0 and train.judged_queries == str(judged) and evaluate.split == "test-heldout"
+    parts = {name: set(load_qrels(judged / "qrels" / f"{name}.tsv"))
+             for name in ("test-dev-dev", "test-dev-heldout", "test-heldout")}
+    assert all(parts.values()) and sum(map(len, parts.values())) == len(load_qrels(judged / "qrels" / "test.tsv"))
+    assert len(parts["test-dev-heldout"]) > len(parts["test-dev-dev"])  # 70 % of the dev part trains
+    assert not (parts["test-dev-dev"] & parts["test-dev-heldout"]) and not (parts["test-heldout"] &
+                                                                              (parts["test-dev-dev"] | parts["test-dev-heldout"]))
+    cli("validate", str(out))  # the pre-flight check: trained queries are neither validated nor evaluated
+
+    for bad, message in ((["--train-share", "0.7"], "pass --dev-share too"),
+                         (["--dev-share", "0.5", "--train-share", "1.5"], "between 0 and 1")):
+        proc = cli("init", "--corpus", str(judged), "--eval", str(judged), *bad, "-o", str(tmp_path / "x.yaml"),
+                   check=False)
+        assert proc.returncode == 2 and message in proc.stdout + proc.stderr and "Traceback" not in proc.stderr
+        assert not (tmp_path / "x.yaml").exists()
