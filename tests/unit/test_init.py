@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -62,6 +63,7 @@ def test_dev_share_divides_the_judged_queries_between_train_and_evaluate(cli, tm
     proc = cli("init", "--corpus", str(judged), "--eval", str(judged), "--dev-share", "0.5", "-o", str(out))
     said = " ".join((proc.stdout + proc.stderr).split())
     assert "judged queries choose the checkpoint (qrels/test-dev.tsv)" in said
+    assert "--train-share" not in said  # 20 dev queries: too few to suggest training on them
     spec = load_spec(out)
     train, evaluate = spec.stages["train"], spec.stages["evaluate"]
     assert (train.validation, train.judged_split, train.judged_queries) == ("judged", "test-dev", str(judged))
@@ -101,3 +103,18 @@ def test_train_share_writes_a_query_side_job_on_three_disjoint_parts(cli, tmp_pa
                    check=False)
         assert proc.returncode == 2 and message in proc.stdout + proc.stderr and "Traceback" not in proc.stderr
         assert not (tmp_path / "x.yaml").exists()
+
+
+def test_init_suggests_train_share_when_the_dev_part_is_large(cli, tmp_path: Path) -> None:
+    beir = tmp_path / "many"
+    (beir / "qrels").mkdir(parents=True)
+    docs = [{"_id": f"d{i}", "title": f"title {i}", "text": f"document number {i} about topic {i % 7}"}
+            for i in range(20)]
+    (beir / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+    (beir / "queries.jsonl").write_text("".join(json.dumps({"_id": f"q{i}", "text": f"topic {i % 7}?"}) + "\n"
+                                                for i in range(220)))
+    (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\td{i % 20}\t1\n"
+                                                                                      for i in range(220)))
+    proc = cli("init", "--corpus", str(beir), "--eval", str(beir), "--dev-share", "0.5", "-o", str(tmp_path / "j.yaml"))
+    said = " ".join((proc.stdout + proc.stderr).split())
+    assert "110 dev queries are enough to train on as well: --train-share 0.7" in said
