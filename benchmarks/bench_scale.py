@@ -65,7 +65,8 @@ def make_corpus(root: Path, rows: int, shard_rows: int, words: int) -> Path:
     return done
 
 
-def child(mode: str, source: str, out: str, threads: int, shard_rows: int, backend: str) -> None:
+def child(mode: str, source: str, out: str, threads: int, shard_rows: int, backend: str, batch_rows: int,
+          window_rows: int | None) -> None:
     """One run in this process (and, for Ray, the cluster it starts); prints its counters as JSON."""
     from embedforge.encoding.bulk_embed import OutputOptions, embed_blocks, iter_blocks
 
@@ -88,7 +89,7 @@ def child(mode: str, source: str, out: str, threads: int, shard_rows: int, backe
         ray.init(num_cpus=threads, include_dashboard=False, log_to_driver=False)
         totals = embed_with_ray(source, Path(out), str(resolve_model("all-MiniLM-L6-v2")), opts, fmt="parquet",
                                 shard_rows=shard_rows, actors=int(mode[-1]), device="cpu", backend=backend,
-                                batch_rows=1024)
+                                batch_rows=batch_rows, **({"window_rows": window_rows} if window_rows else {}))
         ray.shutdown()
     print(json.dumps({**totals, "seconds": time.perf_counter() - t0}), flush=True)
 
@@ -98,6 +99,7 @@ def _spawn(mode: str, source: Path, out: Path, args: argparse.Namespace) -> subp
     env.update({"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled", "TOKENIZERS_PARALLELISM": "false"})
     return subprocess.Popen([sys.executable, "-P", __file__, "--child", mode, "--source", str(source), "--child-out",
                              str(out), "--threads", str(args.threads), "--shard-rows", str(args.shard_rows),
+                             "--batch-rows", str(args.batch_rows), "--window-rows", str(args.window_rows or 0),
                              "--backend", args.backend], env=env, stdout=open(out.parent / f"{mode}.stdout", "w"),
                             stderr=open(out.parent / f"{mode}.stderr", "w"), text=True, start_new_session=True)
     # files, not pipes: nobody reads a pipe while the run lasts, and Ray Data's progress log fills one (64 KiB)
@@ -209,12 +211,16 @@ def main() -> None:
     parser.add_argument("--kill-at", type=float, default=0.5, help="resume: kill after this share of shards")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "embedforge-bench-scale")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "bench_scale.json")
+    parser.add_argument("--batch-rows", type=int, default=1024, help="Ray: rows per map_batches call (one block)")
+    parser.add_argument("--window-rows", type=int, default=None,
+                        help="Ray: rows per window, one Ray Dataset each (default: the executor's)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--source", help=argparse.SUPPRESS)
     parser.add_argument("--child-out", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child, args.source, args.child_out, args.threads, args.shard_rows, args.backend)
+        child(args.child, args.source, args.child_out, args.threads, args.shard_rows, args.backend, args.batch_rows,
+              args.window_rows)
         return
     import shutil
 
@@ -254,6 +260,7 @@ def main() -> None:
 
     meta = {"benchmark": "bench_scale", **cpu_info(), "threads": args.threads, "rows": args.rows,
             "shard_rows": args.shard_rows, "words": args.words, "backend": args.backend,
+            "batch_rows": args.batch_rows, "window_rows": args.window_rows,
             "load_average_before": [round(x, 2) for x in load_before],
             "load_average_after": [round(x, 2) for x in os.getloadavg()], "git": git_sha(),
             "timestamp": datetime.now(UTC).isoformat(timespec="seconds"), "versions": library_versions()}

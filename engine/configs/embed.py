@@ -81,6 +81,11 @@ class EmbedConfig(StageConfig):
     """Ray: rows per ``map_batches`` call."""
     ray_stall_timeout_s: float = no_hash(600.0, gt=0)
     """Ray: fail the stage when no batch comes back for this many seconds (includes actor start-up)."""
+    ray_window_rows: int | None = no_hash(None, ge=1)
+    """Ray: send the input files through Ray in windows of about this many rows (whole files), one Ray Dataset
+    each (null: one Dataset). Ray Data keeps statistics for every block of a Dataset until the Dataset ends, so
+    a very long run through one driver grows its memory with the input; windows bound that, at the cost of
+    starting the actor pool again per window (model loads: ~16 s per window on 2 CPU cores)."""
 
     def input_fingerprint(self) -> str | None:
         """Content hash of a path ``input`` (every file), so edited input re-runs embed; None for ``chunk``."""

@@ -231,6 +231,32 @@ class _Committer:
         self.totals["shards_written"] += 1
 
 
+def windows(files: list[InputFile], window_rows: int | None) -> list[list[InputFile]]:
+    """Consecutive input files grouped into windows of at most ``window_rows`` rows (a larger file is a window
+    of its own; None: one window). Each window runs as its own Ray Dataset: Ray Data keeps statistics for every
+    block a Dataset has produced until that Dataset is released (ray-project/ray#66016), so the driver's memory
+    follows the blocks of one window, not of the whole input; each window starts the actor pool again.
+
+    >>> [[f.path for f in w] for w in windows([InputFile("a", 60, 0), InputFile("b", 60, 1), InputFile("c", 200, 2),
+    ...                                        InputFile("d", 10, 3)], 100)]
+    [['a'], ['b'], ['c'], ['d']]
+    >>> [[f.path for f in w] for w in windows([InputFile("a", 40, 0), InputFile("b", 60, 1), InputFile("c", 1, 2)], 100)]
+    [['a', 'b'], ['c']]
+    """
+    if window_rows is None:
+        return [list(files)]
+    out: list[list[InputFile]] = []
+    rows = 0
+    for f in files:
+        if out and rows + f.rows <= window_rows:
+            out[-1].append(f)
+            rows += f.rows
+        else:
+            out.append([f])
+            rows = f.rows
+    return out
+
+
 def _same_file(a: str, b: str) -> bool:
     a = a.removeprefix("file://")
     return a == b or os.path.realpath(a) == os.path.realpath(b) or os.path.realpath("/" + a) == os.path.realpath(b)
@@ -241,12 +267,14 @@ def embed_with_ray(source: str | Path, out_dir: Path, model_path: str, opts: Out
                    cpus_per_actor: float | None = None, io_cpus: float = 1.0, batch_rows: int = 512,
                    stall_s: float = 600.0, device: str = "auto", precision: str = "fp32", backend: str = "auto",
                    max_batch_tokens: int = 16384, model_id: str | None = None, stage: str = "embed",
-                   actor_cls: type = EncodeBatch) -> dict[str, int]:
+                   window_rows: int | None = None, actor_cls: type = EncodeBatch) -> dict[str, int]:
     """Embed ``source`` (JSONL, BEIR, Parquet or chunk shards) on Ray into ``out_dir``; returns this run's counters.
 
     Connects to the running cluster (``ray.init`` already called, or ``RAY_ADDRESS``) or starts a local one.
     ``actors``/``cpus_per_actor``/``io_cpus`` size the pool (null: from the cluster's resources);
-    ``stall_s``: fail when no batch comes back for that long. ``actor_cls`` is the actor class (tests stall it).
+    ``stall_s``: fail when no batch comes back for that long; ``window_rows``: input files go through Ray in
+    windows of about this many rows, one Dataset each (:func:`windows`; None: one Dataset). ``actor_cls`` is
+    the actor class (tests stall it).
     """
     ray = dev.optional_import("ray", "the Ray embed executor")
     path = resolve_path(str(source))
@@ -278,36 +306,26 @@ def embed_with_ray(source: str | Path, out_dir: Path, model_path: str, opts: Out
         resources = ray.cluster_resources()
         pool = plan_pool(resources, actors=actors, cpus_per_actor=cpus_per_actor, io_cpus=io_cpus,
                          use_gpu=device != "cpu")
-        log.info("%s on Ray: %d input file(s) to do (%d shards already written); pool %s", stage, len(todo),
-                 skipped, pool.describe())
-        paths = [f.path for f in todo]
-        if jsonl:
-            ds = ray.data.read_datasource(_json_lines_datasource()(paths, include_paths=True), num_cpus=pool.io_cpus)
-        else:
-            names = set(pq.read_schema(paths[0]).names)
-            columns = [c for c in dict.fromkeys(("chunk_id", "doc_version", "title", "text", *ID_FIELDS,
-                                                 id_field or "")) if c in names]
-            ds = ray.data.read_parquet(paths, include_paths=True, num_cpus=pool.io_cpus).select_columns(
-                [*columns, "path"])
-        # Blocks of one batch each, in order (streaming, no shuffle): with preserve_order a task's rows reach the
-        # driver when the task ends, so small tasks are what lets shards commit as the run goes.
-        ds = ds.repartition(target_num_rows_per_block=batch_rows)
-        ds = ds.map_batches(actor_cls, batch_size=batch_rows, batch_format="pyarrow", compute=pool.compute(ray),
-                            num_cpus=pool.cpus_per_actor, num_gpus=pool.gpus_per_actor,
-                            fn_constructor_kwargs={"model_path": model_path, "device": device,
-                                                   "precision": precision, "backend": backend,
-                                                   "id_field": id_field, "jsonl": jsonl, "threads": pool.threads,
-                                                   "max_batch_tokens": max_batch_tokens})
+        groups = windows(todo, window_rows)
+        log.info("%s on Ray: %d input file(s) to do in %d window(s) (%d shards already written); pool %s", stage,
+                 len(todo), len(groups), skipped, pool.describe())
+        actor_kwargs = {"model_path": model_path, "device": device, "precision": precision, "backend": backend,
+                        "id_field": id_field, "jsonl": jsonl, "threads": pool.threads,
+                        "max_batch_tokens": max_batch_tokens}
         committer = _Committer(out_dir, opts, model_id, shard_rows, todo)
         total = sum(f.rows for f in todo)
         with track(stage, total=total, unit="docs") as progress:
             def status() -> str:
                 return f"{progress.done}/{total} rows back; pool {pool.describe()}; cluster {resources}"
 
-            batches = ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=1)
-            for table in watched(iter(batches), stall_s, stage, status):
-                committer.add(table)
-                progress.advance(table.num_rows, tokens=int(pc.sum(table.column("tokens")).as_py() or 0))
+            for group in groups:  # one Dataset per window, released before the next starts
+                ds = _dataset(ray, [f.path for f in group], jsonl, id_field, batch_rows, pool, actor_cls,
+                              actor_kwargs)
+                batches = ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=1)
+                for table in watched(iter(batches), stall_s, stage, status):
+                    committer.add(table)
+                    progress.advance(table.num_rows, tokens=int(pc.sum(table.column("tokens")).as_py() or 0))
+                del ds, batches
         missing = [n for f in todo for n in f.names(shard_rows) if not writer.done(n)]
         if missing:
             raise RuntimeError(f"{stage} on Ray: {len(missing)} shard(s) got no rows back (first: {missing[0]})")
@@ -318,6 +336,25 @@ def embed_with_ray(source: str | Path, out_dir: Path, model_path: str, opts: Out
             ray.shutdown()
     committer.totals["shards_skipped"] += skipped
     return committer.totals
+
+
+def _dataset(ray: Any, paths: list[str], jsonl: bool, id_field: str | None, batch_rows: int, pool: Any,
+             actor_cls: type, actor_kwargs: dict[str, Any]) -> Any:
+    """The Ray Dataset of encoded rows of ``paths``, in input order."""
+    if jsonl:
+        ds = ray.data.read_datasource(_json_lines_datasource()(paths, include_paths=True), num_cpus=pool.io_cpus)
+    else:
+        names = set(pq.read_schema(paths[0]).names)
+        columns = [c for c in dict.fromkeys(("chunk_id", "doc_version", "title", "text", *ID_FIELDS,
+                                             id_field or "")) if c in names]
+        ds = ray.data.read_parquet(paths, include_paths=True, num_cpus=pool.io_cpus).select_columns(
+            [*columns, "path"])
+    # Blocks of one batch each, in order (streaming, no shuffle): with preserve_order a task's rows reach the
+    # driver when the task ends, so small tasks are what lets shards commit as the run goes.
+    ds = ds.repartition(target_num_rows_per_block=batch_rows)
+    return ds.map_batches(actor_cls, batch_size=batch_rows, batch_format="pyarrow", compute=pool.compute(ray),
+                          num_cpus=pool.cpus_per_actor, num_gpus=pool.gpus_per_actor,
+                          fn_constructor_kwargs=actor_kwargs)
 
 
 def ray_resources() -> dict[str, Any]:

@@ -68,7 +68,7 @@ def embed_corpus(cfg: EmbedConfig, model_path: str, source: str | Path, out_dir:
                                 cpus_per_actor=cfg.ray_cpus_per_actor, io_cpus=cfg.ray_io_cpus,
                                 batch_rows=cfg.ray_batch_rows, stall_s=cfg.ray_stall_timeout_s, device=device,
                                 precision=cfg.precision, backend=cfg.backend, max_batch_tokens=cfg.max_batch_tokens,
-                                model_id=encoder.model_id)
+                                model_id=encoder.model_id, window_rows=cfg.ray_window_rows)
     else:
         total = count_rows(resolve_path(str(source))) if fmt in ("chunks", "parquet") else None
         with track("embed", total=total, unit="docs") as progress:

@@ -154,6 +154,29 @@ def test_jsonl_through_ray_equals_local(tmp_path: Path, local_ray: None, encoder
     assert again["shards_skipped"] == 3 and again["rows_embedded"] == 0  # finished: nothing is redone
 
 
+def test_windows_of_input_files_write_what_one_local_run_writes(tmp_path: Path, local_ray: None, encoder) -> None:
+    from embedforge.distributed.ray_embed import embed_with_ray
+
+    source = _chunks(tmp_path / "chunks", files=3, rows=7)
+    opts = OutputOptions(dims=[384])
+    ray_out, local_out = tmp_path / "ray", tmp_path / "local"
+    totals = embed_with_ray(source, ray_out, str(encoder.path), opts, shard_rows=4, batch_rows=3, device="cpu",
+                            backend=encoder.backend, window_rows=10)  # 7 + 7 > 10: one Dataset per file
+    local = embed_blocks(encoder, iter_blocks(source, "chunks", 4), local_out, opts, cache=False)
+    assert totals["rows_embedded"] == local["rows_embedded"] == 20 and totals["shards_written"] == 6
+    assert [p.name for p in list_shards(ray_out)] == [p.name for p in list_shards(local_out)]
+    ids, vectors = _vectors(ray_out / "shards")
+    local_ids, local_vectors = _vectors(local_out / "shards")
+    assert ids == local_ids and (vectors * local_vectors).sum(1).min() > 0.99999
+
+    lost = list_shards(ray_out)[3]  # the second file's second shard: only that file's window runs again
+    lost.unlink()
+    again = embed_with_ray(source, ray_out, str(encoder.path), opts, shard_rows=4, batch_rows=3, device="cpu",
+                           backend=encoder.backend, window_rows=10)
+    assert (again["shards_written"], again["shards_skipped"]) == (1, 5)
+    assert _vectors(ray_out / "shards")[0] == local_ids
+
+
 def test_watchdog_fails_a_stalled_run_naming_the_stage(tmp_path: Path, local_ray: None, minilm_path: Path) -> None:
     from embedforge.distributed.ray_embed import EncodeBatch, embed_with_ray
 
